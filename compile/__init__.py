@@ -1,0 +1,1 @@
+"""edgenas.compile: candidate -> deployable artifacts."""

@@ -1,0 +1,93 @@
+"""Value types shared by search/ and compile/ (runtime/ keeps its own, numpy-only)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+Runtime = Literal["tflite", "onnxruntime"]
+
+#: quantization modes each runtime's compiler can produce
+QUANT_MODES: dict[str, tuple[str, ...]] = {
+    "onnxruntime": (
+        "fp32",
+        "dynamic_int8",
+        "dynamic_int8_per_channel",
+        "static_int8_minmax",
+        "static_int8_entropy",
+        "static_int8_percentile",
+        "fp16",
+    ),
+    "tflite": ("fp32", "dynamic_int8", "fp16", "full_int8"),
+}
+
+ARCH_KEYS = (
+    "num_hidden_layers",
+    "hidden_size",
+    "intra_bottleneck_size",
+    "num_attention_heads",
+    "num_feedforward_networks",
+    "intermediate_size",
+    "embedding_size",
+)
+
+
+@dataclass(frozen=True, order=True)
+class ArchConfig:
+    """One MobileBERT architecture: the knobs the search turns."""
+
+    num_hidden_layers: int = 24
+    hidden_size: int = 512
+    intra_bottleneck_size: int = 128
+    num_attention_heads: int = 4
+    num_feedforward_networks: int = 4
+    intermediate_size: int = 512
+    embedding_size: int = 128
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "ArchConfig":
+        return cls(**{k: int(values[k]) for k in ARCH_KEYS})
+
+    def short(self) -> str:
+        """Compact label, e.g. L4-H256-B64-A2-F2-I256-E128."""
+        return (
+            f"L{self.num_hidden_layers}-H{self.hidden_size}-B{self.intra_bottleneck_size}"
+            f"-A{self.num_attention_heads}-F{self.num_feedforward_networks}"
+            f"-I{self.intermediate_size}-E{self.embedding_size}"
+        )
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """Everything one trial decides: architecture, runtime, quantization, knobs."""
+
+    arch: ArchConfig
+    runtime: Runtime = "onnxruntime"
+    quantization: str = "fp32"
+    seq_len: int = 128
+    threads: int = 1
+    graph_optimization: str = "all"
+    xnnpack: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["arch"] = self.arch.to_dict()
+        return out
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "Candidate":
+        rest = {k: v for k, v in values.items() if k != "arch"}
+        return cls(arch=ArchConfig.from_dict(values["arch"]), **rest)
+
+
+@dataclass
+class Objectives:
+    """What a trial reports back; filled from runtime measurements."""
+
+    accuracy: float
+    latency_ms: float
+    size_mb: float
+    extra: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,1 @@
+"""edgenas.search: what to build and how good it is."""
