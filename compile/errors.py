@@ -1,0 +1,7 @@
+"""The error compile/ raises: a candidate that cannot be compiled, with a one-line reason."""
+
+from edgenas.errors import EdgenasError
+
+
+class CompileError(EdgenasError):
+    """A converter failed, crashed, hung, or was asked for something it cannot do."""

@@ -1,0 +1,167 @@
+"""A compact plain-TensorFlow MobileBERT for sequence classification, built from torch weights.
+
+transformers 5 ships no TensorFlow models, so this mirrors
+``transformers.models.mobilebert.modeling_mobilebert`` (NoNorm, trigram input
+embedding, bottlenecks, shared key/query bottleneck, stacked FFNs) op for op,
+reading the ``save_pretrained`` directory directly (config.json + model.safetensors).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import tensorflow as tf
+
+from edgenas.compile.errors import CompileError
+
+INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+
+# Added to the scores of padded keys. Finite (not dtype-min) so that the
+# int8 converters can still quantize the sum; exp(-1e4) is exactly 0 in fp32.
+_MASK_VALUE = -10000.0
+
+
+def load_hf_dir(model_dir: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Read config.json and model.safetensors of a transformers save_pretrained dir."""
+    from safetensors.numpy import load_file
+
+    model_dir = Path(model_dir)
+    config_path, weights_path = model_dir / "config.json", model_dir / "model.safetensors"
+    if not config_path.is_file() or not weights_path.is_file():
+        raise CompileError(f"{model_dir} is not a save_pretrained dir (needs config.json and model.safetensors)")
+    config = json.loads(config_path.read_text())
+    if config.get("model_type") != "mobilebert":
+        raise CompileError(f"{model_dir}: model_type is {config.get('model_type')!r}, expected 'mobilebert'")
+    weights = {k: v.astype(np.float32) if v.dtype != np.float32 and v.dtype.kind == "f" else v
+               for k, v in load_file(str(weights_path)).items()}
+    return config, weights
+
+
+def _activation(name: str) -> Callable[[tf.Tensor], tf.Tensor]:
+    acts: dict[str, Callable[[tf.Tensor], tf.Tensor]] = {
+        "relu": tf.nn.relu,
+        "gelu": lambda x: tf.nn.gelu(x, approximate=False),
+        "gelu_new": lambda x: tf.nn.gelu(x, approximate=True),
+        "tanh": tf.math.tanh,
+    }
+    if name not in acts:
+        raise CompileError(f"hidden_act {name!r} is not supported by the TF MobileBERT")
+    return acts[name]
+
+
+class TFMobileBert(tf.Module):
+    """MobileBertForSequenceClassification in plain TF; weights are tf.Variables named like torch."""
+
+    def __init__(self, config: dict[str, Any], weights: dict[str, np.ndarray]) -> None:
+        super().__init__(name="mobilebert")
+        self.c = dict(config)
+        bottleneck = self.c.get("use_bottleneck", True)
+        self.true_hidden = self.c.get("intra_bottleneck_size", 128) if bottleneck else self.c["hidden_size"]
+        self.heads = int(self.c["num_attention_heads"])
+        self.head_size = self.true_hidden // self.heads
+        self.act = _activation(self.c.get("hidden_act", "relu"))
+        # tf.Module tracks the dict's variables, so the converters can freeze them.
+        self.w = {k.replace(".", "/"): tf.Variable(v, trainable=False, name=k.replace(".", "/"))
+                  for k, v in weights.items() if not k.startswith("cls.")}
+
+    # -- building blocks, each the twin of a torch module ---------------------
+    def _p(self, name: str) -> tf.Variable:
+        return self.w[name.replace(".", "/")]
+
+    def _linear(self, x: tf.Tensor, name: str) -> tf.Tensor:
+        return tf.matmul(x, self._p(f"{name}.weight"), transpose_b=True) + self._p(f"{name}.bias")
+
+    def _norm(self, x: tf.Tensor, name: str, eps: float) -> tf.Tensor:
+        w, b = self._p(f"{name}.weight"), self._p(f"{name}.bias")
+        if self.c.get("normalization_type", "no_norm") == "no_norm":
+            return x * w + b
+        mean, var = tf.nn.moments(x, axes=[-1], keepdims=True)
+        return (x - mean) * tf.math.rsqrt(var + eps) * w + b
+
+    def _embeddings(self, ids: tf.Tensor, token_types: tf.Tensor) -> tf.Tensor:
+        p = "mobilebert.embeddings"
+        x = tf.gather(self._p(f"{p}.word_embeddings.weight"), ids)
+        if self.c.get("trigram_input", True):
+            nxt = tf.pad(x[:, 1:], [[0, 0], [0, 1], [0, 0]])
+            prev = tf.pad(x[:, :-1], [[0, 0], [1, 0], [0, 0]])
+            x = tf.concat([nxt, x, prev], axis=2)
+        if self.c.get("trigram_input", True) or self.c["embedding_size"] != self.c["hidden_size"]:
+            x = self._linear(x, f"{p}.embedding_transformation")
+        seq = tf.shape(ids)[1]
+        pos = self._p(f"{p}.position_embeddings.weight")[:seq]
+        x = x + pos[tf.newaxis] + tf.gather(self._p(f"{p}.token_type_embeddings.weight"), token_types)
+        return self._norm(x, f"{p}.LayerNorm", 1e-5)  # torch builds this norm without eps
+
+    def _attention(self, q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, bias: tf.Tensor, p: str) -> tf.Tensor:
+        def split(x: tf.Tensor) -> tf.Tensor:
+            shape = tf.shape(x)
+            return tf.transpose(tf.reshape(x, [shape[0], shape[1], self.heads, self.head_size]), [0, 2, 1, 3])
+
+        q = split(self._linear(q, f"{p}.query"))
+        k = split(self._linear(k, f"{p}.key"))
+        v = split(self._linear(v, f"{p}.value"))
+        scores = tf.matmul(q, k, transpose_b=True) * (self.head_size**-0.5) + bias
+        ctx = tf.transpose(tf.matmul(tf.nn.softmax(scores, axis=-1), v), [0, 2, 1, 3])
+        shape = tf.shape(ctx)
+        return tf.reshape(ctx, [shape[0], shape[1], self.heads * self.head_size])
+
+    def _layer(self, h: tf.Tensor, bias: tf.Tensor, i: int) -> tf.Tensor:
+        p, eps = f"mobilebert.encoder.layer.{i}", float(self.c.get("layer_norm_eps", 1e-12))
+        if self.c.get("use_bottleneck", True):
+            layer_input = self._norm(self._linear(h, f"{p}.bottleneck.input.dense"), f"{p}.bottleneck.input.LayerNorm", eps)
+            if self.c.get("use_bottleneck_attention", False):
+                q = k = v = layer_input
+            elif self.c.get("key_query_shared_bottleneck", True):
+                shared = self._norm(self._linear(h, f"{p}.bottleneck.attention.dense"),
+                                    f"{p}.bottleneck.attention.LayerNorm", eps)
+                q, k, v = shared, shared, h
+            else:
+                q = k = v = h
+        else:
+            q = k = v = layer_input = h
+        ctx = self._attention(q, k, v, bias, f"{p}.attention.self")
+        x = self._norm(self._linear(ctx, f"{p}.attention.output.dense") + layer_input, f"{p}.attention.output.LayerNorm", eps)
+        for j in range(int(self.c.get("num_feedforward_networks", 4)) - 1):
+            f = f"{p}.ffn.{j}"
+            inner = self.act(self._linear(x, f"{f}.intermediate.dense"))
+            x = self._norm(self._linear(inner, f"{f}.output.dense") + x, f"{f}.output.LayerNorm", eps)
+        inner = self.act(self._linear(x, f"{p}.intermediate.dense"))
+        out = self._norm(self._linear(inner, f"{p}.output.dense") + x, f"{p}.output.LayerNorm", 1e-5)
+        if self.c.get("use_bottleneck", True):
+            b = f"{p}.output.bottleneck"
+            out = self._norm(self._linear(out, f"{b}.dense") + h, f"{b}.LayerNorm", eps)
+        return out
+
+    def logits(self, input_ids: tf.Tensor, attention_mask: tf.Tensor, token_type_ids: tf.Tensor) -> tf.Tensor:
+        """Classification logits (batch, num_labels) for int inputs of shape (batch, seq)."""
+        ids, types = tf.cast(input_ids, tf.int32), tf.cast(token_type_ids, tf.int32)
+        mask = tf.cast(attention_mask, tf.float32)
+        bias = (1.0 - mask)[:, tf.newaxis, tf.newaxis, :] * _MASK_VALUE
+        h = self._embeddings(ids, types)
+        for i in range(int(self.c["num_hidden_layers"])):
+            h = self._layer(h, bias, i)
+        pooled = h[:, 0]
+        if self.c.get("classifier_activation", True):
+            pooled = tf.math.tanh(self._linear(pooled, "mobilebert.pooler.dense"))
+        return self._linear(pooled, "classifier")
+
+    def concrete_function(self, seq_len: int | None, dtype: tf.DType = tf.int32) -> Any:
+        """A traced serving function with inputs input_ids/attention_mask/token_type_ids -> {'logits'}."""
+        if seq_len is not None and seq_len > int(self.c.get("max_position_embeddings", 512)):
+            raise CompileError(f"seq_len {seq_len} exceeds max_position_embeddings {self.c.get('max_position_embeddings')}")
+        specs = [tf.TensorSpec([None, seq_len], dtype, name=n) for n in INPUT_NAMES]
+
+        @tf.function(input_signature=specs)
+        def serve(input_ids: tf.Tensor, attention_mask: tf.Tensor, token_type_ids: tf.Tensor) -> dict[str, tf.Tensor]:
+            return {"logits": self.logits(input_ids, attention_mask, token_type_ids)}
+
+        return serve.get_concrete_function()
+
+
+def build_tf_model(model_dir: Path) -> TFMobileBert:
+    """The TF twin of the torch model saved in model_dir."""
+    config, weights = load_hf_dir(model_dir)
+    return TFMobileBert(config, weights)

