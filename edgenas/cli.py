@@ -73,9 +73,44 @@ def predict() -> None:
 
 
 @app.command()
-def bench() -> None:
+def bench(
+    artifact: Path = typer.Argument(..., help="a .tflite or .onnx artifact"),
+    target: str = typer.Option("local", help="local or ssh://user@host[:port]"),
+    threads: int = typer.Option(1, min=1, help="runtime threads"),
+    runs: int = typer.Option(50, min=1, help="timed runs"),
+    warmup: int = typer.Option(10, min=0, help="untimed warm-up runs"),
+    data: Optional[Path] = typer.Option(None, help="tokenized .npz (input_ids, attention_mask, token_type_ids, labels); adds accuracy"),
+    no_xnnpack: bool = typer.Option(False, "--no-xnnpack", help="TFLite: run without the XNNPACK delegate"),
+    graph_optimization: str = typer.Option("all", help="ONNX Runtime: disable, basic, extended or all"),
+    key: Optional[str] = typer.Option(None, help="SSH private key (default: agent and ~/.ssh keys)"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
+) -> None:
     """Time one artifact on a target device."""
-    _not_implemented("bench")
+    import json
+
+    from rich.table import Table
+
+    from edgenas.runtime.targets import target_from_url
+
+    device = target_from_url(target, **({"key_path": key} if key and target.startswith("ssh://") else {}))
+    result = device.measure(artifact, data, threads=threads, runs=runs, warmup=warmup, xnnpack=not no_xnnpack,
+                            graph_optimization=graph_optimization)
+    if as_json:
+        sys.stdout.write(json.dumps(result) + "\n")
+        return
+    table = Table(title=f"{artifact.name} on {result['device']}", min_width=60)
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for name in ("median_ms", "p90_ms", "p99_ms", "mean_ms", "cv", "peak_rss_mb", "accuracy", "n_eval"):
+        if name in result:
+            value = result[name]
+            table.add_row(name, f"{value:.4g}" if isinstance(value, float) else str(value))
+    knobs = {"runtime": result["runtime"], "threads": result["threads"], "xnnpack": result.get("xnnpack"),
+             "graph_optimization": result.get("graph_optimization"), "seq_len": result["seq_len"], "runs": runs}
+    for name, value in knobs.items():
+        if value is not None:
+            table.add_row(name, str(value))
+    console.print(table)
 
 
 def main(argv: Optional[list[str]] = None) -> None:
