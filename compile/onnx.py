@@ -13,7 +13,7 @@ from typing import Iterator
 import numpy as np
 
 from edgenas.compile.errors import CompileError
-from edgenas.compile.tf_mobilebert import INPUT_NAMES
+from edgenas.runtime.runners import INPUT_KEYS as INPUT_NAMES
 
 #: torch exporter opset; 17 is the newest the legacy exporter and ORT's quantizer both handle well
 OPSET = 17
@@ -55,7 +55,7 @@ def export_tf2onnx(model_dir: Path, out: Path) -> None:
 
     from edgenas.compile.tf_mobilebert import build_tf_model
 
-    fn = build_tf_model(model_dir).concrete_function(None, tf.int64)
+    fn = build_tf_model(model_dir).serving_function(None, tf.int64)
     specs = [tf.TensorSpec([None, None], tf.int64, name=n) for n in INPUT_NAMES]
     tf2onnx.convert.from_function(fn, input_signature=specs, opset=OPSET, output_path=str(out))
 

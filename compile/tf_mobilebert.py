@@ -16,8 +16,8 @@ import numpy as np
 import tensorflow as tf
 
 from edgenas.compile.errors import CompileError
+from edgenas.runtime.runners import INPUT_KEYS as INPUT_NAMES
 
-INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 
 # Added to the scores of padded keys. Finite (not dtype-min) so that the
 # int8 converters can still quantize the sum; exp(-1e4) is exactly 0 in fp32.
@@ -148,8 +148,8 @@ class TFMobileBert(tf.Module):
             pooled = tf.math.tanh(self._linear(pooled, "mobilebert.pooler.dense"))
         return self._linear(pooled, "classifier")
 
-    def concrete_function(self, seq_len: int | None, dtype: tf.DType = tf.int32) -> Any:
-        """A traced serving function with inputs input_ids/attention_mask/token_type_ids -> {'logits'}."""
+    def serving_function(self, seq_len: int | None, dtype: tf.DType = tf.int32) -> Any:
+        """A tf.function with inputs input_ids/attention_mask/token_type_ids (batch, seq_len) -> {'logits'}."""
         if seq_len is not None and seq_len > int(self.c.get("max_position_embeddings", 512)):
             raise CompileError(f"seq_len {seq_len} exceeds max_position_embeddings {self.c.get('max_position_embeddings')}")
         specs = [tf.TensorSpec([None, seq_len], dtype, name=n) for n in INPUT_NAMES]
@@ -158,7 +158,11 @@ class TFMobileBert(tf.Module):
         def serve(input_ids: tf.Tensor, attention_mask: tf.Tensor, token_type_ids: tf.Tensor) -> dict[str, tf.Tensor]:
             return {"logits": self.logits(input_ids, attention_mask, token_type_ids)}
 
-        return serve.get_concrete_function()
+        return serve
+
+    def concrete_function(self, seq_len: int | None, dtype: tf.DType = tf.int32) -> Any:
+        """The traced serving_function, as the TFLite converter wants it."""
+        return self.serving_function(seq_len, dtype).get_concrete_function()
 
 
 def build_tf_model(model_dir: Path) -> TFMobileBert:

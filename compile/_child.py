@@ -1,0 +1,174 @@
+"""The compile child process: `python -m edgenas.compile._child <build>/request.json`.
+
+Converts, checks parity against torch, writes <build>/model.{onnx,tflite} and
+meta.json, or <build>/error.json with a one-line reason. Run from api.py only.
+
+Test hook: EDGENAS_COMPILE_FAULT=crash|hang|raise makes the child fail that way
+before converting, so tests can exercise the parent's isolation for real.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow is first imported
+
+import hashlib
+import json
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgenas.compile.errors import CompileError
+from edgenas.runtime.runners import INPUT_KEYS as INPUT_NAMES
+
+FAULT_ENV = "EDGENAS_COMPILE_FAULT"
+
+
+def _inject_fault() -> None:
+    fault = os.environ.get(FAULT_ENV, "")
+    if fault == "crash":
+        os.kill(os.getpid(), signal.SIGSEGV)
+    elif fault == "hang":
+        time.sleep(10**6)
+    elif fault == "raise":
+        raise RuntimeError("injected converter failure")
+
+
+def _load_npz(path: str | None) -> dict[str, np.ndarray] | None:
+    if path is None:
+        return None
+    with np.load(path) as data:
+        missing = [n for n in INPUT_NAMES if n not in data]
+        if missing:
+            raise CompileError(f"{Path(path).name} lacks arrays {', '.join(missing)}")
+        return {k: data[k] for k in data.files if k in INPUT_NAMES or k == "labels"}
+
+
+def build(req: dict[str, Any], build_dir: Path, work: Path) -> Path:
+    """Convert per the request; return the artifact path inside build_dir."""
+    from edgenas.compile import onnx as onnx_compile
+    from edgenas.compile import tflite as tflite_compile
+
+    model_dir, mode, seq_len = Path(req["model_dir"]), req["mode"], int(req["seq_len"])
+    calibration = _load_npz(req["calibration"])
+    if calibration is not None:
+        calibration = {k: v[:, :seq_len] for k, v in calibration.items() if k in INPUT_NAMES}
+    if req["runtime"] == "tflite":
+        out = build_dir / "model.tflite"
+        tflite_compile.convert(model_dir, out, mode, seq_len, calibration)
+        return out
+    raw, fp32 = work / "raw.onnx", work / "fp32.onnx"
+    if req["converter"] == "tf2onnx":
+        onnx_compile.export_tf2onnx(model_dir, raw)
+    else:
+        onnx_compile.export_torch(model_dir, raw, seq_len)
+    onnx_compile.check_and_optimize(raw, fp32)
+    out = build_dir / "model.onnx"
+    onnx_compile.quantize(fp32, out, mode, work, calibration)
+    return out
+
+
+def torch_logits(model_dir: Path, arrays: dict[str, np.ndarray], batch_size: int = 32) -> np.ndarray:
+    """Reference fp32 logits from the transformers model itself."""
+    import torch
+    from transformers import MobileBertForSequenceClassification
+
+    torch.set_num_threads(1)
+    model = MobileBertForSequenceClassification.from_pretrained(str(model_dir)).eval()
+    outs = []
+    with torch.no_grad():
+        for i in range(0, len(arrays["input_ids"]), batch_size):
+            feeds = {n: torch.from_numpy(arrays[n][i:i + batch_size].astype(np.int64)) for n in INPUT_NAMES}
+            outs.append(model(**feeds).logits.numpy())
+    return np.concatenate(outs)
+
+
+def check(artifact: Path, model_dir: Path, data: dict[str, np.ndarray], seq_len: int) -> dict[str, Any]:
+    """Parity vs torch fp32 and accuracy, both through the runtime that will run the artifact."""
+    from edgenas.runtime.runners import load_runner
+
+    data = {k: v[:, :seq_len] if k in INPUT_NAMES else v for k, v in data.items()}
+    got = load_runner(artifact, threads=1).predict_logits({n: data[n] for n in INPUT_NAMES})
+    ref = torch_logits(model_dir, data)
+    out: dict[str, Any] = {"parity": {"n": int(len(ref)),
+                                      "argmax_agreement": float((got.argmax(1) == ref.argmax(1)).mean()),
+                                      "max_abs_logit_diff": float(np.abs(got - ref).max())}}
+    if "labels" in data:
+        out["accuracy"] = float((got.argmax(1) == data["labels"]).mean())
+        out["torch_accuracy"] = float((ref.argmax(1) == data["labels"]).mean())
+    return out
+
+
+def describe(artifact: Path) -> dict[str, Any]:
+    """Inputs, outputs (and opset) as the artifact itself declares them."""
+    if artifact.suffix == ".onnx":
+        import onnx
+
+        model = onnx.load(str(artifact), load_external_data=False)
+
+        def io(values: Any) -> list[dict[str, Any]]:
+            return [{"name": v.name,
+                     "shape": [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim],
+                     "dtype": onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type).name}
+                    for v in values]
+
+        opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+        return {"inputs": io(model.graph.input), "outputs": io(model.graph.output), "opset": int(opset),
+                "dynamic_batch": True}
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_path=str(artifact))
+
+    def details(ds: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{"name": d["name"], "shape": [int(s) for s in d["shape_signature"]], "dtype": np.dtype(d["dtype"]).name,
+                 "quantization": [float(d["quantization"][0]), int(d["quantization"][1])]} for d in ds]
+
+    inputs = details(interp.get_input_details())
+    return {"inputs": inputs, "outputs": details(interp.get_output_details()), "opset": None,
+            "dynamic_batch": inputs[0]["shape"][0] < 0}
+
+
+def main(request_path: str) -> int:
+    """Run one request; every failure ends as error.json with a one-line reason."""
+    build_dir = Path(request_path).parent
+    req = json.loads(Path(request_path).read_text())
+    work = build_dir / "work"
+    work.mkdir()
+    os.chdir(work)  # ORT quantization drops <uuid>.data files into the cwd
+    try:
+        _inject_fault()
+        start = time.perf_counter()
+        artifact = build(req, build_dir, work)
+        compile_time = time.perf_counter() - start
+        meta = {k: req[k] for k in ("runtime", "mode", "converter", "seq_len")}
+        meta |= {"file": artifact.name, "size_bytes": artifact.stat().st_size,
+                 "sha256": hashlib.sha256(artifact.read_bytes()).hexdigest(), **describe(artifact),
+                 "versions": req["versions"], "compile_time_s": round(compile_time, 3),
+                 "parity": None, "accuracy": None}
+        if req["check_data"]:
+            start = time.perf_counter()
+            meta |= check(artifact, Path(req["model_dir"]), _load_npz(req["check_data"]), int(req["seq_len"]))
+            meta["check_time_s"] = round(time.perf_counter() - start, 3)
+        (build_dir / "meta.json.tmp").write_text(json.dumps(meta, indent=2))
+        os.replace(build_dir / "meta.json.tmp", build_dir / "meta.json")
+        return 0
+    except Exception as exc:  # noqa: BLE001 - the reason travels to the parent as one line
+        traceback.print_exc()
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        (build_dir / "error.json").write_text(json.dumps({"reason": f"{type(exc).__name__}: {reason}"[:300]}))
+        return 1
+    finally:
+        os.chdir(build_dir)
+        import shutil
+
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))
