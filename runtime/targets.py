@@ -46,8 +46,9 @@ class Target(Protocol):
 
 
 def cache_dir() -> Path:
-    """The user cache dir for edgenas (XDG), falling back to the temp dir if unwritable."""
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edgenas"
+    """$EDGENAS_CACHE_DIR or the user cache dir (XDG), falling back to the temp dir if unwritable."""
+    base = Path(os.environ.get("EDGENAS_CACHE_DIR")
+                or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edgenas")
     try:
         base.mkdir(parents=True, exist_ok=True)
         return base
@@ -133,8 +134,9 @@ def _thread_env(threads: int) -> dict[str, str]:
 class LocalTarget:
     """This machine; each measurement runs in a fresh child process (threads pinned, optional CPU affinity)."""
 
-    def __init__(self, cpu_affinity: list[int] | None = None, python: str = sys.executable,
+    def __init__(self, cpu_affinity: list[int] | None = None, python: str = shlex.quote(sys.executable),
                  timeout: float | None = 3600) -> None:
+        """python is a command line (e.g. 'python3 -S'), split like a shell would."""
         self.cpu_affinity = cpu_affinity
         self.python = python
         self.timeout = timeout
@@ -154,7 +156,7 @@ class LocalTarget:
             env = {**os.environ, **_thread_env(int(knobs.get("threads") or 1)),
                    "PYTHONPATH": os.pathsep.join(filter(None, [tmp, os.environ.get("PYTHONPATH")]))}
             try:
-                proc = subprocess.run([self.python, "-m", f"{BUNDLE_PACKAGE}.measure", *args], cwd=tmp, env=env,
+                proc = subprocess.run([*shlex.split(self.python), "-m", f"{BUNDLE_PACKAGE}.measure", *args], cwd=tmp, env=env,
                                       capture_output=True, text=True, timeout=self.timeout)
             except FileNotFoundError as exc:
                 raise DeviceError(f"{self.name}: python interpreter {self.python!r} not found") from exc
@@ -257,7 +259,7 @@ class SSHTarget:
             sftp.close()
             args = measure_args(artifact.name, "data.npz" if data else None, knobs)
             env = {**_thread_env(int(knobs.get("threads") or 1)), "PYTHONPATH": tmp}
-            run = " ".join(shlex.quote(a) for a in [self.python, "-m", f"{BUNDLE_PACKAGE}.measure", *args])
+            run = " ".join(shlex.quote(a) for a in [*shlex.split(self.python), "-m", f"{BUNDLE_PACKAGE}.measure", *args])
             # flock(1) serialises measurements from every machine on this host; skip it where absent.
             command = (f"cd {shlex.quote(tmp)} && export {' '.join(f'{k}={shlex.quote(v)}' for k, v in env.items())}"
                        f" && if command -v flock >/dev/null 2>&1; then flock {REMOTE_LOCK} {run}; else {run}; fi")
