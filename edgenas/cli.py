@@ -43,9 +43,37 @@ def data_info(
 
 
 @app.command()
-def search() -> None:
-    """Run the compiler-aware architecture search."""
-    _not_implemented("search")
+def search(
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML search config (default: the built-in demo)"),
+    storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL (default: SQLite in --out)"),
+    study: str = typer.Option("edgenas-demo", "--study", help="study name; rerunning resumes it"),
+    n_trials: int = typer.Option(15, "--n-trials", min=1, help="completed trials to reach, across all workers"),
+    timeout: Optional[float] = typer.Option(None, "--timeout", min=1, help="stop starting trials after S seconds"),
+    sampler: str = typer.Option("tpe", "--sampler", help="tpe, nsga2, gp or random"),
+    seed: Optional[int] = typer.Option(0, "--seed", help="sampler seed"),
+    out: Path = typer.Option(Path("edgenas-out"), "--out", help="directory for the default storage and artifacts"),
+    artifacts: Optional[Path] = typer.Option(None, "--artifacts", help="artifact store directory (shared by workers)"),
+    workers: int = typer.Option(1, "--workers", min=1, help="local worker processes on one study"),
+    no_progress: bool = typer.Option(False, "--no-progress", help="no progress bars"),
+) -> None:
+    """Run the compiler-aware architecture search (demo defaults; resumable)."""
+    from edgenas.config import load_config
+    from edgenas.search.runner import SearchOptions, run_search
+    from edgenas.search.study import SAMPLERS
+
+    search_config = load_config(config)
+    if sampler not in SAMPLERS:
+        raise EdgenasError(f"unknown sampler '{sampler}' (choose from {', '.join(SAMPLERS)})")
+    options = SearchOptions(
+        out_dir=out, storage=storage, study_name=study, n_trials=n_trials, timeout=timeout,
+        sampler=sampler, seed=seed, artifacts=artifacts, progress=not no_progress,
+    )
+    if workers > 1:
+        from edgenas.search.workers import run_workers
+
+        run_workers(search_config, options, workers, config_path=config, console=console)
+        return
+    run_search(search_config, options, console)
 
 
 @app.command()

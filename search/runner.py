@@ -1,0 +1,192 @@
+"""`edgenas search`: prepare everything once, then run the Optuna study with live progress."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.artifacts import FileSystemArtifactStore
+from optuna.trial import FrozenTrial, TrialState
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from edgenas.config import SearchConfig
+from edgenas.search import study as st
+
+
+@dataclass
+class SearchOptions:
+    """The command-line flags users script against."""
+
+    out_dir: Path = Path("edgenas-out")
+    storage: str | None = None
+    study_name: str = "edgenas-demo"
+    n_trials: int = 15
+    timeout: float | None = None
+    sampler: str = "tpe"
+    seed: int | None = 0
+    artifacts: Path | None = None
+    progress: bool = True
+
+
+class TrialCap:
+    """Stop once n trials completed across all workers (or, as a guard, n failed)."""
+
+    def __init__(self, n_trials: int) -> None:
+        self.n_trials = n_trials
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+        failed = len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
+        if complete >= self.n_trials or failed >= max(self.n_trials, 5):
+            study.stop()
+
+
+def prepare_context(config: SearchConfig, options: SearchOptions, console: Console) -> st.TrialContext:
+    """Data, tokenizer, space, supernet, encoded sets, target: everything trials share."""
+    from edgenas.runtime.drift import DriftMonitor
+    from edgenas.runtime.targets import target_from_url
+    from edgenas.search.data import load_dataset
+    from edgenas.search.space import load_space
+    from edgenas.search.tokenizer import load_tokenizer
+    from edgenas.search.train import TrainRecipe, train_supernet
+
+    space = load_space(config.space)
+    target = target_from_url(config.measure.target)
+    task = config.task
+    splits = load_dataset(
+        task.dataset, text_column=task.text_column, label_column=task.label_column,
+        dev=task.dev, test=task.test, seed=task.split_seed,
+    )
+    tokenizer = load_tokenizer(task.tokenizer)
+    recipe = TrainRecipe(**config.supernet)
+    console.print(f"[bold]supernet[/] {space.name}: max {space.max_arch().short()}, {splits.name} data "
+                  f"({len(splits.train)} train / {len(splits.dev)} dev)")
+    supernet = train_supernet(space, splits, tokenizer, recipe, st.cache_root() / "supernets", progress=options.progress)
+    artifacts_dir, work_dir = st.study_dirs(options.out_dir)
+    encoded = st.write_encoded_sets(splits, tokenizer, config, work_dir / "data")
+    reference = reference_artifact(work_dir, encoded, config)
+    measurer = DriftMonitor(target, reference, encoded.parity[min(encoded.parity)], every=config.measure.reference_every)
+    store = FileSystemArtifactStore(str(options.artifacts or artifacts_dir))
+    return st.TrialContext(
+        config=config, space_choices=space.choices, supernet=supernet, splits=splits, encoded=encoded,
+        measurer=measurer, artifact_store=store, compile_cache=st.compile_cache_dir(), work_dir=work_dir,
+    )
+
+
+def reference_artifact(work_dir: Path, encoded: st.EncodedSets, config: SearchConfig) -> Path:
+    """A fixed small ONNX model, timed at intervals to see a drifting machine."""
+    import torch
+    from transformers import MobileBertConfig, MobileBertForSequenceClassification
+
+    from edgenas.compile import compile_artifact
+
+    model_dir = work_dir / "reference-model"
+    if not (model_dir / "config.json").exists():
+        torch.manual_seed(0)
+        reference_config = MobileBertConfig(
+            vocab_size=30522, hidden_size=128, num_hidden_layers=2, num_attention_heads=2,
+            intra_bottleneck_size=32, intermediate_size=128, embedding_size=32, num_feedforward_networks=1,
+            num_labels=3,
+        )
+        MobileBertForSequenceClassification(reference_config).eval().save_pretrained(model_dir)
+    seq_len = min(encoded.parity)
+    artifact = compile_artifact(
+        model_dir, "onnxruntime", "fp32", seq_len=seq_len, cache_dir=st.compile_cache_dir(),
+        timeout_s=config.measure.compile_timeout_s,
+    )
+    return artifact.path
+
+
+def run_search(config: SearchConfig, options: SearchOptions, console: Console | None = None) -> optuna.Study:
+    """Open (or resume) the study and run trials until the cap or the timeout."""
+    console = console or Console()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logging.getLogger("optuna").setLevel(logging.ERROR)
+    url = options.storage or st.default_storage(options.out_dir)
+    storage = st.open_storage(url)
+    study = st.open_study(storage, options.study_name, config, st.make_sampler(options.sampler, options.seed))
+    console.print(f"[bold]study[/] {options.study_name} on {st.redact(url)} ({options.sampler} sampler)")
+    ctx = prepare_context(config, options, console)
+    reporter = TrialReporter(console, config, options.n_trials, enabled=options.progress)
+    started = time.perf_counter()
+    with reporter:
+        study.optimize(
+            lambda trial: st.run_trial(trial, ctx),
+            n_trials=None if options.timeout else options.n_trials * 3,
+            timeout=options.timeout,
+            catch=(st.EdgenasError,),
+            callbacks=[reporter, TrialCap(options.n_trials)],
+            gc_after_trial=True,
+        )
+    console.print(f"[bold]done[/] in {time.perf_counter() - started:.0f} s")
+    console.print(pareto_table(study, config))
+    return study
+
+
+class TrialReporter:
+    """One line per finished trial and a bar for the whole study."""
+
+    def __init__(self, console: Console, config: SearchConfig, total: int, enabled: bool = True) -> None:
+        self.console = console
+        self.config = config
+        self.progress = Progress(
+            TextColumn("[bold]search"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=console, disable=not enabled,
+        )
+        self.task = self.progress.add_task("trials", total=total)
+
+    def __enter__(self) -> "TrialReporter":
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.stop()
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self.console.print(trial_line(study, trial), highlight=False)
+        done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        self.progress.update(self.task, completed=done)
+
+
+def trial_line(study: optuna.Study, trial: FrozenTrial) -> str:
+    """#7 L2-H128-... onnxruntime/dynamic_int8 seq64 | acc 0.712 | 1.23 ms | 4.1 MB  pareto"""
+    candidate = trial.user_attrs.get("candidate")
+    what = "?"
+    if candidate:
+        c = st.Candidate.from_dict(candidate)
+        what = f"{c.arch.short()} {c.runtime}/{c.quantization} seq{c.seq_len} t{c.threads}"
+    if trial.state != TrialState.COMPLETE:
+        reason = trial.user_attrs.get(st.FAIL_ATTR, trial.state.name.lower())
+        return f"[red]#{trial.number:<3} {what} | failed: {reason}[/]"
+    result = trial.user_attrs.get(st.RESULT_ATTR, {})
+    on_front = any(best.number == trial.number for best in study.best_trials)
+    dup = f" (= #{result['duplicate_of']})" if "duplicate_of" in result else ""
+    mark = "  [green]pareto[/]" if on_front else ""
+    return (
+        f"#{trial.number:<3} {what} | acc {result.get('accuracy', float('nan')):.3f} | "
+        f"{result.get('median_ms', float('nan')):.2f} ms | {result.get('size_mb', float('nan')):.1f} MB{dup}{mark}"
+    )
+
+
+def pareto_table(study: optuna.Study, config: SearchConfig) -> Table:
+    """The feasible Pareto-optimal trials, fastest first."""
+    table = Table(title=f"Pareto front of {study.study_name}")
+    for column in ("trial", "architecture", "runtime", "quantization", "seq", "threads", "accuracy",
+                   "torch acc", "median ms", "p90 ms", "size MB"):
+        table.add_column(column, justify="right" if column not in ("architecture", "runtime", "quantization") else "left")
+    trials = [t for t in study.best_trials if st.RESULT_ATTR in t.user_attrs]
+    for trial in sorted(trials, key=lambda t: t.user_attrs[st.RESULT_ATTR]["median_ms"]):
+        r = trial.user_attrs[st.RESULT_ATTR]
+        c = st.Candidate.from_dict(trial.user_attrs["candidate"])
+        table.add_row(
+            str(trial.number), c.arch.short(), c.runtime, c.quantization, str(c.seq_len), str(c.threads),
+            f"{r['accuracy']:.3f}", f"{r['torch_accuracy']:.3f}", f"{r['median_ms']:.2f}", f"{r['p90_ms']:.2f}",
+            f"{r['size_mb']:.2f}",
+        )
+    return table

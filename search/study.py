@@ -1,0 +1,336 @@
+"""The Optuna study: sample a candidate, inherit weights, compile, measure on the target."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import optuna
+from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+from optuna.storages import RDBStorage, RetryFailedTrialCallback
+from optuna.trial import FrozenTrial, TrialState
+
+from edgenas.config import SearchConfig
+from edgenas.errors import EdgenasError
+from edgenas.search.fetch import cache_root
+from edgenas.types import ARCH_KEYS, ArchConfig, Candidate
+
+SAMPLERS = ("tpe", "nsga2", "gp", "random")
+RESULT_ATTR = "result"
+FAIL_ATTR = "fail_reason"
+
+
+class StudyError(EdgenasError):
+    """A study that cannot be opened or continued as asked."""
+
+
+# ---------------------------------------------------------------- storage and sampler
+
+
+def default_storage(out_dir: Path) -> str:
+    """The embedded default: one SQLite file in the output directory."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{(out_dir / 'edgenas.db').resolve()}"
+
+
+def open_storage(url: str, heartbeat_s: int = 20, max_retry: int = 2) -> RDBStorage:
+    """An RDB storage with heartbeats, so a dead worker's trial is failed and retried."""
+    try:
+        return RDBStorage(
+            url,
+            heartbeat_interval=heartbeat_s,
+            grace_period=heartbeat_s * 3,
+            heartbeat_stale_trial_callback=RetryFailedTrialCallback(max_retry=max_retry),
+            engine_kwargs=_engine_kwargs(url),
+        )
+    except Exception as exc:  # sqlalchemy raises many types; the user needs one line
+        raise StudyError(f"cannot open storage {redact(url)}: {_first_line(exc)}") from None
+
+
+def _engine_kwargs(url: str) -> dict[str, Any]:
+    if url.startswith("sqlite"):
+        return {"connect_args": {"timeout": 60}}
+    return {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
+
+
+def redact(url: str) -> str:
+    """A storage URL with its password replaced, safe to print or log."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url.split("@")[-1] if "@" in url else url
+
+
+def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
+    """One of Optuna's samplers by name; constraints come from trial.set_constraint."""
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=8, multivariate=True, constant_liar=True)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=10)
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=8)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    raise StudyError(f"unknown sampler '{name}' (choose from {', '.join(SAMPLERS)})")
+
+
+def open_study(storage: RDBStorage, name: str, config: SearchConfig, sampler: optuna.samplers.BaseSampler) -> optuna.Study:
+    """Create the study or resume it; refuse to resume one made with another config."""
+    config_json = config.model_dump_json()
+    try:
+        study = optuna.create_study(
+            storage=storage, study_name=name, directions=config.directions(), sampler=sampler, load_if_exists=True
+        )
+    except Exception as exc:
+        raise StudyError(f"cannot open study '{name}': {_first_line(exc)}") from None
+    stored = study.user_attrs.get("config")
+    if stored is None:
+        study.set_user_attr("config", config_json)
+        study.set_user_attr("objectives", config.objectives)
+    elif json.loads(stored) != json.loads(config_json):
+        raise StudyError(f"study '{name}' was created with a different config; use another --study name")
+    return study
+
+
+# ---------------------------------------------------------------- candidates
+
+
+def suggest_candidate(trial: optuna.Trial, space_choices: dict[str, tuple[int, ...]], config: SearchConfig) -> Candidate:
+    """Sample architecture, runtime, quantization and runtime knobs for one trial."""
+    arch = ArchConfig(**{key: trial.suggest_categorical(key, list(space_choices[key])) for key in ARCH_KEYS})
+    knobs = config.candidates
+    runtime = trial.suggest_categorical("runtime", sorted(knobs.runtimes))
+    # one parameter per runtime: Optuna needs a fixed choice list for each name
+    quantization = trial.suggest_categorical(f"quantization_{runtime}", knobs.runtimes[runtime])
+    seq_len = trial.suggest_categorical("seq_len", knobs.seq_lens)
+    threads = trial.suggest_categorical("threads", knobs.threads)
+    graph_optimization, xnnpack = "all", True
+    if runtime == "onnxruntime":
+        graph_optimization = trial.suggest_categorical("graph_optimization", knobs.graph_optimization)
+    else:
+        xnnpack = trial.suggest_categorical("xnnpack", knobs.xnnpack)
+    return Candidate(arch, runtime, quantization, seq_len, threads, graph_optimization, xnnpack)
+
+
+def find_duplicate(study: optuna.Study, params: dict[str, Any]) -> FrozenTrial | None:
+    """A finished trial with exactly these parameters, so it is not measured twice."""
+    for past in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if past.params == params and RESULT_ATTR in past.user_attrs:
+            return past
+    return None
+
+
+# ---------------------------------------------------------------- data prepared once per study
+
+
+@dataclass
+class EncodedSets:
+    """The npz files a trial hands to compile/ and runtime/, per sequence length."""
+
+    eval: dict[int, Path] = field(default_factory=dict)
+    parity: dict[int, Path] = field(default_factory=dict)
+    calibration: dict[int, Path] = field(default_factory=dict)
+
+
+def write_encoded_sets(splits, tokenizer, config: SearchConfig, directory: Path) -> EncodedSets:
+    """Tokenize the dev subset (eval, parity) and train samples (calibration) for each seq_len."""
+    from edgenas.search.tokenizer import encode
+
+    directory.mkdir(parents=True, exist_ok=True)
+    measure = config.measure
+    rng = np.random.default_rng(config.task.split_seed)
+    dev_rows = np.sort(rng.permutation(len(splits.dev))[: measure.eval_examples])
+    calib_rows = np.sort(rng.permutation(len(splits.train))[: measure.calibration_examples])
+    sets = EncodedSets()
+    for seq_len in config.candidates.seq_lens:
+        dev = encode(tokenizer, [splits.dev.texts[i] for i in dev_rows], seq_len)
+        dev["labels"] = splits.dev.labels[dev_rows]
+        calib = encode(tokenizer, [splits.train.texts[i] for i in calib_rows], seq_len)
+        sets.eval[seq_len] = _save_npz(directory / f"eval-{seq_len}.npz", dev)
+        parity = {k: v[: measure.parity_examples] for k, v in dev.items()}
+        sets.parity[seq_len] = _save_npz(directory / f"parity-{seq_len}.npz", parity)
+        sets.calibration[seq_len] = _save_npz(directory / f"calibration-{seq_len}.npz", calib)
+    return sets
+
+
+def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> Path:
+    np.savez(path, **arrays)
+    return path
+
+
+def load_npz(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path) as data:
+        return {key: data[key] for key in data.files}
+
+
+# ---------------------------------------------------------------- one trial
+
+
+class PhaseClock:
+    """Seconds spent in each phase of one trial."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - start, 3)
+
+
+@dataclass
+class TrialContext:
+    """What every trial of a study shares: supernet, data, target, stores."""
+
+    config: SearchConfig
+    space_choices: dict[str, tuple[int, ...]]
+    supernet: Any
+    splits: Any
+    encoded: EncodedSets
+    measurer: Any  # a runtime Target or DriftMonitor: .measure(artifact, data, **knobs) -> dict
+    artifact_store: FileSystemArtifactStore
+    compile_cache: Path
+    work_dir: Path
+
+
+def objective_values(config: SearchConfig, result: dict[str, Any]) -> list[float]:
+    """The study's objectives in config order, from a trial's result record."""
+    picks = {"accuracy": result["accuracy"], "latency": result["median_ms"], "size": result["size_mb"]}
+    return [float(picks[name]) for name in config.objectives]
+
+
+def set_constraints(trial: optuna.Trial, config: SearchConfig, result: dict[str, Any]) -> None:
+    """Budgets as Optuna constraints: feasible when every value is <= 0."""
+    budgets = config.budgets
+    if budgets.max_latency_ms is not None:
+        trial.set_constraint("latency", result["median_ms"] - budgets.max_latency_ms)
+    if budgets.max_size_mb is not None:
+        trial.set_constraint("size", result["size_mb"] - budgets.max_size_mb)
+    if budgets.min_accuracy is not None:
+        trial.set_constraint("accuracy", budgets.min_accuracy - result["accuracy"])
+
+
+def run_trial(trial: optuna.Trial, ctx: TrialContext) -> list[float]:
+    """Sample, inherit, compile, measure and record one candidate."""
+    candidate = suggest_candidate(trial, ctx.space_choices, ctx.config)
+    trial.set_user_attr("candidate", candidate.to_dict())
+    duplicate = find_duplicate(trial.study, trial.params)
+    if duplicate is not None:
+        result = dict(duplicate.user_attrs[RESULT_ATTR], duplicate_of=duplicate.number)
+        trial.set_user_attr(RESULT_ATTR, result)
+        set_constraints(trial, ctx.config, result)
+        return objective_values(ctx.config, result)
+    clock = PhaseClock()
+    try:
+        result = _measure_candidate(trial, candidate, ctx, clock)
+    except EdgenasError as exc:
+        trial.set_user_attr(FAIL_ATTR, str(exc))
+        trial.set_user_attr("phases", clock.seconds)
+        raise
+    set_constraints(trial, ctx.config, result)
+    return objective_values(ctx.config, result)
+
+
+def _measure_candidate(trial: optuna.Trial, candidate: Candidate, ctx: TrialContext, clock: PhaseClock) -> dict[str, Any]:
+    from edgenas.compile import compile_artifact
+    from edgenas.search.train import evaluate_accuracy, finetune_subnet
+
+    seq_len = candidate.seq_len
+    with tempfile.TemporaryDirectory(dir=ctx.work_dir, prefix=f"trial-{trial.number}-") as tmp:
+        model_dir = Path(tmp) / "model"
+        with clock.phase("extract"):
+            if ctx.config.finetune_steps:
+                model = finetune_subnet(ctx.supernet, candidate.arch, ctx.splits, steps=ctx.config.finetune_steps)
+            else:
+                model = ctx.supernet.extract(candidate.arch)
+            model.save_pretrained(model_dir)
+        with clock.phase("torch_eval"):
+            eval_set = load_npz(ctx.encoded.eval[seq_len])
+            labels = eval_set.pop("labels")
+            torch_accuracy = evaluate_accuracy(model, eval_set, labels)
+        with clock.phase("compile"):
+            artifact = compile_artifact(
+                model_dir,
+                candidate.runtime,
+                candidate.quantization,
+                seq_len=seq_len,
+                calibration=ctx.encoded.calibration[seq_len],
+                check_data=ctx.encoded.parity[seq_len],
+                cache_dir=ctx.compile_cache,
+                timeout_s=ctx.config.measure.compile_timeout_s,
+            )
+        with clock.phase("measure"):
+            measurement = ctx.measurer.measure(
+                artifact.path,
+                ctx.encoded.eval[seq_len],
+                threads=candidate.threads,
+                xnnpack=candidate.xnnpack,
+                graph_optimization=candidate.graph_optimization,
+                warmup=ctx.config.measure.warmup,
+                runs=ctx.config.measure.runs,
+            )
+        with clock.phase("store"):
+            artifact_id = upload_artifact(
+                artifact_store=ctx.artifact_store, file_path=str(artifact.path), study_or_trial=trial
+            )
+    result = {
+        **{k: measurement[k] for k in measurement if k not in ("accuracy",)},
+        "accuracy": float(measurement["accuracy"]),
+        "torch_accuracy": float(torch_accuracy),
+        "size_mb": artifact.meta["size_bytes"] / 1e6,
+        "parity": artifact.meta.get("parity"),
+        "artifact_id": artifact_id,
+        "artifact_sha256": artifact.meta.get("sha256"),
+        "artifact_meta": artifact.meta,
+        "compile_cached": bool(artifact.meta.get("cached")),
+    }
+    trial.set_user_attr(RESULT_ATTR, result)
+    trial.set_user_attr("phases", clock.seconds)
+    return result
+
+
+# ---------------------------------------------------------------- small helpers
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:300]
+
+
+def content_key(*parts: Any) -> str:
+    """A short stable hash of JSON-able parts."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def study_dirs(out_dir: Path) -> tuple[Path, Path]:
+    """The artifact store and scratch directories beside the default storage."""
+    artifacts = out_dir / "artifacts"
+    work = out_dir / "work"
+    artifacts.mkdir(parents=True, exist_ok=True)
+    work.mkdir(parents=True, exist_ok=True)
+    return artifacts, work
+
+
+def compile_cache_dir() -> Path:
+    return cache_root() / "artifacts"
+
+
+def remove_tree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+Callback = Callable[[optuna.Study, FrozenTrial], None]

@@ -1,0 +1,68 @@
+"""Search config: demo defaults, and one clear line for every bad config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edgenas.cli import main
+from edgenas.config import ConfigError, SearchConfig, load_config
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "search.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_are_the_demo() -> None:
+    config = load_config(None)
+    assert config.space == "demo" and config.task.dataset == "tweets"
+    assert config.directions() == ["maximize", "minimize", "minimize"]
+
+
+def test_partial_file_overrides_defaults(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, "candidates:\n  seq_lens: [32]\nbudgets:\n  max_latency_ms: 5\n"))
+    assert config.candidates.seq_lens == [32] and config.budgets.max_latency_ms == 5
+    assert config.candidates.runtimes == SearchConfig().candidates.runtimes
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("colour: blue\n", "colour: unknown key"),
+        ("measure:\n  runz: 3\n", "measure.runz: unknown key"),
+        ("candidates:\n  runtimes:\n    tflite: [static_int8_minmax]\n", "'static_int8_minmax' is not a quantization mode of tflite"),
+        ("candidates:\n  runtimes:\n    tvm: [fp32]\n", "candidates.runtimes.tvm"),
+        ("candidates:\n  runtimes:\n    tflite: []\n", "empty list of quantization modes"),
+        ("candidates:\n  seq_lens: []\n", "candidates.seq_lens"),
+        ("budgets:\n  min_accuracy: 2\n", "budgets.min_accuracy"),
+        ("supernet:\n  epochz: 1\n", "supernet: unknown key 'epochz'"),
+        ("objectives: [accuracy, accuracy]\n", "distinct objectives"),
+        ("- just a list\n", "top level must be a mapping"),
+        ("a: [unclosed\n", "not valid YAML"),
+    ],
+)
+def test_bad_config_is_one_line(tmp_path: Path, text: str, message: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert message in str(info.value) and str(path) in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_cli_rejects_bad_config_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path = write(tmp_path, "candidates:\n  runtimes:\n    tflite: [int4]\n")
+    with pytest.raises(SystemExit) as info:
+        main(["search", "--config", str(path), "--out", str(tmp_path / "out")])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "int4" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_missing_config_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["search", "--config", str(tmp_path / "nope.yaml")])
+    assert info.value.code == 2 and "config file not found" in capsys.readouterr().err

@@ -1,0 +1,94 @@
+"""Study plumbing: sampling, duplicates, constraints, caps, resume, redaction."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+
+from edgenas.config import SearchConfig
+from edgenas.search import study as st
+from edgenas.search.runner import TrialCap
+from edgenas.types import QUANT_MODES
+
+CHOICES = {
+    "num_hidden_layers": (1, 2),
+    "hidden_size": (64,),
+    "intra_bottleneck_size": (32,),
+    "num_attention_heads": (1, 2),
+    "num_feedforward_networks": (1,),
+    "intermediate_size": (64,),
+    "embedding_size": (32,),
+}
+
+
+def storage(tmp_path: Path) -> optuna.storages.RDBStorage:
+    return st.open_storage(st.default_storage(tmp_path))
+
+
+def test_candidates_pick_modes_of_their_runtime(tmp_path: Path) -> None:
+    config = SearchConfig()
+    study = optuna.create_study(storage=storage(tmp_path), directions=config.directions(),
+                                sampler=optuna.samplers.RandomSampler(seed=1))
+    seen = set()
+    for _ in range(30):
+        trial = study.ask()
+        candidate = st.suggest_candidate(trial, CHOICES, config)
+        assert candidate.quantization in config.candidates.runtimes[candidate.runtime]
+        assert candidate.quantization in QUANT_MODES[candidate.runtime]
+        assert ("xnnpack" in trial.params) == (candidate.runtime == "tflite")
+        assert ("graph_optimization" in trial.params) == (candidate.runtime == "onnxruntime")
+        seen.add(candidate.runtime)
+        study.tell(trial, [0.5, 1.0, 1.0])
+    assert seen == {"tflite", "onnxruntime"}
+
+
+def test_duplicates_are_found_and_constraints_set(tmp_path: Path) -> None:
+    config = SearchConfig.model_validate({"budgets": {"max_latency_ms": 2.0, "min_accuracy": 0.5}})
+    study = optuna.create_study(storage=storage(tmp_path), directions=config.directions())
+    first = study.ask({"runtime": optuna.distributions.CategoricalDistribution(["tflite"])})
+    result = {"accuracy": 0.7, "median_ms": 3.0, "size_mb": 1.0}
+    first.set_user_attr(st.RESULT_ATTR, result)
+    st.set_constraints(first, config, result)
+    study.tell(first, st.objective_values(config, result))
+    done = study.trials[0]
+    assert done.constraints == {"latency": 1.0, "accuracy": pytest.approx(-0.2)}
+    assert st.find_duplicate(study, {"runtime": "tflite"}).number == 0
+    assert st.find_duplicate(study, {"runtime": "onnxruntime"}) is None
+    assert study.best_trials == []  # infeasible: over the latency budget
+
+
+def test_resume_refuses_another_config(tmp_path: Path) -> None:
+    rdb = storage(tmp_path)
+    st.open_study(rdb, "s", SearchConfig(), optuna.samplers.RandomSampler())
+    again = st.open_study(rdb, "s", SearchConfig(), optuna.samplers.RandomSampler())
+    assert again.study_name == "s"
+    other = SearchConfig.model_validate({"measure": {"runs": 7}})
+    with pytest.raises(st.StudyError, match="different config"):
+        st.open_study(rdb, "s", other, optuna.samplers.RandomSampler())
+
+
+def test_trial_cap_counts_completed_trials(tmp_path: Path) -> None:
+    study = optuna.create_study(storage=storage(tmp_path))
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=50, callbacks=[TrialCap(4)])
+    assert len(study.trials) == 4
+
+
+def test_samplers_by_name() -> None:
+    for name in st.SAMPLERS:
+        assert isinstance(st.make_sampler(name, 0), optuna.samplers.BaseSampler)
+    with pytest.raises(st.StudyError, match="unknown sampler"):
+        st.make_sampler("annealing", 0)
+
+
+def test_storage_password_is_redacted() -> None:
+    url = "postgresql://alice:s3cret@db.example:5432/optuna"
+    assert "s3cret" not in st.redact(url) and "alice" in st.redact(url)
+
+
+def test_unreachable_storage_is_one_line_without_password() -> None:
+    with pytest.raises(st.StudyError) as info:
+        st.open_storage("postgresql://bob:hunter2@127.0.0.1:1/nowhere")
+    message = str(info.value)
+    assert "hunter2" not in message and "\n" not in message and "cannot open storage" in message
