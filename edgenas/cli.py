@@ -111,6 +111,7 @@ def bench(
     no_xnnpack: bool = typer.Option(False, "--no-xnnpack", help="TFLite: run without the XNNPACK delegate"),
     graph_optimization: str = typer.Option("all", help="ONNX Runtime: disable, basic, extended or all"),
     key: Optional[str] = typer.Option(None, help="SSH private key (default: agent and ~/.ssh keys)"),
+    python: Optional[str] = typer.Option(None, help="Python command on the target (default: python3 over SSH, this one locally)"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
 ) -> None:
     """Time one artifact on a target device."""
@@ -120,7 +121,10 @@ def bench(
 
     from edgenas.runtime.targets import target_from_url
 
-    device = target_from_url(target, **({"key_path": key} if key and target.startswith("ssh://") else {}))
+    options = {"python": python} if python else {}
+    if key and target.startswith("ssh://"):
+        options["key_path"] = key
+    device = target_from_url(target, **options)
     result = device.measure(artifact, data, threads=threads, runs=runs, warmup=warmup, xnnpack=not no_xnnpack,
                             graph_optimization=graph_optimization)
     if as_json:

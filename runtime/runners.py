@@ -55,6 +55,7 @@ class Runner:
     runtime: str = ""
     input_names: list[str]
     seq_len: int | None = None
+    _keys: list[str]  # convention key of each model input, in the model's input order
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         """Run one batch and return float32 logits."""
@@ -80,8 +81,6 @@ class Runner:
         if missing:
             raise ValueError(f"feeds lack {', '.join(missing)} (the {self.runtime} model needs {', '.join(self._keys)})")
         return {k: feeds[k] for k in self._keys}
-
-    _keys: list[str]
 
 
 class OnnxRunner(Runner):

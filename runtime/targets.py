@@ -24,6 +24,8 @@ from urllib.parse import urlsplit
 
 from edgenas.errors import EdgenasError
 
+from .runners import GRAPH_OPTIMIZATIONS
+
 BUNDLE_PACKAGE = "edgenas_device_runtime"
 BUNDLE_FILES = ("runners.py", "measure.py")
 REMOTE_LOCK = "/tmp/edgenas-device.lock"
@@ -85,6 +87,9 @@ def measure_args(artifact: str, data: str | None, knobs: dict[str, Any]) -> list
     unknown = set(knobs) - allowed
     if unknown:
         raise TypeError(f"unknown measurement knobs: {', '.join(sorted(unknown))}")
+    if knobs.get("graph_optimization", "all") not in GRAPH_OPTIMIZATIONS:
+        raise EdgenasError(f"graph optimization must be one of {', '.join(GRAPH_OPTIMIZATIONS)}, "
+                           f"got {knobs['graph_optimization']!r}")
     for key, value in knobs.items():
         if value is None:
             continue
@@ -98,14 +103,14 @@ def measure_args(artifact: str, data: str | None, knobs: dict[str, Any]) -> list
 
 
 def parse_result(device: str, rc: int, stdout: str, stderr: str) -> dict[str, Any]:
-    """Turn a measurement child's output into the result dict, or one DeviceError line."""
+    """Turn a measurement child's output into the result dict (plus "target": device), or one DeviceError line."""
     payload = None
     for line in reversed(stdout.strip().splitlines()):
         with contextlib.suppress(json.JSONDecodeError):
             payload = json.loads(line)
             break
     if isinstance(payload, dict) and "error" not in payload and rc == 0:
-        return payload
+        return {**payload, "target": device}
     if isinstance(payload, dict) and "error" in payload:
         cause = _KIND_TEXT.get(payload.get("kind", ""), "measurement failed")
         raise DeviceError(f"{device}: {cause}: {payload['error']}")

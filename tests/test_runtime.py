@@ -204,7 +204,7 @@ def test_local_target_measures_in_child_process(artifacts: dict[str, Path]) -> N
     target = LocalTarget(cpu_affinity=[0])
     result = target.measure(artifacts["tflite"], artifacts["data"], threads=1, runs=3, warmup=1)
     assert RESULT_KEYS <= set(result) and result["accuracy"] == 1.0
-    assert target.name.startswith("local:")
+    assert result["target"] == target.name and target.name.startswith("local:")
 
 
 def test_local_target_errors_name_device_and_cause(artifacts: dict[str, Path], tmp_path: Path,
@@ -270,3 +270,6 @@ def test_bench_table_and_error(artifacts: dict[str, Path], tmp_path: Path, capsy
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "artifact rejected" in err and "local:" in err and "Traceback" not in err
+    with pytest.raises(SystemExit):
+        main(["bench", str(artifacts["onnx"]), "--graph-optimization", "max"])
+    assert "graph optimization must be one of disable, basic, extended, all" in capsys.readouterr().err
