@@ -52,17 +52,18 @@ def _load_npz(path: str | None) -> dict[str, np.ndarray] | None:
 
 def build(req: dict[str, Any], build_dir: Path, work: Path) -> Path:
     """Convert per the request; return the artifact path inside build_dir."""
-    from edgenas.compile import onnx as onnx_compile
-    from edgenas.compile import tflite as tflite_compile
-
     model_dir, mode, seq_len = Path(req["model_dir"]), req["mode"], int(req["seq_len"])
     calibration = _load_npz(req["calibration"])
     if calibration is not None:
         calibration = {k: v[:, :seq_len] for k, v in calibration.items() if k in INPUT_NAMES}
     if req["runtime"] == "tflite":
+        from edgenas.compile import tflite as tflite_compile  # TensorFlow loads only on this path
+
         out = build_dir / "model.tflite"
         tflite_compile.convert(model_dir, out, mode, seq_len, calibration)
         return out
+    from edgenas.compile import onnx as onnx_compile
+
     raw, fp32 = work / "raw.onnx", work / "fp32.onnx"
     if req["converter"] == "tf2onnx":
         onnx_compile.export_tf2onnx(model_dir, raw)

@@ -15,8 +15,11 @@ import numpy as np
 from edgenas.compile.errors import CompileError
 from edgenas.runtime.runners import INPUT_KEYS as INPUT_NAMES
 
-#: torch exporter opset; 17 is the newest the legacy exporter and ORT's quantizer both handle well
+#: ONNX opset for both exporters (tf2onnx 1.17 defaults to 17 too), so the two paths compare like for like
 OPSET = 17
+#: Static int8: quantize the matmuls (where the time goes) and the embedding gathers; leaving
+#: the mask add, softmax and NoNorm in float keeps padded rows exact.
+_STATIC_OPS = ["MatMul", "Gemm", "Gather"]
 _DYNAMIC_AXES = {**{n: {0: "batch", 1: "sequence"} for n in INPUT_NAMES}, "logits": {0: "batch"}}
 
 
@@ -73,20 +76,23 @@ def check_and_optimize(src: Path, out: Path) -> None:
     opts.optimized_model_filepath = str(out)
     opts.log_severity_level = 3
     ort.InferenceSession(str(src), sess_options=opts, providers=["CPUExecutionProvider"])
-    _rename_output(out)
+    _normalize_io(out)
 
 
-def _rename_output(path: Path) -> None:
-    """Make the single graph output be called 'logits' (tf2onnx names it after the TF tensor)."""
+def _normalize_io(path: Path) -> None:
+    """Name the single output 'logits' and the dynamic axes batch/sequence, whichever exporter ran."""
     import onnx
 
     model = onnx.load(str(path))
     old = model.graph.output[0].name
-    if old == "logits":
-        return
-    for node in model.graph.node:
-        node.output[:] = ["logits" if o == old else o for o in node.output]
-    model.graph.output[0].name = "logits"
+    if old != "logits":  # tf2onnx names it after the TF tensor
+        for node in model.graph.node:
+            node.output[:] = ["logits" if o == old else o for o in node.output]
+        model.graph.output[0].name = "logits"
+    for value in model.graph.input:
+        for dim, name in zip(value.type.tensor_type.shape.dim, ("batch", "sequence")):
+            dim.dim_param = name
+    model.graph.output[0].type.tensor_type.shape.dim[0].dim_param = "batch"
     onnx.save(model, str(path))
 
 
@@ -135,7 +141,3 @@ def quantize(fp32: Path, out: Path, mode: str, work: Path, calibration: dict[str
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=method,
                     op_types_to_quantize=_STATIC_OPS, extra_options={"CalibTensorRangeSymmetric": False})
 
-
-#: Quantize the matmuls (where the time goes) and the embedding gathers; leaving
-#: the mask add, softmax and NoNorm in float keeps padded rows exact.
-_STATIC_OPS = ["MatMul", "Gemm", "Gather"]

@@ -1,0 +1,152 @@
+"""compile/: TF twin parity, every runtime x mode, the child process, the cache."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgenas.compile import CompileError, compile_artifact
+from edgenas.compile import _child
+from edgenas.types import QUANT_MODES
+
+SEQ = 16
+N = 24
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer MobileBERT classifier with random weights, NoNorm scales included."""
+    import torch
+    from transformers import MobileBertConfig, MobileBertForSequenceClassification
+
+    torch.manual_seed(0)
+    config = MobileBertConfig(vocab_size=200, hidden_size=64, num_hidden_layers=2, intra_bottleneck_size=32,
+                              num_attention_heads=2, intermediate_size=128, embedding_size=32,
+                              num_feedforward_networks=2, num_labels=3)
+    model = MobileBertForSequenceClassification(config).eval()
+    with torch.no_grad():  # NoNorm starts as identity: move it so the twin's norms are really checked
+        for param in model.parameters():
+            param.add_(torch.randn_like(param) * 0.05)
+    path = tmp_path_factory.mktemp("model")
+    model.save_pretrained(path)
+    return path
+
+
+def _data(path: Path, seed: int) -> Path:
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(5, 200, (N, SEQ))
+    mask = np.ones((N, SEQ), np.int64)
+    for row in range(N):
+        mask[row, rng.integers(4, SEQ + 1):] = 0
+    ids[mask == 0] = 0
+    types = np.zeros_like(ids)
+    types[:, SEQ // 2:] = 1
+    np.savez(path, input_ids=ids, attention_mask=mask, token_type_ids=types, labels=rng.integers(0, 3, N))
+    return path
+
+
+@pytest.fixture(scope="module")
+def npz(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(calibration, check_data) files of shape (N, SEQ)."""
+    root = tmp_path_factory.mktemp("data")
+    return _data(root / "calib.npz", 1), _data(root / "dev.npz", 2)
+
+
+def test_tf_twin_matches_torch(tiny_model: Path, npz: tuple[Path, Path]) -> None:
+    from edgenas.compile.tf_mobilebert import build_tf_model
+
+    data = dict(np.load(npz[1]))
+    fn = build_tf_model(tiny_model).concrete_function(SEQ)
+    got = fn(**{k: data[k].astype(np.int32) for k in ("input_ids", "attention_mask", "token_type_ids")})["logits"]
+    ref = _child.torch_logits(tiny_model, data)
+    np.testing.assert_allclose(got.numpy(), ref, atol=1e-4)
+
+
+CASES = [(rt, mode, "default") for rt, modes in QUANT_MODES.items() for mode in modes]
+CASES += [("onnxruntime", "fp32", "tf2onnx"), ("onnxruntime", "dynamic_int8", "tf2onnx")]
+
+
+@pytest.mark.parametrize(("runtime", "mode", "converter"), CASES)
+def test_every_mode_converts_and_agrees(runtime: str, mode: str, converter: str, tiny_model: Path,
+                                        npz: tuple[Path, Path], tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The child's own build + check, run in-process so the whole matrix stays fast."""
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    req = {"model_dir": str(tiny_model), "runtime": runtime, "mode": mode, "converter": converter,
+           "seq_len": SEQ, "calibration": str(npz[0])}
+    artifact = _child.build(req, tmp_path, work)
+    record = _child.check(artifact, tiny_model, dict(np.load(npz[1])), SEQ)
+    parity = record["parity"]
+    assert parity["n"] == N
+    if mode == "fp32":
+        assert parity["argmax_agreement"] == 1.0 and parity["max_abs_logit_diff"] < 1e-4
+    else:  # int8 / fp16 on a tiny random model: close, not exact
+        assert parity["argmax_agreement"] >= 0.75 and parity["max_abs_logit_diff"] < 0.1
+    assert 0.0 <= record["accuracy"] <= 1.0
+    described = _child.describe(artifact)
+    assert described["dynamic_batch"]
+    names = [i["name"] for i in described["inputs"]]
+    assert all(any(key in n for n in names) for key in ("input_ids", "attention_mask", "token_type_ids"))
+    if runtime == "onnxruntime":
+        assert described["outputs"][0]["name"] == "logits" and described["opset"] == 17
+        assert all(i["dtype"] == "int64" and i["shape"] == ["batch", "sequence"] for i in described["inputs"])
+    else:
+        assert all(i["shape"] == [-1, SEQ] for i in described["inputs"])
+
+
+def test_compile_artifact_end_to_end_and_cache(tiny_model: Path, npz: tuple[Path, Path], tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    cache = tmp_path / "cache"
+    args = {"seq_len": SEQ, "calibration": npz[0], "check_data": npz[1], "cache_dir": cache}
+    first = compile_artifact(tiny_model, "onnxruntime", "static_int8_minmax", **args)
+    assert first.path.is_file() and first.path.parent.parent == cache and not first.meta["cached"]
+    meta = first.meta
+    assert meta["runtime"] == "onnxruntime" and meta["mode"] == "static_int8_minmax"
+    assert meta["size_bytes"] == first.path.stat().st_size and len(meta["sha256"]) == 64
+    assert meta["versions"]["onnxruntime"] and meta["parity"]["n"] == N and meta["accuracy"] is not None
+    assert (first.path.parent / "meta.json").is_file()
+    second = compile_artifact(tiny_model, "onnxruntime", "static_int8_minmax", **args)
+    assert second.meta["cached"] and second.path == first.path and second.meta["sha256"] == meta["sha256"]
+    assert list(cwd.iterdir()) == []  # no <uuid>.data or other strays in the caller's cwd
+    assert not [p for p in cache.iterdir() if p.name.startswith(".build-")]
+
+
+@pytest.mark.parametrize(("runtime", "mode", "converter", "message"), [
+    ("onnxruntime", "int4", "default", "unknown onnxruntime mode"),
+    ("tflite", "static_int8_minmax", "default", "unknown tflite mode"),
+    ("coreml", "fp32", "default", "unknown runtime"),
+    ("tflite", "fp32", "tf2onnx", "tf2onnx"),
+    ("onnxruntime", "static_int8_entropy", "default", "needs calibration"),
+])
+def test_bad_requests_raise(runtime: str, mode: str, converter: str, message: str, tiny_model: Path,
+                            tmp_path: Path) -> None:
+    with pytest.raises(CompileError, match=message):
+        compile_artifact(tiny_model, runtime, mode, seq_len=SEQ, cache_dir=tmp_path, converter=converter)
+
+
+def test_not_a_model_dir_raises(tmp_path: Path) -> None:
+    with pytest.raises(CompileError, match="save_pretrained"):
+        compile_artifact(tmp_path, "onnxruntime", "fp32", cache_dir=tmp_path / "cache")
+
+
+@pytest.mark.parametrize(("fault", "message"), [
+    ("crash", "died from SIGSEGV"),
+    ("hang", "timed out after 3 s"),
+    ("raise", "injected converter failure"),
+])
+def test_converter_failure_is_contained(fault: str, message: str, tiny_model: Path, tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(_child.FAULT_ENV, fault)
+    cache = tmp_path / "cache"
+    with pytest.raises(CompileError, match=message):
+        compile_artifact(tiny_model, "onnxruntime", "fp32", seq_len=SEQ, cache_dir=cache, timeout_s=3)
+    assert list(cache.iterdir()) == []  # nothing half-built is left, nothing is cached
+    assert os.getpid()  # still here
