@@ -47,17 +47,24 @@ class TrialCap:
             study.stop()
 
 
-def prepare_context(config: SearchConfig, options: SearchOptions, console: Console) -> st.TrialContext:
-    """Data, tokenizer, space, supernet, encoded sets, target: everything trials share."""
-    from edgenas.runtime.drift import DriftMonitor
-    from edgenas.runtime.targets import target_from_url
+@dataclass
+class TrainedTask:
+    """A study's data, tokenizer, space and trained supernet (from cache after the first run)."""
+
+    space: Any
+    splits: Any
+    tokenizer: Any
+    supernet: Any
+
+
+def load_trained_task(config: SearchConfig, console: Console, progress: bool = True) -> TrainedTask:
+    """Load data and tokenizer, then train the supernet or load it from the cache."""
     from edgenas.search.data import load_dataset
     from edgenas.search.space import load_space
     from edgenas.search.tokenizer import load_tokenizer
     from edgenas.search.train import TrainRecipe, train_supernet
 
     space = load_space(config.space)
-    target = target_from_url(config.measure.target)
     task = config.task
     splits = load_dataset(
         task.dataset, text_column=task.text_column, label_column=task.label_column,
@@ -67,15 +74,26 @@ def prepare_context(config: SearchConfig, options: SearchOptions, console: Conso
     recipe = TrainRecipe(**config.supernet)
     console.print(f"[bold]supernet[/] {space.name}: max {space.max_arch().short()}, {splits.name} data "
                   f"({len(splits.train)} train / {len(splits.dev)} dev)")
-    supernet = train_supernet(space, splits, tokenizer, recipe, st.cache_root() / "supernets", progress=options.progress)
+    supernet = train_supernet(space, splits, tokenizer, recipe, st.cache_root() / "supernets", progress=progress)
+    return TrainedTask(space, splits, tokenizer, supernet)
+
+
+def prepare_context(config: SearchConfig, options: SearchOptions, console: Console) -> st.TrialContext:
+    """Everything trials share: trained task, encoded sets, target with drift control, stores."""
+    from edgenas.runtime.drift import DriftMonitor
+    from edgenas.runtime.targets import target_from_url
+
+    target = target_from_url(config.measure.target)
+    trained = load_trained_task(config, console, options.progress)
     artifacts_dir, work_dir = st.study_dirs(options.out_dir)
-    encoded = st.write_encoded_sets(splits, tokenizer, config, work_dir / "data")
+    encoded = st.write_encoded_sets(trained.splits, trained.tokenizer, config, work_dir / "data")
     reference = reference_artifact(work_dir, encoded, config)
     measurer = DriftMonitor(target, reference, encoded.parity[min(encoded.parity)], every=config.measure.reference_every)
     store = FileSystemArtifactStore(str(options.artifacts or artifacts_dir))
     return st.TrialContext(
-        config=config, space_choices=space.choices, supernet=supernet, splits=splits, encoded=encoded,
-        measurer=measurer, artifact_store=store, compile_cache=st.compile_cache_dir(), work_dir=work_dir,
+        config=config, space_choices=trained.space.choices, supernet=trained.supernet, splits=trained.splits,
+        tokenizer=trained.tokenizer, encoded=encoded, measurer=measurer, artifact_store=store,
+        compile_cache=st.compile_cache_dir(), work_dir=work_dir,
     )
 
 
@@ -106,6 +124,7 @@ def reference_artifact(work_dir: Path, encoded: st.EncodedSets, config: SearchCo
 def run_search(config: SearchConfig, options: SearchOptions, console: Console | None = None) -> optuna.Study:
     """Open (or resume) the study and run trials until the cap or the timeout."""
     console = console or Console()
+    quiet_libraries()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("optuna").setLevel(logging.ERROR)
     url = options.storage or st.default_storage(options.out_dir)
@@ -127,6 +146,14 @@ def run_search(config: SearchConfig, options: SearchOptions, console: Console | 
     console.print(f"[bold]done[/] in {time.perf_counter() - started:.0f} s")
     console.print(pareto_table(study, config))
     return study
+
+
+def quiet_libraries() -> None:
+    """Our own bars and lines are the output; silence the libraries' own."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
 
 
 class TrialReporter:
@@ -177,15 +204,14 @@ def trial_line(study: optuna.Study, trial: FrozenTrial) -> str:
 def pareto_table(study: optuna.Study, config: SearchConfig) -> Table:
     """The feasible Pareto-optimal trials, fastest first."""
     table = Table(title=f"Pareto front of {study.study_name}")
-    for column in ("trial", "architecture", "runtime", "quantization", "seq", "threads", "accuracy",
-                   "torch acc", "median ms", "p90 ms", "size MB"):
-        table.add_column(column, justify="right" if column not in ("architecture", "runtime", "quantization") else "left")
+    for column in ("#", "architecture", "runtime/mode", "seq", "acc", "torch", "ms", "p90", "MB"):
+        table.add_column(column, justify="left" if column in ("architecture", "runtime/mode") else "right")
     trials = [t for t in study.best_trials if st.RESULT_ATTR in t.user_attrs]
     for trial in sorted(trials, key=lambda t: t.user_attrs[st.RESULT_ATTR]["median_ms"]):
         r = trial.user_attrs[st.RESULT_ATTR]
         c = st.Candidate.from_dict(trial.user_attrs["candidate"])
         table.add_row(
-            str(trial.number), c.arch.short(), c.runtime, c.quantization, str(c.seq_len), str(c.threads),
+            str(trial.number), c.arch.short(), f"{c.runtime}/{c.quantization}", str(c.seq_len),
             f"{r['accuracy']:.3f}", f"{r['torch_accuracy']:.3f}", f"{r['median_ms']:.2f}", f"{r['p90_ms']:.2f}",
             f"{r['size_mb']:.2f}",
         )

@@ -200,11 +200,24 @@ class TrialContext:
     space_choices: dict[str, tuple[int, ...]]
     supernet: Any
     splits: Any
+    tokenizer: Any
     encoded: EncodedSets
     measurer: Any  # a runtime Target or DriftMonitor: .measure(artifact, data, **knobs) -> dict
     artifact_store: FileSystemArtifactStore
     compile_cache: Path
     work_dir: Path
+    finetune_sets: dict[int, tuple[dict[str, np.ndarray], np.ndarray]] = field(default_factory=dict)
+
+    def finetune_set(self, seq_len: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Training examples for a short per-candidate fine-tune, encoded once per seq_len."""
+        from edgenas.search.train import encode_split
+
+        if seq_len not in self.finetune_sets:
+            limit = max(self.config.finetune_steps * 32, 512)
+            self.finetune_sets[seq_len] = encode_split(
+                self.tokenizer, self.splits.train, seq_len, limit=limit, seed=self.config.task.split_seed
+            )
+        return self.finetune_sets[seq_len]
 
 
 def objective_values(config: SearchConfig, result: dict[str, Any]) -> list[float]:
@@ -254,7 +267,8 @@ def _measure_candidate(trial: optuna.Trial, candidate: Candidate, ctx: TrialCont
         model_dir = Path(tmp) / "model"
         with clock.phase("extract"):
             if ctx.config.finetune_steps:
-                model = finetune_subnet(ctx.supernet, candidate.arch, ctx.splits, steps=ctx.config.finetune_steps)
+                encoded, labels = ctx.finetune_set(seq_len)
+                model = finetune_subnet(ctx.supernet, candidate.arch, encoded, labels, steps=ctx.config.finetune_steps)
             else:
                 model = ctx.supernet.extract(candidate.arch)
             model.save_pretrained(model_dir)
