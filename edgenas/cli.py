@@ -45,7 +45,10 @@ def data_info(
 @app.command()
 def search(
     config: Optional[Path] = typer.Option(None, "--config", help="YAML search config (default: the built-in demo)"),
-    storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL (default: SQLite in --out)"),
+    storage: Optional[str] = typer.Option(
+        None, "--storage", envvar="EDGENAS_STORAGE", show_envvar=True,
+        help="Optuna storage URL, e.g. postgresql://user:pass@host/db (default: SQLite in --out)",
+    ),
     study: str = typer.Option("edgenas-demo", "--study", help="study name; rerunning resumes it"),
     n_trials: int = typer.Option(15, "--n-trials", min=1, help="completed trials to reach, across all workers"),
     timeout: Optional[float] = typer.Option(None, "--timeout", min=1, help="stop starting trials after S seconds"),

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import optuna
 from optuna.artifacts import FileSystemArtifactStore
@@ -57,12 +58,11 @@ class TrainedTask:
     supernet: Any
 
 
-def load_trained_task(config: SearchConfig, console: Console, progress: bool = True) -> TrainedTask:
-    """Load data and tokenizer, then train the supernet or load it from the cache."""
+def load_task_data(config: SearchConfig) -> tuple[Any, Any, Any]:
+    """The search space, the data splits and the tokenizer a config names."""
     from edgenas.search.data import load_dataset
     from edgenas.search.space import load_space
     from edgenas.search.tokenizer import load_tokenizer
-    from edgenas.search.train import TrainRecipe, train_supernet
 
     space = load_space(config.space)
     task = config.task
@@ -70,29 +70,45 @@ def load_trained_task(config: SearchConfig, console: Console, progress: bool = T
         task.dataset, text_column=task.text_column, label_column=task.label_column,
         dev=task.dev, test=task.test, seed=task.split_seed,
     )
-    tokenizer = load_tokenizer(task.tokenizer)
-    recipe = TrainRecipe(**config.supernet)
+    return space, splits, load_tokenizer(task.tokenizer)
+
+
+def train_task_supernet(config: SearchConfig, space: Any, splits: Any, tokenizer: Any, console: Console,
+                        progress: bool = True) -> Any:
+    """Train the study's supernet, or load it from the cache."""
+    from edgenas.search.train import TrainRecipe, train_supernet
+
     console.print(f"[bold]supernet[/] {space.name}: max {space.max_arch().short()}, {splits.name} data "
                   f"({len(splits.train)} train / {len(splits.dev)} dev)")
-    supernet = train_supernet(space, splits, tokenizer, recipe, st.cache_root() / "supernets", progress=progress)
+    recipe = TrainRecipe(**config.supernet)
+    return train_supernet(space, splits, tokenizer, recipe, st.cache_root() / "supernets", progress=progress)
+
+
+def load_trained_task(config: SearchConfig, console: Console, progress: bool = True) -> TrainedTask:
+    """Load data and tokenizer, then train the supernet or load it from the cache."""
+    space, splits, tokenizer = load_task_data(config)
+    supernet = train_task_supernet(config, space, splits, tokenizer, console, progress)
     return TrainedTask(space, splits, tokenizer, supernet)
 
 
 def prepare_context(config: SearchConfig, options: SearchOptions, console: Console) -> st.TrialContext:
-    """Everything trials share: trained task, encoded sets, target with drift control, stores."""
+    """Everything trials share; the target is timed once before any training, so a bad one fails fast."""
     from edgenas.runtime.drift import DriftMonitor
     from edgenas.runtime.targets import target_from_url
 
     target = target_from_url(config.measure.target)
-    trained = load_trained_task(config, console, options.progress)
+    space, splits, tokenizer = load_task_data(config)
     artifacts_dir, work_dir = st.study_dirs(options.out_dir)
-    encoded = st.write_encoded_sets(trained.splits, trained.tokenizer, config, work_dir / "data")
+    encoded = st.write_encoded_sets(splits, tokenizer, config, work_dir / "data")
     reference = reference_artifact(work_dir, encoded, config)
     measurer = DriftMonitor(target, reference, encoded.parity[min(encoded.parity)], every=config.measure.reference_every)
+    reference_ms = measurer.check_reference()
+    console.print(f"[bold]target[/] {target.name}: reference model {reference_ms:.2f} ms")
+    supernet = train_task_supernet(config, space, splits, tokenizer, console, options.progress)
     store = FileSystemArtifactStore(str(options.artifacts or artifacts_dir))
     return st.TrialContext(
-        config=config, space_choices=trained.space.choices, supernet=trained.supernet, splits=trained.splits,
-        tokenizer=trained.tokenizer, encoded=encoded, measurer=measurer, artifact_store=store,
+        config=config, space_choices=space.choices, supernet=supernet, splits=splits,
+        tokenizer=tokenizer, encoded=encoded, measurer=measurer, artifact_store=store,
         compile_cache=st.compile_cache_dir(), work_dir=work_dir,
     )
 
@@ -134,7 +150,7 @@ def run_search(config: SearchConfig, options: SearchOptions, console: Console | 
     ctx = prepare_context(config, options, console)
     reporter = TrialReporter(console, config, options.n_trials, enabled=options.progress)
     started = time.perf_counter()
-    with reporter:
+    with reporter, storage_outage_is_an_error(url):
         study.optimize(
             lambda trial: st.run_trial(trial, ctx),
             n_trials=None if options.timeout else options.n_trials * 3,
@@ -146,6 +162,18 @@ def run_search(config: SearchConfig, options: SearchOptions, console: Console | 
     console.print(f"[bold]done[/] in {time.perf_counter() - started:.0f} s")
     console.print(pareto_table(study, config))
     return study
+
+
+@contextmanager
+def storage_outage_is_an_error(url: str) -> Iterator[None]:
+    """A storage lost mid-study ends the run with one line; rerunning resumes it."""
+    from sqlalchemy.exc import OperationalError
+
+    try:
+        yield
+    except OperationalError as exc:
+        cause = st.scrub(str(exc).splitlines()[0], url)
+        raise st.StudyError(f"lost the storage {st.redact(url)} ({cause}); rerun the same command to resume") from None
 
 
 def quiet_libraries() -> None:

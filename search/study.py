@@ -42,18 +42,49 @@ def default_storage(out_dir: Path) -> str:
     return f"sqlite:///{(out_dir / 'edgenas.db').resolve()}"
 
 
-def open_storage(url: str, heartbeat_s: int = 20, max_retry: int = 2) -> RDBStorage:
-    """An RDB storage with heartbeats, so a dead worker's trial is failed and retried."""
+def open_storage(url: str, heartbeat_s: int | None = None, max_retry: int = 2, attempts: int = 5,
+                 first_delay_s: float = 0.5) -> RDBStorage:
+    """An RDB storage with heartbeats (a dead worker's trial is failed and retried).
+
+    A storage that is briefly unreachable is retried with exponential back-off;
+    a wrong password is not retried. Errors never show the password.
+    """
+    heartbeat_s = heartbeat_s or int(os.environ.get("EDGENAS_HEARTBEAT_S", "20"))
+    delay = first_delay_s
+    for attempt in range(1, attempts + 1):
+        try:
+            return RDBStorage(
+                url,
+                heartbeat_interval=heartbeat_s,
+                grace_period=heartbeat_s * 3,
+                heartbeat_stale_trial_callback=RetryFailedTrialCallback(max_retry=max_retry),
+                engine_kwargs=_engine_kwargs(url),
+            )
+        except Exception as exc:  # sqlalchemy raises many types; the user needs one line
+            cause = scrub(_first_line(exc), url)
+            if attempt == attempts or "authentication failed" in cause or not _transient(exc):
+                raise StudyError(f"cannot open storage {redact(url)}: {cause}") from None
+            time.sleep(delay)
+            delay *= 2
+    raise AssertionError("unreachable")
+
+
+def _transient(exc: BaseException) -> bool:
+    """Connection-level failures worth retrying (not bad URLs or missing drivers)."""
+    from sqlalchemy.exc import OperationalError
+
+    return isinstance(exc, OperationalError)
+
+
+def scrub(text: str, url: str) -> str:
+    """Remove the URL's password from any message."""
+    from sqlalchemy.engine import make_url
+
     try:
-        return RDBStorage(
-            url,
-            heartbeat_interval=heartbeat_s,
-            grace_period=heartbeat_s * 3,
-            heartbeat_stale_trial_callback=RetryFailedTrialCallback(max_retry=max_retry),
-            engine_kwargs=_engine_kwargs(url),
-        )
-    except Exception as exc:  # sqlalchemy raises many types; the user needs one line
-        raise StudyError(f"cannot open storage {redact(url)}: {_first_line(exc)}") from None
+        password = make_url(url).password
+    except Exception:
+        return text
+    return text.replace(str(password), "***") if password else text
 
 
 def _engine_kwargs(url: str) -> dict[str, Any]:

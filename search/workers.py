@@ -1,0 +1,78 @@
+"""`edgenas search --workers N`: N local processes on one study, each a full worker."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+from rich.console import Console
+
+from edgenas.config import SearchConfig
+from edgenas.errors import EdgenasError
+from edgenas.search import study as st
+from edgenas.search.runner import SearchOptions, load_trained_task, pareto_table, quiet_libraries
+
+STORAGE_ENV = "EDGENAS_STORAGE"  # the URL travels in the environment, never on a command line
+
+
+def worker_command(options: SearchOptions, index: int, config_path: Path | None) -> list[str]:
+    """The `edgenas search` command line of worker `index` (its own sampler seed)."""
+    command = [
+        sys.executable, "-m", "edgenas.cli", "search", "--study", options.study_name,
+        "--n-trials", str(options.n_trials), "--sampler", options.sampler, "--out", str(options.out_dir),
+        "--no-progress",
+    ]
+    if options.seed is not None:
+        command += ["--seed", str(options.seed + index)]
+    if options.timeout:
+        command += ["--timeout", str(options.timeout)]
+    if options.artifacts:
+        command += ["--artifacts", str(options.artifacts)]
+    if config_path:
+        command += ["--config", str(config_path)]
+    return command
+
+
+def _relay(process: subprocess.Popen, prefix: str, console: Console) -> None:
+    """Copy a worker's output lines to ours, tagged with the worker."""
+    for line in process.stdout:  # type: ignore[union-attr]
+        console.out(f"{prefix} {line.rstrip()}", highlight=False)
+
+
+def run_workers(config: SearchConfig, options: SearchOptions, workers: int, config_path: Path | None,
+                console: Console) -> optuna.Study:
+    """Create the study and train the supernet once, then run `workers` processes until the cap."""
+    quiet_libraries()
+    url = options.storage or st.default_storage(options.out_dir)
+    storage = st.open_storage(url)
+    study = st.open_study(storage, options.study_name, config, st.make_sampler(options.sampler, options.seed))
+    console.print(f"[bold]study[/] {options.study_name} on {st.redact(url)}: {workers} workers")
+    load_trained_task(config, console, options.progress)  # trained once here; workers load it from the cache
+    env = {**os.environ, STORAGE_ENV: url, "PYTHONUNBUFFERED": "1"}
+    processes = []
+    for index in range(workers):
+        process = subprocess.Popen(
+            worker_command(options, index, config_path), env=env, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True,
+        )
+        relay = threading.Thread(target=_relay, args=(process, f"[w{index}]", console), daemon=True)
+        relay.start()
+        processes.append((process, relay))
+    started = time.perf_counter()
+    codes = []
+    for process, relay in processes:
+        codes.append(process.wait())
+        relay.join(timeout=5)
+    done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    console.print(f"[bold]done[/] {done} trials by {workers} workers in {time.perf_counter() - started:.0f} s")
+    console.print(pareto_table(study, config))
+    failed = [i for i, code in enumerate(codes) if code != 0]
+    if failed and done < options.n_trials:
+        raise EdgenasError(f"workers {failed} exited with an error and the study has {done}/{options.n_trials} trials")
+    return study
