@@ -39,6 +39,22 @@ def convert(model_dir: Path, out: Path, mode: str, seq_len: int, calibration: di
     elif mode != "fp32":
         raise CompileError(f"unknown tflite mode {mode!r}")
     out.write_bytes(converter.convert())
+    _name_io(out)
+
+
+def _name_io(path: Path) -> None:
+    """Rename I/O tensors to the convention (input_ids, ..., logits); the converter names them
+    'serving_default_input_ids:0' and 'StatefulPartitionedCall:0'. Signatures index tensors, so they hold."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model(str(path))
+    graph = model.subgraphs[0]
+    for index in graph.inputs:
+        name = graph.tensors[index].name.decode()
+        graph.tensors[index].name = name.removeprefix("serving_default_").removesuffix(":0").encode()
+    (output,) = graph.outputs
+    graph.tensors[output].name = b"logits"
+    flatbuffer_utils.write_model(model, str(path))
 
 
 def _representative(arrays: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
