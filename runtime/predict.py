@@ -1,0 +1,130 @@
+"""Classify texts with an exported model directory through its .tflite/.onnx artifact.
+
+Device-side on purpose: numpy, the `tokenizers` package (tokenizer.json) and the
+runtime libraries only — no torch, transformers or edgenas.search — so it runs
+wherever the runtimes run.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .runners import Runner, RuntimeLoadError, load_runner
+
+METRICS_FILE = "metrics.json"
+ARTIFACT_FILES = {"onnxruntime": "model.onnx", "tflite": "model.tflite"}
+
+
+class PredictError(ValueError):
+    """The model directory or the input cannot be used for prediction."""
+
+
+@dataclass
+class Prediction:
+    """One text's label, its probability, and the probability of every label."""
+
+    text: str
+    label: str
+    score: float
+    scores: dict[str, float]
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise PredictError(f"{path.parent}: no {path.name} (not an `edgenas export` model directory)")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise PredictError(f"{path}: unreadable JSON ({exc})") from None
+
+
+def label_names(model_dir: Path) -> list[str]:
+    """Label names in logit order, from the transformers config's id2label."""
+    id2label = _read_json(model_dir / "config.json").get("id2label") or {}
+    return [str(id2label[key]) for key in sorted(id2label, key=int)]
+
+
+def choose_artifact(model_dir: Path, runtime: str | None = None) -> Path:
+    """The artifact of `runtime`, else the one the search picked, else any present."""
+    if runtime is not None and runtime not in ARTIFACT_FILES:
+        raise PredictError(f"unknown runtime {runtime!r}; choose one of {', '.join(ARTIFACT_FILES)}")
+    info = _read_json(model_dir / METRICS_FILE)
+    order = [runtime] if runtime else [info.get("runtime"), *ARTIFACT_FILES]
+    for name in order:
+        if name in ARTIFACT_FILES and (model_dir / ARTIFACT_FILES[name]).is_file():
+            return model_dir / ARTIFACT_FILES[name]
+    wanted = ARTIFACT_FILES[runtime] if runtime else " or ".join(ARTIFACT_FILES.values())
+    raise PredictError(f"{model_dir}: no {wanted} artifact")
+
+
+class TextEncoder:
+    """tokenizer.json as the model saw it in training: [CLS] ... [SEP], padded/truncated to seq_len."""
+
+    def __init__(self, model_dir: Path, seq_len: int) -> None:
+        from tokenizers import Tokenizer
+
+        path = model_dir / "tokenizer.json"
+        if not path.is_file():
+            raise PredictError(f"{model_dir}: no tokenizer.json")
+        self.tokenizer = Tokenizer.from_file(str(path))
+        config_path = model_dir / "tokenizer_config.json"
+        pad_token = _read_json(config_path).get("pad_token", "[PAD]") if config_path.is_file() else "[PAD]"
+        pad_token = pad_token["content"] if isinstance(pad_token, dict) else str(pad_token)
+        pad_id = self.tokenizer.token_to_id(pad_token)
+        self.tokenizer.enable_truncation(max_length=seq_len)
+        self.tokenizer.enable_padding(length=seq_len, pad_id=0 if pad_id is None else pad_id, pad_token=pad_token)
+
+    def __call__(self, texts: list[str]) -> dict[str, np.ndarray]:
+        encodings = self.tokenizer.encode_batch(list(texts))
+        return {
+            "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
+            "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
+            "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
+        }
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax, stable for large logits."""
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+class Predictor:
+    """An exported model directory loaded for classification through one runtime."""
+
+    def __init__(self, model_dir: str | Path, runtime: str | None = None, threads: int = 1) -> None:
+        self.model_dir = Path(model_dir)
+        if not self.model_dir.is_dir():
+            raise PredictError(f"{self.model_dir}: model directory not found")
+        self.artifact = choose_artifact(self.model_dir, runtime)
+        self.seq_len = int(_read_json(self.model_dir / METRICS_FILE).get("seq_len", 128))
+        self.labels = label_names(self.model_dir)
+        try:
+            self.runner: Runner = load_runner(self.artifact, threads=threads)
+        except RuntimeLoadError as exc:
+            raise PredictError(str(exc)) from None
+        self.encode = TextEncoder(self.model_dir, self.seq_len)
+
+    @property
+    def runtime(self) -> str:
+        return self.runner.runtime
+
+    def predict(self, texts: list[str], batch_size: int = 32) -> list[Prediction]:
+        """Label and probabilities of each text."""
+        if not texts:
+            return []
+        probs = softmax(self.runner.predict_logits(self.encode(texts), batch_size=batch_size))
+        if self.labels and probs.shape[1] != len(self.labels):
+            raise PredictError(f"the artifact gives {probs.shape[1]} logits but config.json names {len(self.labels)} labels")
+        names = self.labels or [str(i) for i in range(probs.shape[1])]
+        out = []
+        for text, row in zip(texts, probs):
+            best = int(row.argmax())
+            out.append(Prediction(text, names[best], float(row[best]), {n: float(p) for n, p in zip(names, row)}))
+        return out

@@ -1,0 +1,216 @@
+"""`edgenas report`: a study's Pareto front, hypervolume history, importances and tables.
+
+Interactive plots are Optuna's plotly figures saved as HTML; the PNGs come from
+optuna.visualization.matplotlib (plotly's PNG export needs Chrome via kaleido).
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from edgenas.config import OBJECTIVES, SearchConfig
+from edgenas.errors import EdgenasError
+from edgenas.search import study as st
+from edgenas.types import Candidate
+
+DEFAULT_OUT = Path("edgenas-out")
+#: hypervolume reference point: accuracy 0, and latency/size at this factor of the worst observed value
+REFERENCE_MARGIN = 1.1
+
+
+# ---------------------------------------------------------------- opening a finished study
+
+
+def storage_url(storage: str | None, out_dir: Path = DEFAULT_OUT) -> str:
+    """The given URL, else the search's default SQLite file, which must already exist."""
+    if storage:
+        return storage
+    db = out_dir / "edgenas.db"
+    if not db.is_file():
+        raise EdgenasError(f"no study storage at {db}: run `edgenas search` first or pass --storage URL")
+    return st.default_storage(out_dir)
+
+
+def load_study(study_name: str, storage: str | None = None) -> tuple[optuna.Study, SearchConfig]:
+    """An existing study and the SearchConfig it was run with."""
+    url = storage_url(storage)
+    rdb = st.open_storage(url)
+    try:
+        study = optuna.load_study(study_name=study_name, storage=rdb)
+    except KeyError:
+        names = ", ".join(optuna.get_all_study_names(rdb)) or "none"
+        raise EdgenasError(f"no study '{study_name}' in {st.redact(url)} (studies: {names})") from None
+    raw = study.user_attrs.get("config")
+    if raw is None:
+        raise EdgenasError(f"study '{study_name}' was not made by `edgenas search` (no config recorded)")
+    return study, SearchConfig.model_validate_json(raw)
+
+
+def completed(study: optuna.Study) -> list[FrozenTrial]:
+    """Completed trials that carry a measurement record."""
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if st.RESULT_ATTR in t.user_attrs]
+
+
+def pareto_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """The feasible Pareto front (Optuna's best_trials honours constraints), fastest first."""
+    trials = [t for t in study.best_trials if st.RESULT_ATTR in t.user_attrs]
+    return sorted(trials, key=lambda t: t.user_attrs[st.RESULT_ATTR]["median_ms"])
+
+
+# ---------------------------------------------------------------- tables
+
+
+PARETO_COLUMNS = ("trial", "architecture", "runtime", "mode", "seq_len", "threads", "accuracy", "torch_accuracy",
+                  "median_ms", "p90_ms", "p99_ms", "size_mb", "params")
+
+
+def trial_row(trial: FrozenTrial) -> dict[str, Any]:
+    """One trial as a flat record: candidate choices and measured figures."""
+    c = Candidate.from_dict(trial.user_attrs["candidate"])
+    r = trial.user_attrs[st.RESULT_ATTR]
+    return {"trial": trial.number, "architecture": c.arch.short(), "runtime": c.runtime, "mode": c.quantization,
+            "seq_len": c.seq_len, "threads": c.threads, "accuracy": r["accuracy"], "torch_accuracy": r["torch_accuracy"],
+            "median_ms": r["median_ms"], "p90_ms": r["p90_ms"], "p99_ms": r.get("p99_ms"), "size_mb": r["size_mb"],
+            "params": {k: v for k, v in trial.params.items()}}
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def markdown_table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
+    """A GitHub markdown table of the given columns."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_cell(row.get(c, "")) for c in columns) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- plots
+
+
+def reference_point(study: optuna.Study, objectives: list[str]) -> list[float]:
+    """Accuracy 0; latency and size at REFERENCE_MARGIN x the worst value observed (directions as the study's)."""
+    values = [t.values for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.values]
+    point = []
+    for i, name in enumerate(objectives):
+        if OBJECTIVES[name] == "maximize":
+            point.append(0.0)
+        else:
+            point.append(max(v[i] for v in values) * REFERENCE_MARGIN)
+    return point
+
+
+@dataclass
+class Report:
+    """What `write_report` produced."""
+
+    out_dir: Path
+    files: list[Path] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    pareto: list[dict[str, Any]] = field(default_factory=list)
+    reference: list[float] = field(default_factory=list)
+
+
+def _plots(study: optuna.Study, objectives: list[str]) -> dict[str, tuple[Callable, dict[str, Any]]]:
+    """Name -> (optuna plot function name, kwargs), shared by the plotly and matplotlib back-ends."""
+    index = {name: i for i, name in enumerate(objectives)}
+    names = [{"accuracy": "dev accuracy", "latency": "median latency (ms)", "size": "size (MB)"}[o] for o in objectives]
+    plots: dict[str, tuple[Callable, dict[str, Any]]] = {}
+    if "accuracy" in index and "latency" in index:
+        # accuracy vs latency; size (if an objective) goes into the hover text via the full trial record
+        pair = [index["latency"], index["accuracy"]]
+        plots["pareto_front"] = ("plot_pareto_front", {
+            "targets": lambda t, p=pair: tuple(t.values[i] for i in p),
+            "target_names": [names[i] for i in pair]})
+    elif len(objectives) in (2, 3):
+        plots["pareto_front"] = ("plot_pareto_front", {"target_names": names})
+    if len(objectives) > 1:
+        plots["hypervolume_history"] = ("plot_hypervolume_history", {"reference_point": reference_point(study, objectives)})
+    for name, i in index.items():
+        plots[f"param_importances_{name}"] = ("plot_param_importances", {
+            "target": lambda t, i=i: t.values[i], "target_name": names[i]})
+        plots[f"optimization_history_{name}"] = ("plot_optimization_history", {
+            "target": lambda t, i=i: t.values[i], "target_name": names[i]})
+    return plots
+
+
+def write_plots(study: optuna.Study, objectives: list[str], out_dir: Path, report: Report) -> None:
+    """Each plot as plotly HTML and matplotlib PNG; a plot that cannot be drawn is recorded, not fatal."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import optuna.visualization as vis
+    import optuna.visualization.matplotlib as vis_mpl
+
+    for name, (function, kwargs) in _plots(study, objectives).items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Optuna marks its matplotlib back-end experimental
+            try:
+                figure = getattr(vis, function)(study, **kwargs)
+                html = out_dir / f"{name}.html"
+                figure.write_html(str(html), include_plotlyjs="directory")
+                report.files.append(html)
+                axes = getattr(vis_mpl, function)(study, **kwargs)
+                fig = axes.figure if hasattr(axes, "figure") else axes.flat[0].figure
+                png = out_dir / f"{name}.png"
+                fig.savefig(png, dpi=120, bbox_inches="tight")
+                plt.close(fig)
+                report.files.append(png)
+            except (ValueError, RuntimeError, ZeroDivisionError) as exc:
+                # e.g. importances need 2+ trials with varied parameters
+                report.skipped[name] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                plt.close("all")
+
+
+def write_report(study: optuna.Study, config: SearchConfig, out_dir: Path) -> Report:
+    """Plots (HTML + PNG), a CSV of all trials and a markdown summary of the Pareto front."""
+    import csv
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = Report(out_dir)
+    trials = completed(study)
+    if not trials:
+        raise EdgenasError(f"study '{study.study_name}' has no completed trials to report")
+    logging.getLogger("optuna").setLevel(logging.ERROR)
+    report.pareto = [trial_row(t) for t in pareto_trials(study)]
+    if len(config.objectives) > 1:
+        report.reference = reference_point(study, config.objectives)
+    write_plots(study, config.objectives, out_dir, report)
+    rows = [trial_row(t) for t in trials]
+    csv_path = out_dir / "trials.csv"
+    with csv_path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=PARETO_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    report.files.append(csv_path)
+    summary = out_dir / "summary.md"
+    summary.write_text(summary_markdown(study, config, report, len(trials)))
+    report.files.append(summary)
+    return report
+
+
+def summary_markdown(study: optuna.Study, config: SearchConfig, report: Report, n_completed: int) -> str:
+    """The markdown summary: counts, objectives, reference point, Pareto table, plot list."""
+    failed = len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
+    lines = [f"# Study {study.study_name}", "",
+             f"{n_completed} completed trials, {failed} failed. Objectives: "
+             + ", ".join(f"{o} ({OBJECTIVES[o]})" for o in config.objectives) + ".", "",
+             f"Latency is the median of {config.measure.runs} batch-1 runs on target `{config.measure.target}`; "
+             "accuracy is dev accuracy measured through the runtime.", ""]
+    if report.reference:
+        lines += [f"Hypervolume reference point: {', '.join(f'{o}={v:.4g}' for o, v in zip(config.objectives, report.reference))} "
+                  f"(accuracy 0; latency and size {REFERENCE_MARGIN}x the worst observed).", ""]
+    lines += ["## Pareto front (feasible, fastest first)", "", markdown_table(report.pareto, PARETO_COLUMNS[:-1]), "## Plots", ""]
+    lines += [f"- [{p.name}]({p.name})" for p in report.files if p.suffix in (".html", ".png")]
+    lines += [f"- {name}: not drawn ({why})" for name, why in report.skipped.items()]
+    return "\n".join(lines) + "\n"
