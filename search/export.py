@@ -1,0 +1,233 @@
+"""`edgenas export`: Pareto trials -> fine-tuned, recompiled, re-measured model directories.
+
+A model directory holds the transformers weights, config (with the label map)
+and tokenizer; model.onnx and/or model.tflite; the tokenized data it was scored
+on (data/*.npz, reusable with `edgenas bench --data`); metrics.json; README.md.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.trial import FrozenTrial
+from rich.console import Console
+
+from edgenas.config import SearchConfig
+from edgenas.errors import EdgenasError
+from edgenas.search import study as st
+from edgenas.search.report import completed, load_study, pareto_trials
+from edgenas.types import Candidate
+
+ARTIFACT_FILES = {"onnxruntime": "model.onnx", "tflite": "model.tflite"}
+#: the nearest mode of the other runtime, for `--other-runtime`
+OTHER_MODE = {
+    ("onnxruntime", "fp32"): "fp32", ("onnxruntime", "fp16"): "fp16",
+    ("onnxruntime", "dynamic_int8"): "dynamic_int8", ("onnxruntime", "dynamic_int8_per_channel"): "dynamic_int8",
+    ("onnxruntime", "static_int8_minmax"): "full_int8", ("onnxruntime", "static_int8_entropy"): "full_int8",
+    ("onnxruntime", "static_int8_percentile"): "full_int8",
+    ("tflite", "fp32"): "fp32", ("tflite", "fp16"): "fp16", ("tflite", "dynamic_int8"): "dynamic_int8",
+    ("tflite", "full_int8"): "static_int8_minmax",
+}
+
+
+@dataclass
+class ExportOptions:
+    """The `edgenas export` flags."""
+
+    out_dir: Path
+    trials: str = "pareto"
+    steps: int = 300
+    batch_size: int = 32
+    other_runtime: bool = False
+    target: str | None = None  # default: the study's measurement target
+    progress: bool = True
+
+
+def other_runtime(runtime: str, mode: str) -> tuple[str, str]:
+    """The other runtime and its closest quantization mode."""
+    return ("tflite" if runtime == "onnxruntime" else "onnxruntime"), OTHER_MODE[(runtime, mode)]
+
+
+def select_trials(study: optuna.Study, spec: str) -> list[FrozenTrial]:
+    """'pareto' (the feasible front) or a comma list of trial numbers of completed trials."""
+    if spec.strip() == "pareto":
+        chosen = pareto_trials(study)
+        if not chosen:
+            raise EdgenasError(f"study '{study.study_name}' has no feasible Pareto trials")
+        return chosen
+    by_number = {t.number: t for t in completed(study)}
+    chosen = []
+    for part in spec.split(","):
+        try:
+            number = int(part)
+        except ValueError:
+            raise EdgenasError(f"--trials: expected 'pareto' or numbers like 3,7,12, got {spec!r}") from None
+        if number not in by_number:
+            raise EdgenasError(f"trial {number} of study '{study.study_name}' is not a completed trial")
+        chosen.append(by_number[number])
+    return chosen
+
+
+def write_data(splits, tokenizer, config: SearchConfig, seq_len: int, directory: Path) -> dict[str, Path]:
+    """Tokenized dev, test, calibration and parity sets at seq_len, as .npz files."""
+    from edgenas.search.tokenizer import encode
+
+    directory.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(config.task.split_seed)
+    calib_rows = np.sort(rng.permutation(len(splits.train))[: config.measure.calibration_examples])
+    sets = {
+        "dev": {**encode(tokenizer, splits.dev.texts, seq_len), "labels": splits.dev.labels.astype(np.int64)},
+        "test": {**encode(tokenizer, splits.test.texts, seq_len), "labels": splits.test.labels.astype(np.int64)},
+        "calibration": encode(tokenizer, [splits.train.texts[i] for i in calib_rows], seq_len),
+    }
+    sets["parity"] = {k: v[: config.measure.parity_examples] for k, v in sets["dev"].items()}
+    paths = {}
+    for name, arrays in sets.items():
+        paths[name] = directory / f"{name}.npz"
+        np.savez(paths[name], **arrays)
+    return paths
+
+
+def compile_into(model_dir: Path, runtime: str, mode: str, seq_len: int, data: dict[str, Path],
+                 timeout_s: float) -> dict[str, Any]:
+    """Compile the directory's weights for runtime/mode and copy the artifact beside them; its meta."""
+    from edgenas.compile import compile_artifact
+
+    artifact = compile_artifact(model_dir, runtime, mode, seq_len=seq_len, calibration=data["calibration"],
+                                check_data=data["parity"], cache_dir=st.compile_cache_dir(), timeout_s=timeout_s)
+    shutil.copyfile(artifact.path, model_dir / ARTIFACT_FILES[runtime])
+    return artifact.meta
+
+
+def measure_artifact(target, path: Path, data: dict[str, Path], candidate: Candidate, config: SearchConfig) -> dict[str, Any]:
+    """Latency and dev accuracy on the target with the trial's knobs; test accuracy through the same runtime."""
+    knobs = {"threads": candidate.threads, "xnnpack": candidate.xnnpack,
+             "graph_optimization": candidate.graph_optimization}
+    dev = target.measure(path, data["dev"], warmup=config.measure.warmup, runs=config.measure.runs, **knobs)
+    test = target.measure(path, data["test"], warmup=0, runs=1, **knobs)
+    return {**dev, "dev_accuracy": dev["accuracy"], "test_accuracy": test["accuracy"], "n_test": test.get("n_eval")}
+
+
+def export_trial(trial: FrozenTrial, trained, config: SearchConfig, options: ExportOptions, target,
+                 console: Console, study_name: str = "") -> Path:
+    """Fine-tune, save, compile, measure and document one trial; returns its model directory."""
+    from edgenas.search.train import encode_split, evaluate_accuracy, finetune_subnet
+
+    candidate = Candidate.from_dict(trial.user_attrs["candidate"])
+    seq_len = candidate.seq_len
+    model_dir = options.out_dir / f"trial-{trial.number}-{candidate.runtime}-{candidate.quantization}"
+    if model_dir.exists():
+        shutil.rmtree(model_dir)  # a rerun replaces the directory rather than mixing two exports
+    model_dir.mkdir(parents=True)
+    console.print(f"[bold]export[/] trial {trial.number}: {candidate.arch.short()} "
+                  f"{candidate.runtime}/{candidate.quantization} seq{seq_len} -> {model_dir}")
+    encoded, labels = encode_split(trained.tokenizer, trained.splits.train, seq_len,
+                                   limit=max(options.steps * options.batch_size, 512), seed=config.task.split_seed)
+    model = finetune_subnet(trained.supernet, candidate.arch, encoded, labels, steps=options.steps,
+                            batch_size=options.batch_size, seed=config.task.split_seed)
+    names = list(trained.splits.label_names)
+    model.config.id2label = dict(enumerate(names))
+    model.config.label2id = {name: i for i, name in enumerate(names)}
+    model.save_pretrained(model_dir)
+    trained.tokenizer.save_pretrained(model_dir)
+    data = write_data(trained.splits, trained.tokenizer, config, seq_len, model_dir / "data")
+    torch_acc = {}
+    for split in ("dev", "test"):
+        arrays = st.load_npz(data[split])
+        split_labels = arrays.pop("labels")
+        torch_acc[f"{split}_accuracy"] = evaluate_accuracy(model, arrays, split_labels)
+    builds = [(candidate.runtime, candidate.quantization)]
+    if options.other_runtime:
+        builds.append(other_runtime(candidate.runtime, candidate.quantization))
+    artifacts = {}
+    for runtime, mode in builds:
+        meta = compile_into(model_dir, runtime, mode, seq_len, data, config.measure.compile_timeout_s)
+        path = model_dir / ARTIFACT_FILES[runtime]
+        measured = measure_artifact(target, path, data, candidate, config)
+        artifacts[runtime] = {"file": path.name, "mode": mode, "size_mb": meta["size_bytes"] / 1e6,
+                              "sha256": meta.get("sha256"), "parity": meta.get("parity"), "measurement": measured,
+                              "compile": {k: meta.get(k) for k in ("converter", "opset", "versions", "compile_time_s")}}
+        console.print(f"  {runtime}/{mode}: dev {measured['dev_accuracy']:.3f}, test {measured['test_accuracy']:.3f}, "
+                      f"{measured['median_ms']:.2f} ms median, {artifacts[runtime]['size_mb']:.2f} MB", highlight=False)
+    metrics = {
+        "study": study_name, "trial": trial.number,
+        "candidate": candidate.to_dict(), "runtime": candidate.runtime, "quantization": candidate.quantization,
+        "seq_len": seq_len, "label_names": names, "torch": torch_acc, "artifacts": artifacts,
+        "finetune": {"steps": options.steps, "batch_size": options.batch_size, "distilled_from": "supernet max subnet",
+                     "train_examples": int(len(labels))},
+        "data": {"dataset": config.task.dataset, "n_dev": len(trained.splits.dev), "n_test": len(trained.splits.test)},
+        "search_result": trial.user_attrs[st.RESULT_ATTR], "target": options.target or config.measure.target,
+        "config": json.loads(config.model_dump_json()),
+    }
+    (model_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
+    (model_dir / "README.md").write_text(model_card(metrics))
+    return model_dir
+
+
+def export_study(study_name: str, storage: str | None, options: ExportOptions, console: Console) -> list[Path]:
+    """Export the chosen trials of a finished study into options.out_dir."""
+    from edgenas.runtime.targets import target_from_url
+    from edgenas.search.runner import load_trained_task, quiet_libraries
+
+    study, config = load_study(study_name, storage)
+    trials = select_trials(study, options.trials)
+    quiet_libraries()
+    target = target_from_url(options.target or config.measure.target)
+    trained = load_trained_task(config, console, options.progress)
+    dirs = []
+    for trial in trials:
+        dirs.append(export_trial(trial, trained, config, options, target, console, study_name))
+    return dirs
+
+
+# ---------------------------------------------------------------- model card
+
+
+def model_card(metrics: dict[str, Any]) -> str:
+    """A README.md describing architecture, quantization, runtime, accuracy, latency, size and measurement."""
+    c = Candidate.from_dict(metrics["candidate"])
+    arch = c.arch.to_dict()
+    labels = ", ".join(metrics["label_names"])
+    lines = [
+        f"# MobileBERT {c.arch.short()} ({c.runtime}, {c.quantization})", "",
+        f"Exported by `edgenas export` from trial {metrics['trial']} of study `{metrics.get('study')}`: "
+        f"a {metrics['data']['dataset']} text classifier ({labels}).", "",
+        "## Architecture", "", "| knob | value |", "|---|---|",
+        *[f"| {k} | {v} |" for k, v in arch.items()], f"| sequence length | {metrics['seq_len']} |", "",
+        "## Training", "",
+        f"Weights inherited from the weight-sharing supernet, then fine-tuned for {metrics['finetune']['steps']} steps "
+        f"(batch {metrics['finetune']['batch_size']}) on labels plus distillation from the supernet's max subnet.", "",
+        "## Results", "",
+        f"torch: dev accuracy {metrics['torch']['dev_accuracy']:.4f}, test accuracy {metrics['torch']['test_accuracy']:.4f} "
+        f"({metrics['data']['n_dev']} dev / {metrics['data']['n_test']} test examples).", "",
+        "| runtime | file | quantization | dev acc | test acc | median ms | p90 ms | p99 ms | std ms | size MB | agreement with torch |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for runtime, a in metrics["artifacts"].items():
+        m = a["measurement"]
+        agree = (a.get("parity") or {}).get("argmax_agreement")
+        lines.append(f"| {runtime} | {a['file']} | {a['mode']} | {m['dev_accuracy']:.4f} | {m['test_accuracy']:.4f} | "
+                     f"{m['median_ms']:.3f} | {m['p90_ms']:.3f} | {m['p99_ms']:.3f} | {m['std_ms']:.3f} | "
+                     f"{a['size_mb']:.2f} | {agree if agree is not None else '-'} |")
+    first = next(iter(metrics["artifacts"].values()))["measurement"]
+    knobs = f"threads {c.threads}" + (f", XNNPACK {'on' if c.xnnpack else 'off'}" if c.runtime == "tflite"
+                                      else f", graph optimization {c.graph_optimization}")
+    lines += [
+        "", "## How it was measured", "",
+        f"On `{metrics['target']}` ({first.get('device')}, {first.get('cpu_count')} cores, Python {first.get('python')}): "
+        f"batch 1, sequence length {metrics['seq_len']}, {knobs}; {first.get('warmup')} warm-up runs then "
+        f"{first.get('runs')} timed runs in a fresh process. Accuracy is computed through the runtime on the "
+        "tokenized sets in `data/` (dev, test).", "",
+        "## Use", "", "```bash", f"edgenas predict {Path('.')} \"some text\"   # through the artifact",
+        "edgenas bench model.* --data data/dev.npz", "```", "", "```python",
+        "from transformers import AutoTokenizer, MobileBertForSequenceClassification",
+        "model = MobileBertForSequenceClassification.from_pretrained('.')",
+        "tokenizer = AutoTokenizer.from_pretrained('.')", "```", "",
+    ]
+    return "\n".join(lines)
