@@ -6,6 +6,7 @@ coefficient of variation of the medians; also TFLite with and without XNNPACK.
 
     python benchmarks/runtime_stability.py            # random-init small MobileBERT, 10 x 50 runs
     python benchmarks/runtime_stability.py --quick    # 3 x 20 runs, smaller model
+    python benchmarks/runtime_stability.py --drift    # also reference-normalised (DriftMonitor) figures
     python benchmarks/runtime_stability.py --artifact model.tflite --ssh ssh://pi@raspberrypi --key ~/.ssh/id_ed25519
 """
 
@@ -26,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgenas.runtime.drift import DriftMonitor
 from edgenas.runtime.targets import LocalTarget, SSHTarget, Target
 
 
@@ -81,6 +83,9 @@ def repeated(target: Target, artifact: Path, repeats: int, **knobs: object) -> d
     """Measure `repeats` times; CV across the medians, and the mean within-measurement CV."""
     results = [target.measure(artifact, **knobs) for _ in range(repeats)]
     medians = np.array([r["median_ms"] for r in results])
+    if "reference_median_ms" in results[0]:
+        # Drift-normalised: each median over the reference timed just before it, rescaled to ms.
+        medians = medians / np.array([r["reference_median_ms"] for r in results]) * results[0]["reference_baseline_ms"]
     return {"mean_median_ms": float(medians.mean()), "min_median_ms": float(medians.min()),
             "max_median_ms": float(medians.max()), "cv_between": float(medians.std(ddof=1) / medians.mean()),
             "cv_within": float(np.mean([r["cv"] for r in results])), "n": repeats}
@@ -102,6 +107,8 @@ def main() -> None:
     parser.add_argument("--ssh", default=None, help="ssh://user@host[:port] (default: a loopback sshd)")
     parser.add_argument("--key", default=None, help="SSH private key for --ssh")
     parser.add_argument("--no-ssh", action="store_true")
+    parser.add_argument("--drift", action="store_true",
+                        help="also: local medians normalised by a reference (the last artifact) timed before each")
     args = parser.parse_args()
     repeats = args.repeats or (3 if args.quick else 10)
     knobs = {"threads": args.threads, "runs": args.runs or (20 if args.quick else 50), "warmup": 10}
@@ -124,6 +131,10 @@ def main() -> None:
             if artifact.suffix == ".tflite":
                 print(_row("tflite without XNNPACK on " + targets[0].name,
                            repeated(targets[0], artifact, repeats, xnnpack=False, **knobs)), flush=True)
+            if args.drift:
+                monitor = DriftMonitor(targets[0], artifacts[-1], every=1, reference_knobs=knobs)
+                print(_row(f"{artifact.suffix[1:]} / reference on {targets[0].name}",
+                           repeated(monitor, artifact, repeats, **knobs)), flush=True)
 
 
 if __name__ == "__main__":
