@@ -80,27 +80,110 @@ def search(
 
 
 @app.command()
-def export() -> None:
+def export(
+    study: str = typer.Option("edgenas-demo", "--study", help="study name"),
+    storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL (default: edgenas-out/edgenas.db)"),
+    trials: str = typer.Option("pareto", "--trials", help="'pareto' or trial numbers, e.g. 3,7,12"),
+    out: Path = typer.Option(Path("edgenas-export"), "--out", help="directory for the model directories"),
+    steps: int = typer.Option(300, "--steps", min=0, help="final fine-tune steps (distilled from the max subnet)"),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, help="fine-tune batch size"),
+    other_runtime: bool = typer.Option(False, "--other-runtime", help="also compile for the other runtime"),
+    target: Optional[str] = typer.Option(None, "--target", help="measure here (default: the study's target)"),
+    no_progress: bool = typer.Option(False, "--no-progress", help="no progress bars"),
+) -> None:
     """Export Pareto-optimal models with model cards."""
-    _not_implemented("export")
+    from edgenas.search.export import ExportOptions, export_study
+
+    options = ExportOptions(out_dir=out, trials=trials, steps=steps, batch_size=batch_size,
+                            other_runtime=other_runtime, target=target, progress=not no_progress)
+    for directory in export_study(study, storage, options, console):
+        console.print(f"[green]wrote[/] {directory}")
 
 
 @app.command()
-def compare() -> None:
+def compare(
+    model_dir: Path = typer.Argument(..., help="a directory written by `edgenas export`"),
+    target: str = typer.Option("local", "--target", help="local or ssh://user@host[:port]"),
+    modes: Optional[str] = typer.Option(None, "--modes", help="comma list of modes or runtime/mode (default: all)"),
+    threads: int = typer.Option(1, "--threads", min=1, help="runtime threads"),
+    runs: int = typer.Option(50, "--runs", min=3, help="timed runs per mode"),
+    warmup: int = typer.Option(5, "--warmup", min=0, help="untimed warm-up runs"),
+    out: Optional[Path] = typer.Option(None, "--out", help="output directory (default: MODEL_DIR/compare)"),
+) -> None:
     """Compare TFLite against ONNX Runtime for one exported model."""
-    _not_implemented("compare")
+    from rich.table import Table
+
+    from edgenas.search.compare import CompareOptions, compare_model, write_outputs
+
+    options = CompareOptions(target=target, modes=modes.split(",") if modes else None, threads=threads,
+                             runs=runs, warmup=warmup)
+    rows = compare_model(model_dir, options, progress=lambda r: console.print(
+        f"{r['runtime']}/{r['mode']}: {r['status']}" + (f" ({r['error']})" if r["status"] != "ok" else ""), highlight=False))
+    table = Table(title=f"{model_dir.name}: batch 1, throughput = 1000 / median ms")
+    heads = ("runtime", "mode", "median ms", "p90", "p99", "ex/s", "MB", "dev acc", "agree torch")
+    for head in heads:
+        table.add_column(head, justify="left" if head in ("runtime", "mode") else "right")
+    for r in rows:
+        if r["status"] != "ok":
+            table.add_row(r["runtime"], r["mode"], "failed", "", "", "", "", "", "")
+            continue
+        table.add_row(r["runtime"], r["mode"], f"{r['median_ms']:.3f}", f"{r['p90_ms']:.3f}", f"{r['p99_ms']:.3f}",
+                      f"{r['throughput_per_s']:.1f}", f"{r['size_mb']:.2f}", f"{r['dev_accuracy']:.4f}",
+                      f"{r['torch_agreement']:.3f}")
+    console.print(table)
+    for path in write_outputs(rows, out or model_dir / "compare", f"{model_dir.name} on {target}"):
+        console.print(f"[green]wrote[/] {path}")
 
 
 @app.command()
-def report() -> None:
+def report(
+    study: str = typer.Option("edgenas-demo", "--study", help="study name"),
+    storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL (default: edgenas-out/edgenas.db)"),
+    out: Path = typer.Option(Path("edgenas-report"), "--out", help="directory for plots and tables"),
+) -> None:
     """Write plots and tables for a study."""
-    _not_implemented("report")
+    from edgenas.search.report import load_study, storage_url, write_report
+    from edgenas.search.study import redact
+
+    loaded, config = load_study(study, storage)
+    written = write_report(loaded, config, out)
+    console.print((out / "summary.md").read_text(), highlight=False, markup=False)
+    console.print(f"[green]wrote[/] {len(written.files)} files to {out}")
+    for name, why in written.skipped.items():
+        console.print(f"[yellow]skipped[/] {name}: {why}", highlight=False)
+    console.print(f"browse the same storage live: optuna-dashboard {redact(storage_url(storage))}", highlight=False)
 
 
 @app.command()
-def predict() -> None:
+def predict(
+    model_dir: Path = typer.Argument(..., help="a directory written by `edgenas export`"),
+    texts: Optional[list[str]] = typer.Argument(None, help="texts to classify"),
+    file: Optional[Path] = typer.Option(None, "--file", help="a text file, one text per line"),
+    runtime: Optional[str] = typer.Option(None, "--runtime", help="tflite or onnxruntime (default: the exported one)"),
+    threads: int = typer.Option(1, "--threads", min=1, help="runtime threads"),
+    as_json: bool = typer.Option(False, "--json", help="one JSON object per text on stdout"),
+) -> None:
     """Classify texts with an exported model."""
-    _not_implemented("predict")
+    import json
+
+    from edgenas.runtime.predict import PredictError, Predictor
+
+    inputs = list(texts or [])
+    if file is not None:
+        if not file.is_file():
+            raise EdgenasError(f"{file}: file not found")
+        inputs += [line for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not inputs:
+        raise EdgenasError("give texts to classify or --file F")
+    try:
+        predictions = Predictor(model_dir, runtime=runtime, threads=threads).predict(inputs)
+    except PredictError as exc:
+        raise EdgenasError(str(exc)) from None
+    for p in predictions:
+        if as_json:
+            sys.stdout.write(json.dumps({"text": p.text, "label": p.label, "score": p.score, "scores": p.scores}) + "\n")
+        else:
+            console.print(f"{p.label}\t{p.score:.3f}\t{p.text}", highlight=False, markup=False)
 
 
 @app.command()

@@ -27,3 +27,83 @@ def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     cache = tmp_path / "cache"
     monkeypatch.setenv("EDGENAS_CACHE_DIR", str(cache))
     return cache
+
+
+# ---------------------------------------------------------------- a tiny finished study (export/report/compare/predict)
+
+TINY_SPACE = """name: tiny
+max: {num_hidden_layers: 2, hidden_size: 64, intra_bottleneck_size: 32, num_attention_heads: 2,
+      num_feedforward_networks: 1, intermediate_size: 64, embedding_size: 32}
+choices: {num_hidden_layers: [1, 2], hidden_size: [64], intra_bottleneck_size: [32], num_attention_heads: [2],
+          num_feedforward_networks: [1], intermediate_size: [64], embedding_size: [32]}
+"""
+
+
+class TinyStudy:
+    """A finished 2-trial search on tiny data, and one trial exported with both runtimes."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.cache = root / "cache"
+        self.out = root / "out"
+        self.storage = f"sqlite:///{(self.out / 'edgenas.db').resolve()}"
+        self.name = "tiny"
+        self.export_dir = root / "export"
+        self.model_dir: Path | None = None
+
+
+def _write_tiny_task(root: Path) -> dict:
+    import random
+
+    from transformers import BertTokenizerFast
+
+    vocab = root / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *TINY_WORDS, ".", "!", "#"]) + "\n")
+    BertTokenizerFast(vocab=str(vocab), do_lower_case=True).save_pretrained(root / "tokenizer")
+    rng = random.Random(0)
+    rows = ["text,label"]
+    for _ in range(100):
+        label = rng.choice(["pos", "neg"])
+        words = ["good", "great", "love", "fine"] if label == "pos" else ["bad", "awful", "hate", "not"]
+        rows.append(f"the phone is {rng.choice(words)} {rng.choice(words)} {rng.choice(TINY_WORDS)},{label}")
+    (root / "data.csv").write_text("\n".join(rows) + "\n")
+    (root / "space.yaml").write_text(TINY_SPACE)
+    return {
+        "task": {"dataset": str(root / "data.csv"), "tokenizer": str(root / "tokenizer")},
+        "space": str(root / "space.yaml"),
+        "candidates": {"runtimes": {"onnxruntime": ["fp32"]}, "seq_lens": [16]},
+        "supernet": {"max_steps": 5, "batch_size": 8, "seq_len": 16},
+        "measure": {"eval_examples": 10, "runs": 5, "warmup": 1, "parity_examples": 4, "calibration_examples": 8},
+    }
+
+
+@pytest.fixture(scope="session")
+def tiny_study(tmp_path_factory: pytest.TempPathFactory) -> TinyStudy:
+    """Run a real 2-trial search and export its fastest Pareto trial (fine-tune, ONNX + TFLite)."""
+    from rich.console import Console
+
+    from edgenas.config import SearchConfig
+    from edgenas.search.export import ExportOptions, export_study
+    from edgenas.search.report import pareto_trials
+    from edgenas.search.runner import SearchOptions, run_search
+
+    tiny = TinyStudy(tmp_path_factory.mktemp("tiny-study"))
+    config = SearchConfig.model_validate(_write_tiny_task(tiny.root))
+    tiny.out.mkdir()
+    quiet = Console(file=open(os.devnull, "w"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EDGENAS_CACHE_DIR", str(tiny.cache))
+        study = run_search(config, SearchOptions(out_dir=tiny.out, storage=tiny.storage, study_name=tiny.name,
+                                                 n_trials=2, sampler="random", progress=False), quiet)
+        first = pareto_trials(study)[0].number
+        options = ExportOptions(tiny.export_dir, trials=str(first), steps=2, batch_size=8, other_runtime=True,
+                                progress=False)
+        tiny.model_dir = export_study(tiny.name, tiny.storage, options, quiet)[0]
+    return tiny
+
+
+@pytest.fixture
+def tiny_env(tiny_study: TinyStudy, monkeypatch: pytest.MonkeyPatch) -> TinyStudy:
+    """The tiny study, with edgenas's cache pointing at its cache (compile cache hits)."""
+    monkeypatch.setenv("EDGENAS_CACHE_DIR", str(tiny_study.cache))
+    return tiny_study

@@ -1,0 +1,67 @@
+"""`edgenas export`: model directories that load with transformers and with both runtimes."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from edgenas.errors import EdgenasError
+from edgenas.search.export import other_runtime, select_trials
+from edgenas.search.report import load_study
+from edgenas.types import QUANT_MODES
+
+
+def test_other_runtime_maps_every_mode_to_a_real_mode() -> None:
+    for runtime, modes in QUANT_MODES.items():
+        for mode in modes:
+            other, other_mode = other_runtime(runtime, mode)
+            assert other != runtime and other_mode in QUANT_MODES[other]
+
+
+def test_export_dir_loads_with_plain_transformers(tiny_env) -> None:
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model_dir = tiny_env.model_dir
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    metrics = json.loads((model_dir / "metrics.json").read_text())
+    assert [model.config.id2label[i] for i in range(model.config.num_labels)] == metrics["label_names"] == ["neg", "pos"]
+    batch = tokenizer(["the phone is good"], return_tensors="pt")
+    assert model(**batch).logits.shape == (1, 2)
+    assert metrics["finetune"]["steps"] == 2 and 0 <= metrics["torch"]["test_accuracy"] <= 1
+    card = (model_dir / "README.md").read_text()
+    for section in ("## Architecture", "## Results", "## How it was measured", "model.onnx", "model.tflite"):
+        assert section in card
+
+
+def test_export_artifacts_run_in_both_runtimes_and_match_torch(tiny_env) -> None:
+    from transformers import AutoModelForSequenceClassification
+
+    from edgenas.runtime.runners import load_runner
+    from edgenas.search.train import predict_logits
+
+    model_dir = tiny_env.model_dir
+    metrics = json.loads((model_dir / "metrics.json").read_text())
+    with np.load(model_dir / "data" / "dev.npz") as npz:
+        arrays = {k: npz[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+    reference = predict_logits(AutoModelForSequenceClassification.from_pretrained(model_dir), arrays)
+    assert set(metrics["artifacts"]) == {"onnxruntime", "tflite"}
+    for runtime, record in metrics["artifacts"].items():
+        logits = load_runner(model_dir / record["file"]).predict_logits(arrays)
+        np.testing.assert_allclose(logits, reference, atol=1e-3)  # fp32 in both runtimes
+        measured = record["measurement"]
+        assert measured["runtime"] == runtime and measured["median_ms"] > 0
+        assert 0 <= measured["dev_accuracy"] <= 1 and 0 <= measured["test_accuracy"] <= 1
+
+
+def test_trial_selection_errors_are_one_line(tiny_env) -> None:
+    study, _ = load_study(tiny_env.name, tiny_env.storage)
+    assert select_trials(study, "pareto")
+    with pytest.raises(EdgenasError, match="expected 'pareto'"):
+        select_trials(study, "best")
+    with pytest.raises(EdgenasError, match="not a completed trial"):
+        select_trials(study, "99")
+    with pytest.raises(EdgenasError, match="no study 'nope'"):
+        load_study("nope", tiny_env.storage)
