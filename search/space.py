@@ -40,6 +40,11 @@ class SearchSpace:
     max: ArchConfig
     name: str = "custom"
 
+    @classmethod
+    def point(cls, arch: ArchConfig, name: str = "point") -> "SearchSpace":
+        """A one-architecture space (stand-alone training of one subnet)."""
+        return cls(choices={key: (value,) for key, value in arch.to_dict().items()}, max=arch, name=name)
+
     def max_arch(self) -> ArchConfig:
         """The supernet's config (every sub-config is a slice of it)."""
         return self.max

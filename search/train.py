@@ -257,7 +257,10 @@ def sandwich_step(net: MobileBertSupernet, space: SearchSpace, encoded: Encoded,
     loss.backward()
     soft = max_logits.detach()
     rng = random.Random(f"{recipe.seed}:{step}")  # per-step seed: resume picks the same subnets
-    for arch in [space.min_arch()] + [space.sample(rng) for _ in range(recipe.random_subnets_per_step)]:
+    others = [space.min_arch()] + [space.sample(rng) for _ in range(recipe.random_subnets_per_step)]
+    for arch in others:
+        if arch == space.max_arch():
+            continue  # a one-point space (stand-alone training) or a sample that hit the max
         mixed_loss(net(ids, mask, types, arch=arch), y, soft, recipe.distill_weight, recipe.temperature).backward()
     nn.utils.clip_grad_norm_(net.parameters(), 1.0)
     return float(loss.detach())
