@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -136,8 +136,29 @@ def quantize(fp32: Path, out: Path, mode: str, work: Path, calibration: dict[str
         raise CompileError(f"mode {mode} needs calibration data (an .npz of training samples)")
     method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
               "percentile": CalibrationMethod.Percentile}[mode.rsplit("_", 1)[1]]
+    ranges = work / "ranges.json"
+    _calibrate(pre, calibration, method, work, ranges)
     # U8 activations / S8 weights in QDQ: ORT's recommended x86 format.
-    quantize_static(str(pre), str(out), _Calibration(calibration), quant_format=QuantFormat.QDQ,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=method,
-                    op_types_to_quantize=_STATIC_OPS, extra_options={"CalibTensorRangeSymmetric": False})
+    quantize_static(str(pre), str(out), None, quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8, calibrate_method=method, op_types_to_quantize=_STATIC_OPS,
+                    calibration_cache_path=str(ranges))
+
+
+def _calibrate(model: Path, calibration: dict[str, np.ndarray], method: Any, work: Path, ranges: Path) -> None:
+    """Activation ranges for quantize_static, written as its calibration cache.
+
+    Done here rather than inside quantize_static because that cannot set the
+    histogram size: its Entropy default (128 bins, 128 quantized bins) leaves a
+    single candidate threshold, so Entropy silently equals MinMax. 2048/128 is
+    the usual (TensorRT-style) choice.
+    """
+    from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator, save_tensors_data
+
+    options: dict[str, Any] = {"symmetric": False}
+    if method == CalibrationMethod.Entropy:
+        options |= {"num_bins": 2048, "num_quantized_bins": 128}
+    calibrator = create_calibrator(model, _STATIC_OPS, augmented_model_path=str(work / "augmented.onnx"),
+                                   calibrate_method=method, extra_options=options)
+    calibrator.collect_data(_Calibration(calibration))
+    save_tensors_data(calibrator.compute_data(), ranges)
 

@@ -19,8 +19,7 @@ from edgenas.compile.errors import CompileError
 from edgenas.runtime.runners import INPUT_KEYS as INPUT_NAMES
 
 
-# Added to the scores of padded keys. Finite (not dtype-min) so that the
-# int8 converters can still quantize the sum; exp(-1e4) is exactly 0 in fp32.
+# Added to the scores of padded keys, as torch does (exp(-1e4) is exactly 0 in fp32).
 _MASK_VALUE = -10000.0
 
 
@@ -55,8 +54,12 @@ def _activation(name: str) -> Callable[[tf.Tensor], tf.Tensor]:
 class TFMobileBert(tf.Module):
     """MobileBertForSequenceClassification in plain TF; weights are tf.Variables named like torch."""
 
-    def __init__(self, config: dict[str, Any], weights: dict[str, np.ndarray]) -> None:
+    def __init__(self, config: dict[str, Any], weights: dict[str, np.ndarray], int8_mask: bool = False) -> None:
+        """int8_mask: mask padded keys after the softmax (then renormalize) instead of adding -1e4
+        before it; mathematically the same, but a full-int8 converter then keeps the scores'
+        own range (with -1e4 in it the softmax input's int8 step is ~39 and attention goes flat)."""
         super().__init__(name="mobilebert")
+        self.int8_mask = int8_mask
         self.c = dict(config)
         bottleneck = self.c.get("use_bottleneck", True)
         self.true_hidden = self.c.get("intra_bottleneck_size", 128) if bottleneck else self.c["hidden_size"]
@@ -95,7 +98,7 @@ class TFMobileBert(tf.Module):
         x = x + pos[tf.newaxis] + tf.gather(self._p(f"{p}.token_type_embeddings.weight"), token_types)
         return self._norm(x, f"{p}.LayerNorm", 1e-5)  # torch builds this norm without eps
 
-    def _attention(self, q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, bias: tf.Tensor, p: str) -> tf.Tensor:
+    def _attention(self, q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, mask: tf.Tensor, p: str) -> tf.Tensor:
         def split(x: tf.Tensor) -> tf.Tensor:
             shape = tf.shape(x)
             return tf.transpose(tf.reshape(x, [shape[0], shape[1], self.heads, self.head_size]), [0, 2, 1, 3])
@@ -103,12 +106,17 @@ class TFMobileBert(tf.Module):
         q = split(self._linear(q, f"{p}.query"))
         k = split(self._linear(k, f"{p}.key"))
         v = split(self._linear(v, f"{p}.value"))
-        scores = tf.matmul(q, k, transpose_b=True) * (self.head_size**-0.5) + bias
-        ctx = tf.transpose(tf.matmul(tf.nn.softmax(scores, axis=-1), v), [0, 2, 1, 3])
+        scores = tf.matmul(q, k, transpose_b=True) * (self.head_size**-0.5)
+        if self.int8_mask:
+            probs = tf.nn.softmax(scores, axis=-1) * mask
+            probs = probs / (tf.reduce_sum(probs, axis=-1, keepdims=True) + 1e-9)
+        else:
+            probs = tf.nn.softmax(scores + mask, axis=-1)
+        ctx = tf.transpose(tf.matmul(probs, v), [0, 2, 1, 3])
         shape = tf.shape(ctx)
         return tf.reshape(ctx, [shape[0], shape[1], self.heads * self.head_size])
 
-    def _layer(self, h: tf.Tensor, bias: tf.Tensor, i: int) -> tf.Tensor:
+    def _layer(self, h: tf.Tensor, mask: tf.Tensor, i: int) -> tf.Tensor:
         p, eps = f"mobilebert.encoder.layer.{i}", float(self.c.get("layer_norm_eps", 1e-12))
         if self.c.get("use_bottleneck", True):
             layer_input = self._norm(self._linear(h, f"{p}.bottleneck.input.dense"), f"{p}.bottleneck.input.LayerNorm", eps)
@@ -122,7 +130,7 @@ class TFMobileBert(tf.Module):
                 q = k = v = h
         else:
             q = k = v = layer_input = h
-        ctx = self._attention(q, k, v, bias, f"{p}.attention.self")
+        ctx = self._attention(q, k, v, mask, f"{p}.attention.self")
         x = self._norm(self._linear(ctx, f"{p}.attention.output.dense") + layer_input, f"{p}.attention.output.LayerNorm", eps)
         for j in range(int(self.c.get("num_feedforward_networks", 4)) - 1):
             f = f"{p}.ffn.{j}"
@@ -138,11 +146,11 @@ class TFMobileBert(tf.Module):
     def logits(self, input_ids: tf.Tensor, attention_mask: tf.Tensor, token_type_ids: tf.Tensor) -> tf.Tensor:
         """Classification logits (batch, num_labels) for int inputs of shape (batch, seq)."""
         ids, types = tf.cast(input_ids, tf.int32), tf.cast(token_type_ids, tf.int32)
-        mask = tf.cast(attention_mask, tf.float32)
-        bias = (1.0 - mask)[:, tf.newaxis, tf.newaxis, :] * _MASK_VALUE
+        keys = tf.cast(attention_mask, tf.float32)[:, tf.newaxis, tf.newaxis, :]
+        mask = keys if self.int8_mask else (1.0 - keys) * _MASK_VALUE
         h = self._embeddings(ids, types)
         for i in range(int(self.c["num_hidden_layers"])):
-            h = self._layer(h, bias, i)
+            h = self._layer(h, mask, i)
         pooled = h[:, 0]
         if self.c.get("classifier_activation", True):
             pooled = tf.math.tanh(self._linear(pooled, "mobilebert.pooler.dense"))
@@ -165,7 +173,7 @@ class TFMobileBert(tf.Module):
         return self.serving_function(seq_len, dtype).get_concrete_function()
 
 
-def build_tf_model(model_dir: Path) -> TFMobileBert:
+def build_tf_model(model_dir: Path, int8_mask: bool = False) -> TFMobileBert:
     """The TF twin of the torch model saved in model_dir."""
     config, weights = load_hf_dir(model_dir)
-    return TFMobileBert(config, weights)
+    return TFMobileBert(config, weights, int8_mask=int8_mask)

@@ -19,7 +19,7 @@ def convert(model_dir: Path, out: Path, mode: str, seq_len: int, calibration: di
     """Write the .tflite for one mode: fp32, dynamic_int8, fp16 or full_int8 (int32 ids, fixed seq_len)."""
     import tensorflow as tf
 
-    model = build_tf_model(model_dir)
+    model = build_tf_model(model_dir, int8_mask=mode == "full_int8")
     fn = model.concrete_function(seq_len, tf.int32)
     converter = tf.lite.TFLiteConverter.from_concrete_functions([fn], model)
     if mode == "dynamic_int8":

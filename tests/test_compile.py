@@ -55,11 +55,12 @@ def npz(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return _data(root / "calib.npz", 1), _data(root / "dev.npz", 2)
 
 
-def test_tf_twin_matches_torch(tiny_model: Path, npz: tuple[Path, Path]) -> None:
+@pytest.mark.parametrize("int8_mask", [False, True])
+def test_tf_twin_matches_torch(int8_mask: bool, tiny_model: Path, npz: tuple[Path, Path]) -> None:
     from edgenas.compile.tf_mobilebert import build_tf_model
 
     data = dict(np.load(npz[1]))
-    fn = build_tf_model(tiny_model).concrete_function(SEQ)
+    fn = build_tf_model(tiny_model, int8_mask=int8_mask).concrete_function(SEQ)
     got = fn(**{k: data[k].astype(np.int32) for k in ("input_ids", "attention_mask", "token_type_ids")})["logits"]
     ref = _child.torch_logits(tiny_model, data)
     np.testing.assert_allclose(got.numpy(), ref, atol=1e-4)
