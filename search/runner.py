@@ -100,8 +100,8 @@ def prepare_context(config: SearchConfig, options: SearchOptions, console: Conso
     space, splits, tokenizer = load_task_data(config)
     artifacts_dir, work_dir = st.study_dirs(options.out_dir)
     encoded = st.write_encoded_sets(splits, tokenizer, config, work_dir / "data")
-    reference = reference_artifact(work_dir, encoded, config)
-    measurer = DriftMonitor(target, reference, encoded.parity[min(encoded.parity)], every=config.measure.reference_every)
+    reference = reference_artifact(work_dir, config)
+    measurer = DriftMonitor(target, reference, every=config.measure.reference_every)
     reference_ms = measurer.check_reference()
     console.print(f"[bold]target[/] {target.name}: reference model {reference_ms:.2f} ms")
     supernet = train_task_supernet(config, space, splits, tokenizer, console, options.progress)
@@ -113,8 +113,11 @@ def prepare_context(config: SearchConfig, options: SearchOptions, console: Conso
     )
 
 
-def reference_artifact(work_dir: Path, encoded: st.EncodedSets, config: SearchConfig) -> Path:
-    """A fixed small ONNX model, timed at intervals to see a drifting machine."""
+REFERENCE_SEQ_LEN = 64
+
+
+def reference_artifact(work_dir: Path, config: SearchConfig) -> Path:
+    """A fixed small ONNX model (same in every study), timed at intervals to see a drifting machine."""
     import torch
     from transformers import MobileBertConfig, MobileBertForSequenceClassification
 
@@ -129,9 +132,8 @@ def reference_artifact(work_dir: Path, encoded: st.EncodedSets, config: SearchCo
             num_labels=3,
         )
         MobileBertForSequenceClassification(reference_config).eval().save_pretrained(model_dir)
-    seq_len = min(encoded.parity)
     artifact = compile_artifact(
-        model_dir, "onnxruntime", "fp32", seq_len=seq_len, cache_dir=st.compile_cache_dir(),
+        model_dir, "onnxruntime", "fp32", seq_len=REFERENCE_SEQ_LEN, cache_dir=st.compile_cache_dir(),
         timeout_s=config.measure.compile_timeout_s,
     )
     return artifact.path
@@ -160,8 +162,18 @@ def run_search(config: SearchConfig, options: SearchOptions, console: Console | 
             gc_after_trial=True,
         )
     console.print(f"[bold]done[/] in {time.perf_counter() - started:.0f} s")
+    require_completed_trials(study)
     console.print(pareto_table(study, config))
     return study
+
+
+def require_completed_trials(study: optuna.Study) -> None:
+    """A study with no completed trial ends in one line naming the last failure."""
+    if study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        return
+    failed = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+    reason = failed[-1].user_attrs.get(st.FAIL_ATTR, "see the trial lines above") if failed else "none ran"
+    raise st.StudyError(f"no trial completed in study '{study.study_name}'; last failure: {reason}")
 
 
 @contextmanager

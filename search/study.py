@@ -8,6 +8,7 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import optuna
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
-from optuna.storages import RDBStorage, RetryFailedTrialCallback
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from edgenas.config import SearchConfig
@@ -50,6 +51,8 @@ def open_storage(url: str, heartbeat_s: int | None = None, max_retry: int = 2, a
     a wrong password is not retried. Errors never show the password.
     """
     heartbeat_s = heartbeat_s or int(os.environ.get("EDGENAS_HEARTBEAT_S", "20"))
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning, module="optuna")
     delay = first_delay_s
     for attempt in range(1, attempts + 1):
         try:
@@ -57,7 +60,7 @@ def open_storage(url: str, heartbeat_s: int | None = None, max_retry: int = 2, a
                 url,
                 heartbeat_interval=heartbeat_s,
                 grace_period=heartbeat_s * 3,
-                heartbeat_stale_trial_callback=RetryFailedTrialCallback(max_retry=max_retry),
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=max_retry),
                 engine_kwargs=_engine_kwargs(url),
             )
         except Exception as exc:  # sqlalchemy raises many types; the user needs one line
