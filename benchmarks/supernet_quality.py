@@ -82,8 +82,8 @@ def time_sandwich_steps(space: SearchSpace, tokenizer, splits, recipe: TrainReci
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small budgets (minutes)")
-    parser.add_argument("--steps", type=int, help="supernet steps on the demo space")
-    parser.add_argument("--train-examples", type=int, help="training subsample")
+    parser.add_argument("--steps", type=int, help="cap on supernet steps on the demo space (default: 1 epoch)")
+    parser.add_argument("--train-examples", type=int, help="training subsample (default: all of train)")
     parser.add_argument("--dev-examples", type=int, help="dev subsample used by every accuracy figure")
     parser.add_argument("--subnets", type=int, default=8, help="subnets for Kendall tau (>= 8)")
     parser.add_argument("--standalone-steps", type=int, help="steps of each stand-alone subnet training")
@@ -95,10 +95,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--json", type=Path, default=None, help="also write the JSON record here")
     args = parser.parse_args(argv)
     quick = args.quick
-    steps = args.steps or (300 if quick else 900)
-    train_examples = args.train_examples or (9600 if quick else None)
+    steps = args.steps  # default: one epoch
+    train_examples = args.train_examples
     dev_examples = args.dev_examples or (1000 if quick else None)
-    standalone_steps = args.standalone_steps or (150 if quick else 450)
+    standalone_steps = args.standalone_steps or (150 if quick else 500)
     teacher_examples = args.teacher_examples if args.teacher_examples is not None else (1000 if quick else 4000)
     mobilebert_steps = args.mobilebert_steps or (3 if quick else 10)
     cache = args.cache or cache_root() / "bench-supernet"
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> dict:
     record["tfidf_logreg_dev_accuracy"] = tfidf_baseline(splits, dev_texts, dev_labels)
     record["majority_dev_accuracy"] = float(np.bincount(dev_labels).max() / len(dev_labels))
 
-    recipe = TrainRecipe(max_steps=steps, epochs=100, max_train_examples=train_examples, lr=args.lr,
+    recipe = TrainRecipe(max_steps=steps, epochs=1.0, max_train_examples=train_examples, lr=args.lr,
                          embedding_init="minilm", threads=args.threads, seq_len=64, batch_size=32)
     started = time.perf_counter()
     net = train_supernet(space, splits, tokenizer, recipe, cache, progress=True)

@@ -28,7 +28,7 @@ from edgenas.search.space import SearchSpace
 from edgenas.search.supernet import MobileBertSupernet
 from edgenas.types import ArchConfig
 
-CACHE_VERSION = "supernet-v1"
+CACHE_VERSION = "supernet-v2"
 #: recipe fields that change how training runs but not what it computes
 NOT_HASHED = ("checkpoint_every", "threads")
 Encoded = dict[str, np.ndarray]

@@ -171,3 +171,15 @@ def test_init_from_local_mobilebert_checkpoint(tmp_path, splits, tokenizer) -> N
     ours = net.mobilebert.encoder.layer[0].attention.self.key.weight
     torch.testing.assert_close(ours, pretrained.mobilebert.encoder.layer[0].attention.self.key.weight,
                                atol=1e-6, rtol=0)
+
+
+def test_pca_embedding_init_orders_components_by_variance() -> None:
+    from edgenas.search.teacher import pca_embeddings
+
+    gen = torch.Generator().manual_seed(0)
+    table = torch.randn(500, 12, generator=gen) * torch.linspace(3, 0.1, 12)
+    out = pca_embeddings(table, 4, std=0.1)
+    assert out.shape == (500, 4)
+    assert abs(float(out.std()) - 0.1) < 1e-3
+    variances = out.var(0)
+    assert torch.all(variances[:-1] >= variances[1:])  # a narrower embedding keeps the top components
