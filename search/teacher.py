@@ -47,14 +47,14 @@ def teacher_source(spec: str) -> Path:
     return path
 
 
-def _weights_file(directory: Path) -> Path:
+def weights_file(directory: Path) -> Path:
     for name in ("model.safetensors", "pytorch_model.bin"):
         if (directory / name).is_file():
             return directory / name
     raise EdgenasError(f"{directory}: no model.safetensors or pytorch_model.bin")
 
 
-def _file_hash(path: Path) -> str:
+def file_hash(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -69,7 +69,7 @@ def teacher_key(source: Path, splits, tokenizer, recipe) -> str:
     body = {
         "version": TEACHER_VERSION,
         "config": (source / "config.json").read_text(),
-        "weights": _file_hash(_weights_file(source)),
+        "weights": file_hash(weights_file(source)),
         "data": splits.content_hash(),
         "vocab": vocab_hash(tokenizer),
         "recipe": {name: getattr(recipe, name) for name in TEACHER_FIELDS},

@@ -4,6 +4,8 @@ inherited weights, and short distilled fine-tunes of one subnet.
 Each step trains the max subnet on the labels (plus an optional teacher), then
 the min subnet and `random_subnets_per_step` random ones on a mix of labels and
 the max subnet's soft logits (BigNAS/HAT/AutoTinyBERT-style weight sharing).
+Training and accuracy here are for sequence classification; the QA supernet
+(supernet.py, task="qa") slices and extracts but is not trained here.
 """
 
 from __future__ import annotations
@@ -101,7 +103,21 @@ def supernet_key(space: SearchSpace, splits, tokenizer, recipe: TrainRecipe, tas
         "recipe": recipe_hash(recipe),
         "task": task,
     }
+    # local checkpoints are named by path in the recipe: hash their weights too
+    files = {path: weights_hash(path) for path in (recipe.init_checkpoint, recipe.teacher) if path and path != "minilm"}
+    if files:
+        body["files"] = files
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def weights_hash(directory: str) -> str:
+    """Hash of a local checkpoint directory's weights file (empty if it has none: errors come later)."""
+    from edgenas.search.teacher import file_hash, weights_file
+
+    try:
+        return file_hash(weights_file(Path(directory)))
+    except EdgenasError:
+        return ""
 
 
 def subsample(texts: list[str], labels: np.ndarray, limit: int | None, seed: int) -> tuple[list[str], np.ndarray]:
@@ -203,11 +219,13 @@ def train_supernet(
     limit_threads(recipe.threads)
     run_dir = Path(cache_dir) / supernet_key(space, splits, tokenizer, recipe)
     run_dir.mkdir(parents=True, exist_ok=True)
-    net = build_supernet(space, tokenizer, splits.num_labels, recipe, recipe.seq_len)
     final = run_dir / "supernet.pt"
     if final.is_file():
+        net = MobileBertSupernet(space.max_arch(), len(tokenizer), splits.num_labels,
+                                 max_position_embeddings=max(512, recipe.seq_len))
         net.load_state_dict(torch.load(final, map_location="cpu", weights_only=True))
         return net.eval()
+    net = build_supernet(space, tokenizer, splits.num_labels, recipe, recipe.seq_len)
     encoded, labels = encode_split(tokenizer, splits.train, recipe.seq_len, recipe.max_train_examples, recipe.seed)
     soft_teacher = _teacher_logits(splits, tokenizer, recipe, Path(cache_dir), encoded, run_dir, progress)
     steps_per_epoch = -(-len(labels) // recipe.batch_size)
