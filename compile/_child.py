@@ -26,6 +26,7 @@ import numpy as np
 
 from edgenas.compile.errors import CompileError
 from edgenas.runtime.runners import INPUT_KEYS as INPUT_NAMES
+from edgenas.runtime.runners import fit_seq_len
 
 FAULT_ENV = "EDGENAS_COMPILE_FAULT"
 
@@ -55,7 +56,7 @@ def build(req: dict[str, Any], build_dir: Path, work: Path) -> Path:
     model_dir, mode, seq_len = Path(req["model_dir"]), req["mode"], int(req["seq_len"])
     calibration = _load_npz(req["calibration"])
     if calibration is not None:
-        calibration = {k: v[:, :seq_len] for k, v in calibration.items() if k in INPUT_NAMES}
+        calibration = fit_seq_len({k: v for k, v in calibration.items() if k in INPUT_NAMES}, seq_len)
     if req["runtime"] == "tflite":
         from edgenas.compile import tflite as tflite_compile  # TensorFlow loads only on this path
 
@@ -94,7 +95,7 @@ def check(artifact: Path, model_dir: Path, data: dict[str, np.ndarray], seq_len:
     """Parity vs torch fp32 and accuracy, both through the runtime that will run the artifact."""
     from edgenas.runtime.runners import load_runner
 
-    data = {k: v[:, :seq_len] if k in INPUT_NAMES else v for k, v in data.items()}
+    data = fit_seq_len(data, seq_len)  # labels are 1-D: left as they are
     got = load_runner(artifact, threads=1).predict_logits({n: data[n] for n in INPUT_NAMES})
     ref = torch_logits(model_dir, data)
     out: dict[str, Any] = {"parity": {"n": int(len(ref)),

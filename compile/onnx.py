@@ -149,14 +149,15 @@ def _calibrate(model: Path, calibration: dict[str, np.ndarray], method: Any, wor
 
     Done here rather than inside quantize_static because that cannot set the
     histogram size: its Entropy default (128 bins, 128 quantized bins) leaves a
-    single candidate threshold, so Entropy silently equals MinMax. 2048/128 is
-    the usual (TensorRT-style) choice.
+    single candidate threshold, so Entropy silently equals MinMax. 512 bins give
+    192 candidates; TensorRT's 2048 made ORT's pure-Python search 10x slower
+    (70 s for the 4-layer model, 64 samples).
     """
     from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator, save_tensors_data
 
     options: dict[str, Any] = {"symmetric": False}
     if method == CalibrationMethod.Entropy:
-        options |= {"num_bins": 2048, "num_quantized_bins": 128}
+        options |= {"num_bins": 512, "num_quantized_bins": 128}
     calibrator = create_calibrator(model, _STATIC_OPS, augmented_model_path=str(work / "augmented.onnx"),
                                    calibrate_method=method, extra_options=options)
     calibrator.collect_data(_Calibration(calibration))

@@ -19,7 +19,7 @@ from edgenas.compile.errors import CompileError
 from edgenas.runtime.runners import INPUT_KEYS as INPUT_NAMES
 
 
-# Added to the scores of padded keys, as torch does (exp(-1e4) is exactly 0 in fp32).
+# Added to the scores of padded keys (torch adds dtype-min; either makes exp() exactly 0 in fp32).
 _MASK_VALUE = -10000.0
 
 

@@ -152,3 +152,17 @@ def test_converter_failure_is_contained(fault: str, message: str, tiny_model: Pa
         compile_artifact(tiny_model, "onnxruntime", "fp32", seq_len=SEQ, cache_dir=cache, timeout_s=3)
     assert list(cache.iterdir()) == []  # nothing half-built is left, nothing is cached
     assert os.getpid()  # still here
+
+
+def test_entropy_calibration_is_not_minmax(tiny_model: Path, npz: tuple[Path, Path], tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """ORT's default Entropy histogram (128/128 bins) silently reproduces MinMax; ours must not."""
+    monkeypatch.chdir(tmp_path)
+    digests = []
+    for mode in ("static_int8_minmax", "static_int8_entropy"):
+        out = tmp_path / mode
+        out.mkdir()
+        req = {"model_dir": str(tiny_model), "runtime": "onnxruntime", "mode": mode, "converter": "default",
+               "seq_len": SEQ, "calibration": str(npz[0])}
+        digests.append(_child.build(req, out, out).read_bytes())
+    assert digests[0] != digests[1]
