@@ -115,8 +115,7 @@ def main(argv: list[str] | None = None) -> dict:
     record["tfidf_logreg_dev_accuracy"] = tfidf_baseline(splits, dev_texts, dev_labels)
     record["majority_dev_accuracy"] = float(np.bincount(dev_labels).max() / len(dev_labels))
 
-    recipe = TrainRecipe(max_steps=steps, epochs=1.0, max_train_examples=train_examples, lr=args.lr,
-                         embedding_init="minilm", threads=args.threads, seq_len=64, batch_size=32)
+    recipe = TrainRecipe.demo(max_steps=steps, max_train_examples=train_examples, lr=args.lr, threads=args.threads)
     started = time.perf_counter()
     net = train_supernet(space, splits, tokenizer, recipe, cache, progress=True)
     meta = load_trained_meta(cache, supernet_key(space, splits, tokenizer, recipe))

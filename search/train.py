@@ -61,6 +61,12 @@ class TrainRecipe:
     threads: int = 1  # torch intra-op threads; >1 only pays on an otherwise idle machine
     seed: int = 0
 
+    @classmethod
+    def demo(cls, **overrides) -> "TrainRecipe":
+        """The recipe measured in benchmarks/supernet_quality.py: 1 epoch, MiniLM-PCA embeddings."""
+        return cls(**{"epochs": 1.0, "lr": 2e-3, "seq_len": 64, "batch_size": 32, "embedding_init": "minilm",
+                      **overrides})
+
     def to_dict(self) -> dict:
         return asdict(self)
 
