@@ -136,8 +136,23 @@ def describe(artifact: Path) -> dict[str, Any]:
             "dynamic_batch": inputs[0]["shape"][0] < 0}
 
 
+def _die_with_parent(poll_s: float = 0.5) -> None:
+    """End this process when the caller dies (kill -9 included), so no converter is orphaned."""
+    import threading
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def main(request_path: str) -> int:
     """Run one request; every failure ends as error.json with a one-line reason."""
+    _die_with_parent()
     build_dir = Path(request_path).parent
     req = json.loads(Path(request_path).read_text())
     work = build_dir / "work"
