@@ -39,6 +39,7 @@ from edgenas.search.train import (
     limit_threads,
     load_trained_meta,
     sandwich_step,
+    subsample,
     supernet_key,
     train_supernet,
 )
@@ -108,8 +109,8 @@ def main(argv: list[str] | None = None) -> dict:
     splits = load_dataset("tweets", seed=0)
     tokenizer = load_tokenizer()
     space = load_space("demo")
-    dev_texts = splits.dev.texts[:dev_examples] if dev_examples else splits.dev.texts
-    dev_labels = splits.dev.labels[: len(dev_texts)]
+    # a seeded random subset: the split is ordered by label, so a prefix would be one class
+    dev_texts, dev_labels = subsample(splits.dev.texts, splits.dev.labels, dev_examples, seed=0)
     dev, _ = encode_split(tokenizer, type(splits.dev)(dev_texts, dev_labels), 64)
     record: dict = {"command": command, "dev_examples": len(dev_labels), "train_examples_total": len(splits.train)}
     record["tfidf_logreg_dev_accuracy"] = tfidf_baseline(splits, dev_texts, dev_labels)
