@@ -90,6 +90,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--standalone-steps", type=int, help="steps of each stand-alone subnet training")
     parser.add_argument("--teacher-examples", type=int, help="training examples of the MiniLM fine-tune (0: skip)")
     parser.add_argument("--mobilebert-steps", type=int, default=None, help="timed steps of the full MobileBERT supernet")
+    parser.add_argument("--teacher-lr", type=float, default=5e-5)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--cache", type=Path, default=None)
@@ -146,10 +147,11 @@ def main(argv: list[str] | None = None) -> dict:
                          "kendall_tau": float(tau.statistic), "p_value": float(tau.pvalue)}
 
     if teacher_examples:
-        teacher_recipe = replace(recipe, max_train_examples=teacher_examples, teacher_epochs=1.0, teacher_lr=5e-5)
+        teacher_recipe = replace(recipe, max_train_examples=teacher_examples, teacher_epochs=1.0, teacher_lr=args.teacher_lr)
         started = time.perf_counter()
         teacher = load_teacher("minilm", splits, tokenizer, teacher_recipe, cache, progress=True)
         record["teacher"] = {"model": "all-MiniLM-L6-v2 fine-tuned", "train_examples": teacher_examples,
+                             "lr": args.teacher_lr,
                              "epochs": 1.0, "seconds_incl_load": time.perf_counter() - started,
                              "dev_accuracy": evaluate_accuracy(teacher, dev, dev_labels)}
         print(json.dumps({"teacher": record["teacher"]}), flush=True)
