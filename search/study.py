@@ -157,12 +157,27 @@ def suggest_candidate(trial: optuna.Trial, space_choices: dict[str, tuple[int, .
     return Candidate(arch, runtime, quantization, seq_len, threads, graph_optimization, xnnpack)
 
 
-def find_duplicate(study: optuna.Study, params: dict[str, Any]) -> FrozenTrial | None:
-    """A finished trial with exactly these parameters, so it is not measured twice."""
-    for past in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        if past.params == params and RESULT_ATTR in past.user_attrs:
-            return past
-    return None
+def find_duplicate(study: optuna.Study, params: dict[str, Any], number: int | None = None,
+                   wait_s: float = 0.0, poll_s: float = 1.0) -> FrozenTrial | None:
+    """A finished trial with exactly these parameters, so it is not measured twice.
+
+    If another worker is measuring the same candidate right now, wait up to
+    wait_s for its result instead of measuring it a second time.
+    """
+    deadline = time.monotonic() + wait_s
+    while True:
+        twins_running = False
+        for past in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)):
+            if past.number == number or past.params != params:
+                continue
+            if past.state == TrialState.COMPLETE and RESULT_ATTR in past.user_attrs:
+                return past
+            # the lower-numbered twin measures, the others wait: no two workers wait on each other
+            earlier = number is None or past.number < number
+            twins_running = twins_running or (past.state == TrialState.RUNNING and earlier)
+        if not twins_running or time.monotonic() >= deadline:
+            return None
+        time.sleep(poll_s)
 
 
 # ---------------------------------------------------------------- data prepared once per study
@@ -275,7 +290,8 @@ def run_trial(trial: optuna.Trial, ctx: TrialContext) -> list[float]:
     """Sample, inherit, compile, measure and record one candidate."""
     candidate = suggest_candidate(trial, ctx.space_choices, ctx.config)
     trial.set_user_attr("candidate", candidate.to_dict())
-    duplicate = find_duplicate(trial.study, trial.params)
+    wait_s = ctx.config.measure.compile_timeout_s + 120  # a twin's compile and measurement
+    duplicate = find_duplicate(trial.study, trial.params, trial.number, wait_s=wait_s)
     if duplicate is not None:
         result = dict(duplicate.user_attrs[RESULT_ATTR], duplicate_of=duplicate.number)
         trial.set_user_attr(RESULT_ATTR, result)

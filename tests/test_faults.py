@@ -87,7 +87,7 @@ def test_killed_worker_trial_is_retried_not_lost(project: dict) -> None:
     assert len({t.number for t in complete}) == len(complete)
 
 
-@pytest.mark.parametrize("fault, reason", [("crash", "signal"), ("raise", "injected converter failure")])
+@pytest.mark.parametrize("fault, reason", [("crash", "SIGSEGV"), ("raise", "injected converter failure")])
 def test_converter_fault_fails_the_trial_with_its_reason(project: dict, fault: str, reason: str,
                                                         tmp_path: Path) -> None:
     # a sequence length no other test compiles, so no cached artifact hides the fault

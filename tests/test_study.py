@@ -92,3 +92,31 @@ def test_unreachable_storage_is_one_line_without_password() -> None:
         st.open_storage("postgresql://bob:hunter2@127.0.0.1:1/nowhere")
     message = str(info.value)
     assert "hunter2" not in message and "\n" not in message and "cannot open storage" in message
+
+
+def test_duplicate_of_a_running_twin_waits_for_its_result(tmp_path: Path) -> None:
+    import threading
+
+    study = optuna.create_study(storage=storage(tmp_path), directions=["maximize"])
+    dist = {"runtime": optuna.distributions.CategoricalDistribution(["tflite"])}
+    twin = study.ask(dist)
+    later = study.ask(dist)
+
+    def finish() -> None:
+        twin.set_user_attr(st.RESULT_ATTR, {"accuracy": 0.9})
+        study.tell(twin, [0.9])
+
+    threading.Timer(0.5, finish).start()
+    found = st.find_duplicate(study, {"runtime": "tflite"}, later.number, wait_s=10, poll_s=0.1)
+    assert found is not None and found.number == twin.number
+
+
+def test_earlier_trial_never_waits_on_a_later_twin(tmp_path: Path) -> None:
+    import time
+
+    study = optuna.create_study(storage=storage(tmp_path), directions=["maximize"])
+    dist = {"runtime": optuna.distributions.CategoricalDistribution(["tflite"])}
+    first, _second = study.ask(dist), study.ask(dist)
+    started = time.monotonic()
+    assert st.find_duplicate(study, {"runtime": "tflite"}, first.number, wait_s=10) is None
+    assert time.monotonic() - started < 5
