@@ -122,13 +122,13 @@ def compare(
     table = Table(title=f"{model_dir.name}: batch 1, throughput = 1000 / median ms")
     heads = ("runtime", "mode", "median ms", "p90", "p99", "ex/s", "MB", "dev acc", "agree torch")
     for head in heads:
-        table.add_column(head, justify="left" if head in ("runtime", "mode") else "right")
+        table.add_column(head, justify="left" if head in ("runtime", "mode") else "right", no_wrap=head == "mode")
     for r in rows:
         if r["status"] != "ok":
-            table.add_row(r["runtime"], r["mode"], "failed", "", "", "", "", "", "")
+            table.add_row(r["runtime"], r["mode"], "failed", *[""] * 6)
             continue
         table.add_row(r["runtime"], r["mode"], f"{r['median_ms']:.3f}", f"{r['p90_ms']:.3f}", f"{r['p99_ms']:.3f}",
-                      f"{r['throughput_per_s']:.1f}", f"{r['size_mb']:.2f}", f"{r['dev_accuracy']:.4f}",
+                      f"{r['throughput_per_s']:.0f}", f"{r['size_mb']:.2f}", f"{r['dev_accuracy']:.4f}",
                       f"{r['torch_agreement']:.3f}")
     console.print(table)
     for path in write_outputs(rows, out or model_dir / "compare", f"{model_dir.name} on {target}"):

@@ -131,32 +131,33 @@ def write_outputs(rows: list[dict[str, Any]], out_dir: Path, title: str) -> list
     return [csv_path, _png(ok, out_dir / "compare.png", title), _html(ok, out_dir / "compare.html", title)]
 
 
-_XLABEL = "latency, batch 1 (ms): median, bar to p90, x at p99"
+_XLABEL = "latency, batch 1 (ms): dot median, thick bar to p90, line to p99"
 
 
 def _png(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
+    """Left: each mode's latency distribution (median, p90, p99); right: dev accuracy vs median latency."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for runtime, marker in (("tflite", "o"), ("onnxruntime", "s")):
-        sub = [r for r in rows if r["runtime"] == runtime]
-        if not sub:
-            continue
-        med = np.array([r["median_ms"] for r in sub])
-        acc = np.array([r["dev_accuracy"] for r in sub])
-        errors = np.array([np.zeros_like(med), np.array([r["p90_ms"] for r in sub]) - med])
-        bars = ax.errorbar(med, acc, xerr=errors, fmt=marker, capsize=3, label=runtime)
-        ax.scatter([r["p99_ms"] for r in sub], acc, marker="x", color=bars[0].get_color())
-        for r in sub:
-            ax.annotate(r["mode"], (r["median_ms"], r["dev_accuracy"]), fontsize=7, xytext=(4, 4), textcoords="offset points")
-    ax.set_xlabel(_XLABEL)
-    ax.set_ylabel("dev accuracy (through the runtime)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
+    fig, (dist, acc) = plt.subplots(1, 2, figsize=(12, max(4.0, 0.4 * len(rows) + 1.5)))
+    colours = {"tflite": "tab:blue", "onnxruntime": "tab:orange"}
+    for y, r in enumerate(rows):
+        colour = colours[r["runtime"]]
+        dist.plot([r["median_ms"], r["p99_ms"]], [y, y], color=colour, lw=1)
+        dist.plot([r["median_ms"], r["p90_ms"]], [y, y], color=colour, lw=5, solid_capstyle="butt")
+        dist.plot(r["median_ms"], y, "o", color="black", ms=4)
+        acc.scatter(r["median_ms"], r["dev_accuracy"], color=colour, marker="o" if r["runtime"] == "tflite" else "s")
+        acc.annotate(r["mode"], (r["median_ms"], r["dev_accuracy"]), fontsize=7, xytext=(4, 4), textcoords="offset points")
+    dist.set_yticks(range(len(rows)), [f"{r['runtime']}/{r['mode']}" for r in rows], fontsize=8)
+    dist.invert_yaxis()
+    dist.set_xlabel(_XLABEL)
+    acc.set_xlabel("median latency, batch 1 (ms)")
+    acc.set_ylabel("dev accuracy (through the runtime)")
+    for ax in (dist, acc):
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return path

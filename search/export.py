@@ -20,11 +20,11 @@ from rich.console import Console
 
 from edgenas.config import SearchConfig
 from edgenas.errors import EdgenasError
+from edgenas.runtime.predict import ARTIFACT_FILES
 from edgenas.search import study as st
 from edgenas.search.report import completed, load_study, pareto_trials
 from edgenas.types import Candidate
 
-ARTIFACT_FILES = {"onnxruntime": "model.onnx", "tflite": "model.tflite"}
 #: the nearest mode of the other runtime, for `--other-runtime`
 OTHER_MODE = {
     ("onnxruntime", "fp32"): "fp32", ("onnxruntime", "fp16"): "fp16",

@@ -143,6 +143,57 @@ def _plots(study: optuna.Study, objectives: list[str]) -> dict[str, tuple[Callab
     return plots
 
 
+def _short_hover(trial: FrozenTrial) -> str:
+    row = trial_row(trial)
+    return (f"#{row['trial']} {row['architecture']}<br>{row['runtime']}/{row['mode']} seq{row['seq_len']}<br>"
+            f"accuracy {row['accuracy']:.4f}, median {row['median_ms']:.3f} ms, p90 {row['p90_ms']:.3f} ms<br>"
+            f"size {row['size_mb']:.3f} MB")
+
+
+def size_hover(figure: Any, study: optuna.Study) -> None:
+    """Colour Optuna's Pareto scatter by artifact size and shorten its hover text to the figures that matter."""
+    import json
+
+    by_number = {t.number: t for t in completed(study)}
+    sizes = [t.user_attrs[st.RESULT_ATTR]["size_mb"] for t in by_number.values()]
+    first = True
+    for trace in figure.data:
+        texts = trace.text  # Optuna puts each trial's JSON record here and shows it via hovertemplate
+        if not texts:
+            continue
+        numbers = [json.loads(text.replace("<br>", "\n"))["number"] for text in texts]
+        trials = [by_number[n] for n in numbers]
+        trace.text = [_short_hover(t) for t in trials]
+        trace.marker.color = [t.user_attrs[st.RESULT_ATTR]["size_mb"] for t in trials]
+        # one shared colour scale; one colour bar for all traces
+        trace.marker.update(colorscale="Viridis", cmin=min(sizes), cmax=max(sizes), showscale=first,
+                            colorbar={"title": {"text": "size (MB)"}})
+        first = False
+
+
+def pareto_figure(study: optuna.Study) -> Any:
+    """Matplotlib accuracy-vs-latency scatter coloured by size; Pareto trials outlined and labelled."""
+    import matplotlib.pyplot as plt
+
+    trials = completed(study)
+    front = {t.number for t in pareto_trials(study)}
+    rows = [trial_row(t) for t in trials]
+    fig, ax = plt.subplots(figsize=(8, 5))
+    points = ax.scatter([r["median_ms"] for r in rows], [r["accuracy"] for r in rows], c=[r["size_mb"] for r in rows],
+                        cmap="viridis", s=[70 if r["trial"] in front else 25 for r in rows],
+                        edgecolors=["black" if r["trial"] in front else "none" for r in rows])
+    for r in rows:
+        if r["trial"] in front:
+            ax.annotate(f"#{r['trial']} {r['runtime']}/{r['mode']}", (r["median_ms"], r["accuracy"]), fontsize=7,
+                        xytext=(4, 4), textcoords="offset points")
+    fig.colorbar(points, ax=ax, label="size (MB)")
+    ax.set_xlabel("median latency, batch 1 (ms)")
+    ax.set_ylabel("dev accuracy (through the runtime)")
+    ax.set_title(f"{study.study_name}: Pareto front outlined")
+    ax.grid(alpha=0.3)
+    return fig
+
+
 def write_plots(study: optuna.Study, objectives: list[str], out_dir: Path, report: Report) -> None:
     """Each plot as plotly HTML and matplotlib PNG; a plot that cannot be drawn is recorded, not fatal."""
     import matplotlib
@@ -157,11 +208,16 @@ def write_plots(study: optuna.Study, objectives: list[str], out_dir: Path, repor
             warnings.simplefilter("ignore")  # Optuna marks its matplotlib back-end experimental
             try:
                 figure = getattr(vis, function)(study, **kwargs)
+                if name == "pareto_front":
+                    size_hover(figure, study)
                 html = out_dir / f"{name}.html"
                 figure.write_html(str(html), include_plotlyjs="directory")
                 report.files.append(html)
-                axes = getattr(vis_mpl, function)(study, **kwargs)
-                fig = axes.figure if hasattr(axes, "figure") else axes.flat[0].figure
+                if name == "pareto_front" and "latency" in objectives and "accuracy" in objectives:
+                    fig = pareto_figure(study)
+                else:
+                    axes = getattr(vis_mpl, function)(study, **kwargs)
+                    fig = axes.figure if hasattr(axes, "figure") else axes.flat[0].figure
                 png = out_dir / f"{name}.png"
                 fig.savefig(png, dpi=120, bbox_inches="tight")
                 plt.close(fig)

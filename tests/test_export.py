@@ -65,3 +65,14 @@ def test_trial_selection_errors_are_one_line(tiny_env) -> None:
         select_trials(study, "99")
     with pytest.raises(EdgenasError, match="no study 'nope'"):
         load_study("nope", tiny_env.storage)
+
+
+def test_export_cli_without_a_study_is_a_one_line_error(tmp_path, monkeypatch, capsys) -> None:
+    from edgenas.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export", "--out", str(tmp_path / "x")])
+    assert exit_info.value.code == 2
+    assert "no study storage at edgenas-out/edgenas.db" in capsys.readouterr().err
+    assert not (tmp_path / "edgenas-out").exists()  # nothing created by a failed lookup

@@ -17,6 +17,7 @@ def test_report_cli_writes_plots_and_summary(tiny_env, tmp_path, capsys) -> None
     for name in ("pareto_front", "hypervolume_history", "optimization_history_latency"):
         assert (out / f"{name}.html").stat().st_size > 0
         assert (out / f"{name}.png").stat().st_size > 1000
+    assert "size (MB)" in (out / "pareto_front.html").read_text()  # size as the Pareto scatter's colour
     summary = (out / "summary.md").read_text()
     assert "## Pareto front" in summary and "| trial | architecture |" in summary
     assert (out / "trials.csv").read_text().count("\n") == 3  # header + 2 trials
