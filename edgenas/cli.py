@@ -24,10 +24,6 @@ console = Console()
 err_console = Console(stderr=True)
 
 
-def _not_implemented(command: str) -> None:
-    raise EdgenasError(f"`edgenas {command}` is not implemented yet")
-
-
 @data_app.command("info")
 def data_info(
     dataset: str = typer.Argument("tweets", help="tweets, squad, or a path to a CSV/JSONL file"),

@@ -19,6 +19,12 @@ class ConfigError(EdgenasError):
     """A config file that cannot be used: names the file and the key."""
 
 
+def _demo_recipe() -> dict[str, Any]:
+    from edgenas.search.train import DEMO_RECIPE
+
+    return dict(DEMO_RECIPE)
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -112,7 +118,8 @@ class SearchConfig(_Strict):
     task: TaskConfig = Field(default_factory=TaskConfig)
     space: str = "demo"
     candidates: CandidateConfig = Field(default_factory=CandidateConfig)
-    supernet: dict[str, Any] = Field(default_factory=dict)
+    #: TrainRecipe fields; the default is the demo recipe, capped so the README demo takes minutes
+    supernet: dict[str, Any] = Field(default_factory=lambda: {**_demo_recipe(), "max_steps": 500})
     finetune_steps: int = Field(default=0, ge=0)
     objectives: list[Literal["accuracy", "latency", "size"]] = Field(
         default_factory=lambda: ["accuracy", "latency", "size"]
@@ -138,6 +145,12 @@ class SearchConfig(_Strict):
         if unknown:
             raise ValueError(f"supernet: unknown key '{unknown[0]}' (known: {', '.join(sorted(known))})")
         return self
+
+    def recipe(self):
+        """The supernet's TrainRecipe."""
+        from edgenas.search.train import TrainRecipe
+
+        return TrainRecipe(**self.supernet)
 
     def directions(self) -> list[str]:
         return [OBJECTIVES[name] for name in self.objectives]

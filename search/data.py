@@ -213,7 +213,7 @@ def _stratified_two_way(split: TextSplit, held_size: int, seed: int) -> tuple[Te
     keep, held = train_test_split(
         np.arange(len(split)), test_size=held_size, random_state=seed, stratify=split.labels
     )
-    keep, held = np.sort(keep), np.sort(held)
+    # train_test_split's order is a seeded shuffle: kept, so no split is ordered by label
     pick = lambda idx: TextSplit([split.texts[i] for i in idx], split.labels[idx])  # noqa: E731
     return pick(keep), pick(held)
 

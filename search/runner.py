@@ -76,12 +76,11 @@ def load_task_data(config: SearchConfig) -> tuple[Any, Any, Any]:
 def train_task_supernet(config: SearchConfig, space: Any, splits: Any, tokenizer: Any, console: Console,
                         progress: bool = True) -> Any:
     """Train the study's supernet, or load it from the cache."""
-    from edgenas.search.train import TrainRecipe, train_supernet
+    from edgenas.search.train import train_supernet
 
     console.print(f"[bold]supernet[/] {space.name}: max {space.max_arch().short()}, {splits.name} data "
                   f"({len(splits.train)} train / {len(splits.dev)} dev)")
-    recipe = TrainRecipe(**config.supernet)
-    return train_supernet(space, splits, tokenizer, recipe, st.cache_root() / "supernets", progress=progress)
+    return train_supernet(space, splits, tokenizer, config.recipe(), st.cache_root() / "supernets", progress=progress)
 
 
 def load_trained_task(config: SearchConfig, console: Console, progress: bool = True) -> TrainedTask:

@@ -51,6 +51,7 @@ def open_storage(url: str, heartbeat_s: int | None = None, max_retry: int = 2, a
     a wrong password is not retried. Errors never show the password.
     """
     heartbeat_s = heartbeat_s or int(os.environ.get("EDGENAS_HEARTBEAT_S", "20"))
+    _create_sqlite_folder(url)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     warnings.filterwarnings("ignore", category=FutureWarning, module="optuna")
     delay = first_delay_s
@@ -70,6 +71,18 @@ def open_storage(url: str, heartbeat_s: int | None = None, max_retry: int = 2, a
             time.sleep(delay)
             delay *= 2
     raise AssertionError("unreachable")
+
+
+def _create_sqlite_folder(url: str) -> None:
+    """An SQLite file may be new; its folder is created like the file itself."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        parsed = make_url(url)
+    except Exception:
+        return
+    if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
+        Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
 
 
 def _transient(exc: BaseException) -> bool:

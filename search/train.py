@@ -36,6 +36,10 @@ NOT_HASHED = ("checkpoint_every", "threads")
 Encoded = dict[str, np.ndarray]
 
 
+#: the demo recipe's departures from TrainRecipe's defaults
+DEMO_RECIPE = {"epochs": 1.0, "lr": 2e-3, "seq_len": 64, "batch_size": 32, "embedding_init": "minilm"}
+
+
 @dataclass(frozen=True)
 class TrainRecipe:
     """How the supernet (and the optional teacher) are trained."""
@@ -64,8 +68,7 @@ class TrainRecipe:
     @classmethod
     def demo(cls, **overrides) -> "TrainRecipe":
         """The recipe measured in benchmarks/supernet_quality.py: 1 epoch, MiniLM-PCA embeddings."""
-        return cls(**{"epochs": 1.0, "lr": 2e-3, "seq_len": 64, "batch_size": 32, "embedding_init": "minilm",
-                      **overrides})
+        return cls(**{**DEMO_RECIPE, **overrides})
 
     def to_dict(self) -> dict:
         return asdict(self)

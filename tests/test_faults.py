@@ -113,18 +113,60 @@ def test_hanging_converter_times_out(project: dict, tmp_path: Path) -> None:
     assert failed and all("time" in t.user_attrs[st.FAIL_ATTR] for t in failed)
 
 
-def test_storage_briefly_unreachable_is_retried(tmp_path: Path) -> None:
-    directory = tmp_path / "late"
-    url = f"sqlite:///{directory / 'study.db'}"
-    threading.Timer(1.0, directory.mkdir).start()  # the "server" comes back after a second
-    storage = st.open_storage(url, attempts=6, first_delay_s=0.3)
+def late_forwarder(target_port: int, delay_s: float) -> int:
+    """A loopback port that starts forwarding to target_port only after delay_s: a storage that comes back."""
+    import socket
+
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+
+    def pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            dst.close()
+
+    def serve() -> None:
+        time.sleep(delay_s)
+        server = socket.create_server(("127.0.0.1", port))
+        server.settimeout(30)
+        try:
+            while True:
+                client, _ = server.accept()
+                upstream = socket.create_connection(("127.0.0.1", target_port))
+                for a, b in ((client, upstream), (upstream, client)):
+                    threading.Thread(target=pipe, args=(a, b), daemon=True).start()
+        except OSError:
+            server.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return port
+
+
+def test_storage_briefly_unreachable_is_retried() -> None:
+    from sqlalchemy.engine import make_url
+
+    url = make_url(postgres_or_skip())
+    port = late_forwarder(url.port, delay_s=1.5)
+    late = url.set(port=port).render_as_string(hide_password=False)
+    storage = st.open_storage(late, attempts=6, first_delay_s=0.3)
     assert optuna.create_study(storage=storage).study_name
 
 
-def test_storage_down_for_good_is_one_line(tmp_path: Path) -> None:
+def test_storage_down_for_good_is_one_line() -> None:
     with pytest.raises(st.StudyError, match="cannot open storage") as info:
-        st.open_storage(f"sqlite:///{tmp_path / 'missing' / 'x.db'}", attempts=2, first_delay_s=0.1)
-    assert "\n" not in str(info.value)
+        st.open_storage("postgresql://edgenas:secret@127.0.0.1:1/edgenas", attempts=2, first_delay_s=0.1)
+    assert "\n" not in str(info.value) and "secret" not in str(info.value)
+
+
+def test_sqlite_folder_is_created(tmp_path: Path) -> None:
+    storage = st.open_storage(f"sqlite:///{tmp_path / 'new' / 'study.db'}")
+    assert optuna.create_study(storage=storage) and (tmp_path / "new" / "study.db").is_file()
 
 
 def test_unreachable_ssh_target_is_one_line_before_training(project: dict, tmp_path: Path) -> None:
