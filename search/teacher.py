@@ -102,7 +102,9 @@ def load_teacher(spec: str, splits, tokenizer, recipe, cache_dir: Path, progress
 
 def finetune_teacher(model: nn.Module, splits, tokenizer, recipe, progress: bool = True) -> None:
     """Plain cross-entropy fine-tune of a transformers classifier on the training split."""
-    from edgenas.search.train import _make_optimizer, _tensors, batch_order, encode_split, limit_threads, progress_bar
+    from edgenas.search.train import (
+        _make_optimizer, _tensors, batch_order, descend, encode_split, limit_threads, progress_bar,
+    )
 
     limit_threads(recipe.threads)
     torch.manual_seed(recipe.seed)
@@ -121,11 +123,7 @@ def finetune_teacher(model: nn.Module, splits, tokenizer, recipe, progress: bool
                 ids, mask, types = _tensors(encoded, index)
                 logits = model(input_ids=ids, attention_mask=mask, token_type_ids=types).logits
                 loss = nn.functional.cross_entropy(logits, torch.from_numpy(labels[index]))
-                optimizer.zero_grad()
-                loss.backward()
-                nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                optimizer.step()
-                scheduler.step()
+                descend(loss, model, optimizer, scheduler)
                 step += 1
                 bar.update(task, advance=1, info=f"loss {float(loss.detach()):.3f}")
             epoch += 1

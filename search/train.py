@@ -171,6 +171,15 @@ def batch_order(n: int, batch_size: int, seed: int, epoch: int) -> list[np.ndarr
     return [order[i : i + batch_size] for i in range(0, n, batch_size)]
 
 
+def descend(loss: torch.Tensor, model: nn.Module, optimizer, scheduler) -> None:
+    """One clipped optimizer step on `loss`."""
+    optimizer.zero_grad()
+    loss.backward()
+    nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    scheduler.step()
+
+
 def _make_optimizer(params, lr: float, weight_decay: float, total: int, warmup_fraction: float):
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     warmup = max(1, int(total * warmup_fraction))
@@ -388,11 +397,7 @@ def finetune_subnet(
                 soft = supernet(ids, mask, types)
             logits = model(input_ids=ids, attention_mask=mask, token_type_ids=types).logits
             loss = mixed_loss(logits, torch.from_numpy(labels[index]), soft, distill_weight, temperature)
-            optimizer.zero_grad()
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            scheduler.step()
+            descend(loss, model, optimizer, scheduler)
             step += 1
         epoch += 1
     return model.eval()
