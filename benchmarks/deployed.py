@@ -1,0 +1,291 @@
+"""The deployed-model pipeline the headline benchmarks measure, built once per work directory.
+
+A search on the task (run_search), its Pareto trials exported with both runtimes
+(export_study), the full MobileBERT reference (the `mobilebert` space's max
+subnet = MobileBertConfig() defaults, trained by train_supernet with the SAME
+TrainRecipe as the search's supernet, compiled to TFLite and ONNX fp32) and the
+MiniLM teacher fine-tuned by load_teacher with that recipe too. The record of
+what was built (paths, accuracies through the runtimes, caps) is kept in
+WORK/pipeline.json; latencies are NOT kept: each benchmark times side by side.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgenas.config import SearchConfig
+from edgenas.search.fetch import cache_root
+
+ROOT = Path(__file__).resolve().parent.parent
+#: full-run training cap, identical for the supernet, the reference and the teacher (1 epoch of this many examples)
+FULL_TRAIN_EXAMPLES = 1600
+
+
+@dataclass
+class Setup:
+    """What to build: the search config and the budgets around it."""
+
+    config: dict[str, Any]
+    n_trials: int
+    export_steps: int
+    reference_space: str  # "mobilebert" (full runs) or a space file (quick runs)
+    teacher: str  # "minilm" or a local checkpoint directory
+
+    def key(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+
+    def search_config(self) -> SearchConfig:
+        return SearchConfig.model_validate(self.config)
+
+
+def full_setup(train_examples: int = FULL_TRAIN_EXAMPLES, n_trials: int = 10, export_steps: int = 50) -> Setup:
+    """The tweets task, demo space, the measured demo recipe capped at `train_examples`, sequence length 64."""
+    from edgenas.search.train import TrainRecipe
+
+    recipe = TrainRecipe.demo(max_train_examples=train_examples)
+    supernet = {k: v for k, v in recipe.to_dict().items() if v != getattr(TrainRecipe(), k)}
+    config = {"task": {"dataset": "tweets"}, "space": "demo", "supernet": supernet,
+              "candidates": {"seq_lens": [64]}, "measure": {"eval_examples": 500, "runs": 30, "warmup": 5}}
+    return Setup(config, n_trials, export_steps, "mobilebert", "minilm")
+
+
+def quick_setup(work: Path) -> Setup:
+    """tests/tiny_project.py's tiny task and space; a tiny local BERT as the teacher."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from tiny_project import make_tiny_project
+
+    path = make_tiny_project(work / "tiny", runtimes={"onnxruntime": ["fp32", "dynamic_int8"]}, seq_lens=[16])
+    import yaml
+
+    config = yaml.safe_load(path.read_text())
+    return Setup(config, 2, 2, config["space"], str(tiny_teacher(work / "tiny")))
+
+
+def tiny_teacher(root: Path) -> Path:
+    """A randomly initialised 1-layer BERT over the tiny project's vocabulary (fine-tuned by load_teacher)."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    out = root / "teacher"
+    if not (out / "config.json").is_file():
+        torch.manual_seed(0)
+        vocab = len((root / "vocab.txt").read_text().split())
+        config = BertConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                            intermediate_size=64, max_position_embeddings=64)
+        BertForSequenceClassification(config).save_pretrained(out)
+    return out
+
+
+def default_work(quick: bool) -> Path:
+    return cache_root() / "bench-deployed" / ("quick" if quick else "full")
+
+
+def build(work: Path | None, quick: bool, setup: Setup | None = None) -> dict[str, Any]:
+    """The pipeline record for work/pipeline.json, built now unless a finished one for the same setup exists."""
+    work = Path(work or default_work(quick))
+    work.mkdir(parents=True, exist_ok=True)
+    setup = setup or (quick_setup(work) if quick else full_setup())
+    record_path = work / "pipeline.json"
+    if record_path.is_file():
+        record = json.loads(record_path.read_text())
+        if record.get("key") == setup.key():
+            return {**record, "reused": True}
+    record = _build(work, setup)
+    record_path.write_text(json.dumps(record, indent=1, default=str))
+    return {**record, "reused": False}
+
+
+def _build(work: Path, setup: Setup) -> dict[str, Any]:
+    from rich.console import Console
+
+    from edgenas.search.export import ExportOptions, export_study
+    from edgenas.search.runner import SearchOptions, load_trained_task, run_search
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    console = Console(stderr=True)
+    config = setup.search_config()
+    seconds: dict[str, float] = {}
+    (work / "search").mkdir(parents=True, exist_ok=True)
+    storage = f"sqlite:///{(work / 'search' / 'edgenas.db').resolve()}"
+    started = time.perf_counter()
+    run_search(config, SearchOptions(out_dir=work / "search", storage=storage, study_name="deployed",
+                                     n_trials=setup.n_trials, sampler="tpe", seed=0, progress=False), console)
+    seconds["search_incl_supernet"] = time.perf_counter() - started
+    started = time.perf_counter()
+    dirs = export_study("deployed", storage, ExportOptions(work / "models", steps=setup.export_steps,
+                                                          other_runtime=True, progress=False), console)
+    seconds["export"] = time.perf_counter() - started
+    trained = load_trained_task(config, console, progress=False)
+    started = time.perf_counter()
+    reference = build_reference(work / "reference", trained, config, setup.reference_space)
+    seconds["reference"] = time.perf_counter() - started
+    started = time.perf_counter()
+    teacher = teacher_accuracy(trained, config, setup.teacher, reference["seq_len"])
+    seconds["teacher"] = time.perf_counter() - started
+    from edgenas.search.train import TrainRecipe
+
+    recipe = TrainRecipe(**config.supernet)
+    return {"key": setup.key(), "setup": asdict(setup), "recipe": recipe.to_dict(),
+            "train_examples": min(recipe.max_train_examples or len(trained.splits.train), len(trained.splits.train)),
+            "n_train_total": len(trained.splits.train), "n_test": len(trained.splits.test),
+            "seq_len": reference["seq_len"], "models": [m for d in dirs for m in exported_models(d)],
+            "reference": reference, "teacher": teacher, "build_seconds": seconds}
+
+
+def exported_models(model_dir: Path) -> list[dict[str, Any]]:
+    """One entry per artifact of an `edgenas export` directory (its runtime-measured dev/test accuracy)."""
+    metrics = json.loads((model_dir / "metrics.json").read_text())
+    out = []
+    for runtime, a in metrics["artifacts"].items():
+        m = a["measurement"]
+        out.append({"dir": str(model_dir), "trial": metrics["trial"], "arch": metrics["candidate"]["arch"],
+                    "runtime": runtime, "mode": a["mode"], "artifact": str(model_dir / a["file"]),
+                    "size_bytes": (model_dir / a["file"]).stat().st_size, "dev_accuracy": m["dev_accuracy"],
+                    "test_accuracy": m["test_accuracy"], "export_median_ms": m["median_ms"],
+                    "knobs": {k: metrics["candidate"][k] for k in ("threads", "xnnpack", "graph_optimization")}})
+    return out
+
+
+def build_reference(out: Path, trained, config: SearchConfig, space_name: str) -> dict[str, Any]:
+    """Train the space's max subnet stand-alone with the search's recipe; an export-style dir with .tflite and .onnx fp32."""
+    from edgenas.runtime.targets import LocalTarget
+    from edgenas.search.export import compile_into, write_data
+    from edgenas.search.space import SearchSpace, load_space
+    from edgenas.search.study import cache_root as study_cache
+    from edgenas.search.train import TrainRecipe, train_supernet
+
+    arch = load_space(space_name).max_arch()
+    recipe = TrainRecipe(**config.supernet)
+    started = time.perf_counter()
+    net = train_supernet(SearchSpace.point(arch, name="reference"), trained.splits, trained.tokenizer, recipe,
+                         study_cache() / "supernets", progress=True)
+    train_s = time.perf_counter() - started
+    model = net.extract(arch)
+    names = list(trained.splits.label_names)
+    model.config.id2label = dict(enumerate(names))
+    model.config.label2id = {n: i for i, n in enumerate(names)}
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    trained.tokenizer.save_pretrained(out)
+    seq_len = config.candidates.seq_lens[0]
+    data = write_data(trained.splits, trained.tokenizer, config, seq_len, out / "data")
+    (out / "metrics.json").write_text(json.dumps({"seq_len": seq_len, "label_names": names, "reference": True}))
+    target, record = LocalTarget(), {"dir": str(out), "seq_len": seq_len, "arch": arch.to_dict(),
+                                     "params": int(sum(p.numel() for p in model.parameters())),
+                                     "train_seconds_this_run": train_s}
+    for runtime, split in (("tflite", "test"), ("onnxruntime", "dev")):
+        meta = compile_into(out, runtime, "fp32", seq_len, data, config.measure.compile_timeout_s)
+        path = out / ("model.tflite" if runtime == "tflite" else "model.onnx")
+        measured = target.measure(path, data[split], warmup=0, runs=1)
+        record[runtime] = {"artifact": str(path), "size_bytes": path.stat().st_size,
+                           f"{split}_accuracy": measured["accuracy"], "parity": meta.get("parity")}
+    record["dev_accuracy"] = record["onnxruntime"]["dev_accuracy"]
+    record["test_accuracy"] = record["tflite"]["test_accuracy"]
+    return record
+
+
+def teacher_accuracy(trained, config: SearchConfig, spec: str, seq_len: int) -> dict[str, Any]:
+    """The teacher fine-tuned with the search's recipe (load_teacher, cached); its torch dev/test accuracy."""
+    from edgenas.search.study import cache_root as study_cache
+    from edgenas.search.teacher import load_teacher
+    from edgenas.search.train import TrainRecipe, encode_split, evaluate_accuracy
+
+    recipe = TrainRecipe(**config.supernet)
+    model = load_teacher(spec, trained.splits, trained.tokenizer, recipe, study_cache() / "supernets", progress=True)
+    record = {"spec": spec if spec == "minilm" else "local tiny BERT", "params": int(sum(p.numel() for p in model.parameters())),
+              "teacher_epochs": recipe.teacher_epochs, "teacher_lr": recipe.teacher_lr}
+    for split in ("dev", "test"):
+        encoded, labels = encode_split(trained.tokenizer, getattr(trained.splits, split), seq_len)
+        record[f"{split}_accuracy"] = evaluate_accuracy(model, encoded, labels)
+    return record
+
+
+# ---------------------------------------------------------------- choosing and timing
+
+
+def teacher_label(record: dict[str, Any]) -> str:
+    return "MiniLM teacher" if record["teacher"]["spec"] == "minilm" else "teacher (tiny local BERT)"
+
+
+def best_reference(record: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The better of the full MobileBERT and the teacher, judged on dev accuracy."""
+    refs = {"full MobileBERT": record["reference"], teacher_label(record): record["teacher"]}
+    name = max(refs, key=lambda n: refs[n]["dev_accuracy"])
+    return name, refs[name]
+
+
+def pick(models: list[dict[str, Any]], min_dev_accuracy: float, by: str) -> dict[str, Any]:
+    """The model smallest in `by` among those with dev accuracy >= min_dev_accuracy; else the most accurate."""
+    eligible = [m for m in models if m["dev_accuracy"] >= min_dev_accuracy - 1e-12]
+    if eligible:
+        return {**min(eligible, key=lambda m: m[by]), "met_accuracy_rule": True}
+    return {**max(models, key=lambda m: m["dev_accuracy"]), "met_accuracy_rule": False}
+
+
+def timing_data(model_dir: str) -> Path:
+    """Real tokenized tweets (the parity set) to time with: the timed example is its first row."""
+    return Path(model_dir) / "data" / "parity.npz"
+
+
+def measure_latency(artifact: str, data: Path, runs: int, warmup: int, **knobs: Any) -> dict[str, Any]:
+    """Batch-1 latency through the runtime in a fresh process (edgenas.runtime's LocalTarget)."""
+    from edgenas.runtime.targets import LocalTarget
+
+    return LocalTarget().measure(Path(artifact), data, runs=runs, warmup=warmup, **knobs)
+
+
+def torch_latency_ms(model_dir: str, data: Path, runs: int, warmup: int) -> dict[str, float]:
+    """Batch-1 median/p90 latency of the saved transformers model in torch eager mode, one thread."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    torch.set_num_threads(1)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    with np.load(data) as arrays:
+        feeds = {k: torch.from_numpy(arrays[k][:1]) for k in ("input_ids", "attention_mask", "token_type_ids")}
+    times = []
+    with torch.inference_mode():
+        for i in range(warmup + runs):
+            start = time.perf_counter()
+            model(**feeds)
+            if i >= warmup:
+                times.append((time.perf_counter() - start) * 1e3)
+    return {"median_ms": statistics.median(times), "p90_ms": float(np.percentile(times, 90)), "runs": runs}
+
+
+def caps_line(record: dict[str, Any]) -> str:
+    """How the models were trained, for every section that uses the pipeline."""
+    r, s = record["recipe"], record["setup"]
+    return (f"Training cap (identical for the search's supernet, the full MobileBERT and the teacher): "
+            f"{r['epochs']:g} epoch over {record['train_examples']} of {record['n_train_total']} training examples"
+            + (f", at most {r['max_steps']} steps" if r.get("max_steps") else "")
+            + f" (batch {r['batch_size']}, seq {r['seq_len']}, supernet/reference lr {r['lr']:g}, teacher lr "
+            f"{r['teacher_lr']:g}, embedding init {r['embedding_init']}); search: {s['n_trials']} trials (TPE, seed 0); "
+            f"each exported Pareto model fine-tuned {s['export_steps']} steps by `edgenas export` (distilled from the "
+            f"supernet on the same capped examples). Full MobileBERT = the `{s['reference_space']}` space's max subnet "
+            f"({_arch(record['reference']['arch'])}, {record['reference']['params'] / 1e6:.2f} M params) trained "
+            f"stand-alone by train_supernet with the same recipe. "
+            + ("Pipeline reused from an earlier run of the same setup." if record.get("reused") else
+               f"Pipeline built in this run ({sum(record['build_seconds'].values()):.0f} s: "
+               + ", ".join(f"{k} {v:.0f} s" for k, v in record["build_seconds"].items()) + ")."))
+
+
+def _arch(arch: dict[str, int]) -> str:
+    return (f"{arch['num_hidden_layers']} layers, hidden {arch['hidden_size']}, bottleneck "
+            f"{arch['intra_bottleneck_size']}, {arch['num_attention_heads']} heads, "
+            f"{arch['num_feedforward_networks']} FFNs, intermediate {arch['intermediate_size']}, "
+            f"embedding {arch['embedding_size']}")
+
+
+def model_label(m: dict[str, Any]) -> str:
+    return f"trial {m['trial']} ({_arch(m['arch'])}) {m['runtime']}/{m['mode']}"

@@ -1,0 +1,81 @@
+"""Size: the smallest searched artifact within 2 points of the full MobileBERT vs BERT-large fp32.
+
+BERT-large fp32 = the parameters of the standard BERT-large config (24 layers,
+hidden 1024, 16 heads, intermediate 4096, 30522-token vocabulary), counted by
+instantiating it on torch's meta device, times 4 bytes. The artifact size is the
+file's bytes. Rahman et al. report 160x smaller at -4.1 points; target: >= 300x at
+<= 2.0 points below the full MobileBERT, test split.
+
+    python benchmarks/size.py --quick
+    python benchmarks/size.py --write-results
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import common
+import deployed as dp
+
+TARGET_RATIO, MAX_DROP_POINTS = 300.0, 2.0
+
+
+def bert_large_params() -> int:
+    """Parameters of the standard BERT-large (uncased) encoder with pooler."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    with torch.device("meta"):
+        model = BertModel(BertConfig(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
+                                     intermediate_size=4096))
+    return int(sum(p.numel() for p in model.parameters()))
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = common.parser(__doc__).parse_args(argv)
+    run = common.Run("size", args.quick, args.out)
+    record = dp.build(args.work, args.quick)
+    full = record["reference"]
+    chosen = dp.pick(record["models"], full["dev_accuracy"] - MAX_DROP_POINTS / 100, by="size_bytes")
+    params = bert_large_params()
+    large_bytes = params * 4
+    drop = (full["test_accuracy"] - chosen["test_accuracy"]) * 100
+    figures = {
+        "searched_model": {k: chosen[k] for k in ("trial", "arch", "runtime", "mode", "dev_accuracy", "test_accuracy",
+                                                  "met_accuracy_rule")},
+        "artifact_bytes": chosen["size_bytes"], "bert_large_params": params, "bert_large_fp32_bytes": large_bytes,
+        "full_mobilebert_tflite_fp32_bytes": full["tflite"]["size_bytes"],
+        "ratio_vs_bert_large": large_bytes / chosen["size_bytes"],
+        "ratio_vs_full_mobilebert_tflite": full["tflite"]["size_bytes"] / chosen["size_bytes"],
+        "test_accuracy": {"searched": chosen["test_accuracy"], "full_mobilebert_tflite": full["test_accuracy"]},
+        "drop_vs_full_mobilebert_points": drop,
+        "pipeline": {k: record[k] for k in ("setup", "recipe", "train_examples", "build_seconds", "reused")},
+    }
+    figures["target_met"] = figures["ratio_vs_bert_large"] >= TARGET_RATIO and drop <= MAX_DROP_POINTS
+    return run.finish(figures, markdown(figures, chosen, record), args.write_results)
+
+
+def markdown(f: dict[str, Any], chosen: dict[str, Any], record: dict[str, Any]) -> str:
+    """The size section."""
+    rows = [
+        {"model": "BERT-large fp32 (standard config, parameters x 4 bytes)", "MB": f["bert_large_fp32_bytes"] / 1e6,
+         "ratio": f["ratio_vs_bert_large"]},
+        {"model": "full MobileBERT, TFLite fp32 file", "MB": f["full_mobilebert_tflite_fp32_bytes"] / 1e6,
+         "ratio": f["ratio_vs_full_mobilebert_tflite"], "test accuracy": f["test_accuracy"]["full_mobilebert_tflite"]},
+        {"model": f"searched: {dp.model_label(chosen)}", "MB": f["artifact_bytes"] / 1e6, "ratio": 1.0,
+         "test accuracy": f["test_accuracy"]["searched"]},
+    ]
+    rule = "" if chosen["met_accuracy_rule"] else " (none was within 2.0 points on dev: the most accurate was taken)"
+    return "\n".join([
+        f"Chosen: the smallest exported Pareto artifact within 2.0 points (dev) of the full MobileBERT{rule}; "
+        f"ratio = other size / this artifact's size. BERT-large: {f['bert_large_params']:,} parameters.", "",
+        common.table(rows, ["model", "MB", "ratio", "test accuracy"]), "",
+        f"**{f['ratio_vs_bert_large']:.0f}x** smaller than BERT-large fp32 (Rahman et al.: 160x; target >= 300x) at "
+        f"**{f['drop_vs_full_mobilebert_points']:.2f} points** vs the full MobileBERT on the test split (Rahman et al.: "
+        f"-4.1; target <= 2.0). Target {common.verdict(f['target_met'])}.", "",
+        dp.caps_line(record),
+    ])
+
+
+if __name__ == "__main__":
+    main()

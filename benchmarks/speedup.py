@@ -1,0 +1,85 @@
+"""Speedup: the fastest searched Pareto model within 1 point of the better reference vs the full MobileBERT.
+
+The full MobileBERT (fp32) is timed through TFLite, ONNX Runtime and torch eager,
+side by side with the searched model, in this run, batch 1, one thread, on real
+tweets. Accuracy is on the test split, through the runtimes (teacher: torch).
+CANAO reports up to 7.8x over TFLite at minor accuracy loss; target: >= 10x at
+<= 1.0 point below the better of the full MobileBERT and the MiniLM teacher.
+
+    python benchmarks/speedup.py --quick          # tiny task, CI smoke test
+    python benchmarks/speedup.py --write-results  # full run (tweets; builds the pipeline once, ~30 min on 2 cores)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import common
+import deployed as dp
+
+TARGET_SPEEDUP, MAX_DROP_POINTS = 10.0, 1.0
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = common.parser(__doc__).parse_args(argv)
+    run = common.Run("speedup", args.quick, args.out)
+    record = dp.build(args.work, args.quick)
+    runs, warmup = (5, 1) if args.quick else (50, 10)
+    ref_name, ref = dp.best_reference(record)
+    chosen = dp.pick(record["models"], ref["dev_accuracy"] - MAX_DROP_POINTS / 100, by="export_median_ms")
+    full = record["reference"]
+    data = dp.timing_data(full["dir"])
+    timed = {
+        "searched": dp.measure_latency(chosen["artifact"], data, runs, warmup, **chosen["knobs"]),
+        "full_tflite": dp.measure_latency(full["tflite"]["artifact"], data, runs, warmup, threads=1),
+        "full_onnxruntime": dp.measure_latency(full["onnxruntime"]["artifact"], data, runs, warmup, threads=1),
+        "full_torch_eager": dp.torch_latency_ms(full["dir"], data, runs, warmup),
+    }
+    ms = {k: v["median_ms"] for k, v in timed.items()}
+    drop = (ref["test_accuracy"] - chosen["test_accuracy"]) * 100
+    figures = {
+        "searched_model": {k: chosen[k] for k in ("trial", "arch", "runtime", "mode", "size_bytes", "dev_accuracy",
+                                                  "test_accuracy", "met_accuracy_rule")},
+        "median_ms": ms, "p90_ms": {k: v["p90_ms"] for k, v in timed.items()},
+        "speedup_vs_tflite_fp32": ms["full_tflite"] / ms["searched"],
+        "speedup_vs_onnxruntime_fp32": ms["full_onnxruntime"] / ms["searched"],
+        "speedup_vs_torch_eager_fp32": ms["full_torch_eager"] / ms["searched"],
+        "test_accuracy": {"searched": chosen["test_accuracy"], "full_mobilebert_tflite": full["test_accuracy"],
+                          "teacher_torch": record["teacher"]["test_accuracy"]},
+        "better_reference": ref_name, "drop_vs_better_reference_points": drop,
+        "drop_vs_full_mobilebert_points": (full["test_accuracy"] - chosen["test_accuracy"]) * 100,
+        "seq_len": record["seq_len"], "runs": runs, "warmup": warmup, "n_test": record["n_test"],
+        "pipeline": {k: record[k] for k in ("setup", "recipe", "train_examples", "build_seconds", "reused")},
+    }
+    figures["target_met"] = figures["speedup_vs_tflite_fp32"] >= TARGET_SPEEDUP and drop <= MAX_DROP_POINTS
+    return run.finish(figures, markdown(figures, chosen, record), args.write_results)
+
+
+def markdown(f: dict[str, Any], chosen: dict[str, Any], record: dict[str, Any]) -> str:
+    """The speedup section."""
+    acc = f["test_accuracy"]
+    rows = [
+        {"model": f"searched: {dp.model_label(chosen)}", "median ms": f["median_ms"]["searched"],
+         "p90 ms": f["p90_ms"]["searched"], "speedup": 1.0, "test accuracy": acc["searched"]},
+        *[{"model": f"full MobileBERT fp32, {name}", "median ms": f["median_ms"][key], "p90 ms": f["p90_ms"][key],
+           "speedup": f["median_ms"][key] / f["median_ms"]["searched"],
+           "test accuracy": acc["full_mobilebert_tflite"] if key != "full_torch_eager" else None}
+          for key, name in (("full_tflite", "TFLite"), ("full_onnxruntime", "ONNX Runtime"),
+                            ("full_torch_eager", "torch eager"))],
+        {"model": f"{dp.teacher_label(record)} (torch, accuracy only)", "test accuracy": acc["teacher_torch"]},
+    ]
+    rule = "" if chosen["met_accuracy_rule"] else " (no Pareto model was within 1.0 point on dev: the most accurate was taken)"
+    return "\n".join([
+        f"Batch 1, sequence length {f['seq_len']}, 1 thread, {f['runs']} timed runs after {f['warmup']} warm-up, "
+        f"fresh process per measurement; test accuracy on {f['n_test']} examples through the runtime. "
+        f"Chosen: the fastest exported Pareto model within 1.0 point (dev) of the better reference{rule}.", "",
+        common.table(rows, ["model", "median ms", "p90 ms", "speedup", "test accuracy"]), "",
+        f"Speedup over TFLite fp32: **{f['speedup_vs_tflite_fp32']:.2f}x** (CANAO: up to 7.8x; target >= 10x); "
+        f"accuracy drop vs the better reference ({f['better_reference']}): **{f['drop_vs_better_reference_points']:.2f} "
+        f"points** (target <= 1.0). Target {common.verdict(f['target_met'])}.", "",
+        dp.caps_line(record),
+    ])
+
+
+if __name__ == "__main__":
+    main()

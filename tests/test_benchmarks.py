@@ -1,0 +1,109 @@
+"""The benchmark scripts' --quick modes: real tiny runs, checked for the fields their JSON and markdown must have."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+import common  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory: pytest.TempPathFactory):
+    """An isolated cache, a shared work dir, and the quick speedup run that builds the tiny pipeline."""
+    root = tmp_path_factory.mktemp("bench")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EDGENAS_CACHE_DIR", str(root / "cache"))
+        import speedup
+
+        out = root / "out"
+        argv = ["--quick", "--out", str(out), "--work", str(root / "work")]
+        record = speedup.main(argv)
+        yield {"root": root, "out": out, "argv": argv, "speedup": record, "mp": mp}
+
+
+def _outputs(out: Path, name: str) -> tuple[dict, str]:
+    record = json.loads((out / f"{name}.json").read_text())
+    text = (out / f"{name}.md").read_text()
+    assert record["benchmark"] == name and record["quick"] is True
+    assert record["machine"]["cores"] >= 1 and record["machine"]["cpu"]
+    assert record["machine"]["packages"]["onnxruntime"] and record["duration_s"] >= 0
+    assert "Command: `python" in text and "Machine:" in text
+    return record, text
+
+
+def test_speedup_quick(bench) -> None:
+    record, text = _outputs(bench["out"], "speedup")
+    ms = record["median_ms"]
+    assert set(ms) == {"searched", "full_tflite", "full_onnxruntime", "full_torch_eager"}
+    assert all(v > 0 for v in ms.values())
+    assert record["speedup_vs_tflite_fp32"] == pytest.approx(ms["full_tflite"] / ms["searched"])
+    assert 0 <= record["test_accuracy"]["searched"] <= 1
+    assert record["better_reference"] in ("full MobileBERT", "teacher (tiny local BERT)")
+    assert isinstance(record["target_met"], bool) and record["pipeline"]["reused"] is False
+    assert "Speedup over TFLite fp32" in text and "Training cap" in text
+
+
+def test_size_quick(bench) -> None:
+    import size
+
+    size.main(bench["argv"])
+    record, text = _outputs(bench["out"], "size")
+    assert record["bert_large_params"] == 335_141_888  # the standard BERT-large encoder with pooler
+    assert record["ratio_vs_bert_large"] == pytest.approx(record["bert_large_fp32_bytes"] / record["artifact_bytes"])
+    assert record["pipeline"]["reused"] is True  # built once by the speedup run
+    assert "smaller than BERT-large fp32" in text
+
+
+def test_throughput_quick(bench) -> None:
+    import throughput
+
+    throughput.main(bench["argv"])
+    record, text = _outputs(bench["out"], "throughput")
+    assert record["tweets"] == 15 and record["tweets_per_s"] > 0 and record["batch1_tweets_per_s"] > 0
+    assert 0 <= record["test_accuracy"] <= 1
+    assert "tweets/s" in text
+
+
+def test_runtimes_quick(bench) -> None:
+    import runtimes
+
+    runtimes.main(bench["argv"])
+    record, text = _outputs(bench["out"], "runtimes")
+    assert len(record["models"]) == 2
+    for name, rows in record["models"].items():
+        pairs = ["fp32 / fp32"] if name == "full MobileBERT" else ["fp32 / fp32", "dynamic_int8 / dynamic_int8"]
+        assert [r["modes"] for r in rows] == pairs
+        assert all(r["tflite_status"] == r["onnxruntime_status"] == "ok" for r in rows)
+        assert all(r["ort_over_tflite_latency"] > 0 for r in rows)
+    assert "full MobileBERT" in text
+
+
+def test_search_efficiency_quick(bench) -> None:
+    import search_efficiency
+
+    search_efficiency.main(bench["argv"])
+    record, text = _outputs(bench["out"], "search_efficiency")
+    assert sorted(record["curves"]) == sorted(f"{s}-seed{n}" for s in ("tpe", "random") for n in (0, 1, 2))
+    for curve in record["curves"].values():
+        assert len(curve) == record["n_trials"] == 2
+        assert all(0 < v <= 1 + 1e-9 for v in curve) and curve == sorted(curve)  # hypervolume never shrinks
+    assert [row["trials"] for row in record["table"]] == [1, 2]
+    assert "tpe_mean" in text
+
+
+def test_replace_section(tmp_path: Path) -> None:
+    path = tmp_path / "RESULTS.md"
+    path.write_text("# Results\n\nintro\n")
+    common.replace_section(path, "size", "first")
+    common.replace_section(path, "speedup", "other")
+    common.replace_section(path, "size", "second")
+    text = path.read_text()
+    assert "second" in text and "first" not in text and "other" in text and "intro" in text
+    assert text.count("<!-- BEGIN size -->") == 1
