@@ -64,9 +64,14 @@ class Run:
     name: str
     quick: bool
     out: Path
+    argv: list[str] | None = None  # the script's arguments (None: this process's command line)
     started: float = field(default_factory=time.perf_counter)
-    command: str = field(default_factory=lambda: "python " + " ".join([_rel(sys.argv[0]), *sys.argv[1:]]))
     info: dict[str, Any] = field(default_factory=machine)
+
+    @property
+    def command(self) -> str:
+        args = sys.argv[1:] if self.argv is None else self.argv
+        return " ".join(["python", f"benchmarks/{self.name}.py", *args])
 
     def finish(self, figures: dict[str, Any], body: str, write_results: bool = False) -> dict[str, Any]:
         """Print and write NAME.json / NAME.md (and the RESULTS.md section); returns the record."""
@@ -82,13 +87,6 @@ class Run:
         if write_results:
             replace_section(RESULTS, self.name, text)
         return record
-
-
-def _rel(path: str) -> str:
-    try:
-        return str(Path(path).resolve().relative_to(Path.cwd()))
-    except ValueError:
-        return path
 
 
 def section_markdown(record: dict[str, Any], body: str) -> str:

@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--n-trials", type=int, default=None, help="trials per study (default: 10; --quick: 2)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     args = p.parse_args(argv)
-    run = common.Run("search_efficiency", args.quick, args.out)
+    run = common.Run("search_efficiency", args.quick, args.out, argv)
     work = Path(args.work or dp.default_work(args.quick)) / "efficiency"
     n_trials = args.n_trials or (2 if args.quick else 10)
     config = efficiency_config(args.quick, work)

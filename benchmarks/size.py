@@ -33,7 +33,7 @@ def bert_large_params() -> int:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = common.parser(__doc__).parse_args(argv)
-    run = common.Run("size", args.quick, args.out)
+    run = common.Run("size", args.quick, args.out, argv)
     record = dp.build(args.work, args.quick)
     full = record["reference"]
     chosen = dp.pick(record["models"], full["dev_accuracy"] - MAX_DROP_POINTS / 100, by="size_bytes")

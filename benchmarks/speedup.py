@@ -22,7 +22,7 @@ TARGET_SPEEDUP, MAX_DROP_POINTS = 10.0, 1.0
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = common.parser(__doc__).parse_args(argv)
-    run = common.Run("speedup", args.quick, args.out)
+    run = common.Run("speedup", args.quick, args.out, argv)
     record = dp.build(args.work, args.quick)
     runs, warmup = (5, 1) if args.quick else (50, 10)
     ref_name, ref = dp.best_reference(record)

@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = common.parser(__doc__)
     p.add_argument("--batch-size", type=int, default=32)
     args = p.parse_args(argv)
-    run = common.Run("throughput", args.quick, args.out)
+    run = common.Run("throughput", args.quick, args.out, argv)
     record = dp.build(args.work, args.quick)
     ref_name, ref = dp.best_reference(record)
     chosen = dp.pick(record["models"], ref["dev_accuracy"] - MAX_DROP_POINTS / 100, by="export_median_ms")

@@ -32,6 +32,7 @@ def _outputs(out: Path, name: str) -> tuple[dict, str]:
     record = json.loads((out / f"{name}.json").read_text())
     text = (out / f"{name}.md").read_text()
     assert record["benchmark"] == name and record["quick"] is True
+    assert record["command"].startswith(f"python benchmarks/{name}.py --quick")
     assert record["machine"]["cores"] >= 1 and record["machine"]["cpu"]
     assert record["machine"]["packages"]["onnxruntime"] and record["duration_s"] >= 0
     assert "Command: `python" in text and "Machine:" in text
