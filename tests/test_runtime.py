@@ -273,3 +273,16 @@ def test_bench_table_and_error(artifacts: dict[str, Path], tmp_path: Path, capsy
     with pytest.raises(SystemExit):
         main(["bench", str(artifacts["onnx"]), "--graph-optimization", "max"])
     assert "graph optimization must be one of disable, basic, extended, all" in capsys.readouterr().err
+
+
+def test_peak_memory_is_the_child_own_not_its_parent(tmp_path: Path) -> None:
+    """A measurement child of a big parent reports its own peak (ru_maxrss would inherit the parent's)."""
+    import subprocess
+    import sys
+
+    ballast = bytearray(400 * 2**20)  # make this (parent) process big
+    ballast[::4096] = b"x" * len(ballast[::4096])
+    code = "from edgenas.runtime.measure import peak_rss_mb; print(peak_rss_mb())"
+    child = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    assert child < 300
+    del ballast
