@@ -78,7 +78,10 @@ def search(
 @app.command()
 def export(
     study: str = typer.Option("edgenas-demo", "--study", help="study name"),
-    storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL (default: edgenas-out/edgenas.db)"),
+    storage: Optional[str] = typer.Option(
+        None, "--storage", envvar="EDGENAS_STORAGE", show_envvar=True,
+        help="Optuna storage URL (default: edgenas-out/edgenas.db)",
+    ),
     trials: str = typer.Option("pareto", "--trials", help="'pareto' or trial numbers, e.g. 3,7,12"),
     out: Path = typer.Option(Path("edgenas-export"), "--out", help="directory for the model directories"),
     steps: int = typer.Option(300, "--steps", min=0, help="final fine-tune steps (distilled from the max subnet)"),
@@ -134,7 +137,10 @@ def compare(
 @app.command()
 def report(
     study: str = typer.Option("edgenas-demo", "--study", help="study name"),
-    storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL (default: edgenas-out/edgenas.db)"),
+    storage: Optional[str] = typer.Option(
+        None, "--storage", envvar="EDGENAS_STORAGE", show_envvar=True,
+        help="Optuna storage URL (default: edgenas-out/edgenas.db)",
+    ),
     out: Path = typer.Option(Path("edgenas-report"), "--out", help="directory for plots and tables"),
 ) -> None:
     """Write plots and tables for a study."""
