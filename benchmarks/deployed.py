@@ -86,8 +86,24 @@ def tiny_teacher(root: Path) -> Path:
     return out
 
 
-def default_work(quick: bool) -> Path:
-    return cache_root() / "bench-deployed" / ("quick" if quick else "full")
+def default_work(quick: bool, suffix: str = "") -> Path:
+    return cache_root() / "bench-deployed" / (("quick" if quick else "full") + suffix)
+
+
+def add_flags(parser) -> None:
+    """The full pipeline's budgets as flags (a non-default setup gets its own default work directory)."""
+    parser.add_argument("--train-examples", type=int, default=FULL_TRAIN_EXAMPLES,
+                        help="training cap shared by supernet, full MobileBERT and teacher (full runs)")
+    parser.add_argument("--export-steps", type=int, default=50, help="fine-tune steps of each exported model")
+
+
+def build_from_args(args) -> dict[str, Any]:
+    """build() with the flags of add_flags and common.parser."""
+    if args.quick:
+        return build(args.work, True)
+    setup = full_setup(args.train_examples, export_steps=args.export_steps)
+    default = setup.key() == full_setup().key()
+    return build(args.work or default_work(False, "" if default else f"-{setup.key()}"), False, setup)
 
 
 def build(work: Path | None, quick: bool, setup: Setup | None = None) -> dict[str, Any]:
@@ -261,6 +277,23 @@ def torch_latency_ms(model_dir: str, data: Path, runs: int, warmup: int) -> dict
             if i >= warmup:
                 times.append((time.perf_counter() - start) * 1e3)
     return {"median_ms": statistics.median(times), "p90_ms": float(np.percentile(times, 90)), "runs": runs}
+
+
+def majority_accuracy(record: dict[str, Any]) -> float:
+    """Test accuracy of always answering the most frequent test label."""
+    with np.load(Path(record["reference"]["dir"]) / "data" / "test.npz") as data:
+        labels = data["labels"]
+    return float(np.bincount(labels).max() / len(labels))
+
+
+def majority_note(record: dict[str, Any], accuracies: dict[str, float]) -> str:
+    """A warning naming the models no better than the majority class (their accuracy figures say nothing)."""
+    floor = majority_accuracy(record)
+    trivial = [name for name, acc in accuracies.items() if acc <= floor + 0.005]
+    if not trivial:
+        return ""
+    return (f"Warning: {', '.join(trivial)} score(s) no better than always answering the majority class "
+            f"({floor:.4f} on test): under this training cap the accuracy comparison is not meaningful.")
 
 
 def caps_line(record: dict[str, Any]) -> str:

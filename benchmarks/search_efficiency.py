@@ -12,6 +12,7 @@ fraction of the hypervolume of all their trials together.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ def efficiency_config(quick: bool, work: Path) -> dict[str, Any]:
     return setup.config
 
 
-def run_studies(config: dict[str, Any], work: Path, n_trials: int, seeds: list[int]) -> tuple[dict[str, list], list[str]]:
+def run_studies(config: dict[str, Any], work: Path, n_trials: int, seeds: list[int]) -> tuple[dict[str, list], list[str], list[str]]:
     """Run (or resume) one study per sampler and seed; each study's objective values in trial order."""
     from rich.console import Console
 
@@ -43,14 +44,33 @@ def run_studies(config: dict[str, Any], work: Path, n_trials: int, seeds: list[i
     storage = f"sqlite:///{(work / 'efficiency.db').resolve()}"
     search_config = SearchConfig.model_validate(config)
     values: dict[str, list] = {}
+    reused = []
     for sampler in SAMPLERS:
         for seed in seeds:
-            study = run_search(search_config, SearchOptions(
-                out_dir=work, storage=storage, study_name=f"{sampler}-seed{seed}", n_trials=n_trials, sampler=sampler,
-                seed=seed, progress=False), Console(stderr=True))
+            name = f"{sampler}-seed{seed}"
+            study = finished_study(storage, name, n_trials)
+            if study is None:
+                study = run_search(search_config, SearchOptions(
+                    out_dir=work, storage=storage, study_name=name, n_trials=n_trials, sampler=sampler,
+                    seed=seed, progress=False), Console(stderr=True))
+            else:
+                reused.append(name)
             trials = sorted(completed(study), key=lambda t: t.number)[:n_trials]
-            values[f"{sampler}-seed{seed}"] = [list(t.values) for t in trials]
-    return values, search_config.directions()
+            values[name] = [list(t.values) for t in trials]
+    return values, search_config.directions(), reused
+
+
+def finished_study(storage: str, name: str, n_trials: int):
+    """The study if an earlier run already completed n_trials in it (rerunning only rewrites the figures)."""
+    import optuna
+
+    from edgenas.search.report import completed
+
+    try:
+        study = optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        return None
+    return study if len(completed(study)) >= n_trials else None
 
 
 def hypervolume_curves(values: dict[str, list], directions: list[str]) -> tuple[dict[str, list[float]], list[float]]:
@@ -90,14 +110,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     work = Path(args.work or dp.default_work(args.quick)) / "efficiency"
     n_trials = args.n_trials or (2 if args.quick else 10)
     config = efficiency_config(args.quick, work)
-    values, directions = run_studies(config, work, n_trials, args.seeds)
+    values, directions, reused = run_studies(config, work, n_trials, args.seeds)
     curves, reference = hypervolume_curves(values, directions)
     rows = summary(curves, args.seeds, n_trials)
     final = rows[-1]
     figures = {"samplers": list(SAMPLERS), "seeds": args.seeds, "n_trials": n_trials, "objectives": directions,
                "reference_point": reference, "curves": curves, "values": values, "table": rows,
                "final_hypervolume_fraction": {s: final[f"{s}_mean"] for s in SAMPLERS},
-               "config": config}
+               "config": config, "reused_studies": reused}
     return run.finish(figures, markdown(figures), args.write_results)
 
 
@@ -112,7 +132,11 @@ def markdown(f: dict[str, Any]) -> str:
         f"{f['n_trials']} trials per study. TPE (edgenas' default: multivariate, constant liar) samples its first 8 "
         "trials at random before its model takes over.", "",
         common.table(f["table"], cols), "",
-        f"After {f['n_trials']} trials: TPE {final['tpe']:.3f}, random {final['random']:.3f}.",
+        f"After {f['n_trials']} trials: TPE {final['tpe']:.3f}, random {final['random']:.3f}.", "",
+        f"Search config (same task, space and capped supernet recipe as the deployed pipeline; lighter per-trial "
+        f"measurement): `{json.dumps({k: f['config'][k] for k in ('space', 'supernet', 'candidates', 'measure')})}`."
+        + (f" Studies {', '.join(f['reused_studies'])} were completed by an earlier run of this script and reused."
+           if f["reused_studies"] else ""),
     ])
 
 

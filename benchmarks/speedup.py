@@ -21,9 +21,11 @@ TARGET_SPEEDUP, MAX_DROP_POINTS = 10.0, 1.0
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = common.parser(__doc__).parse_args(argv)
+    p = common.parser(__doc__)
+    dp.add_flags(p)
+    args = p.parse_args(argv)
     run = common.Run("speedup", args.quick, args.out, argv)
-    record = dp.build(args.work, args.quick)
+    record = dp.build_from_args(args)
     runs, warmup = (5, 1) if args.quick else (50, 10)
     ref_name, ref = dp.best_reference(record)
     chosen = dp.pick(record["models"], ref["dev_accuracy"] - MAX_DROP_POINTS / 100, by="export_median_ms")
@@ -52,6 +54,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "pipeline": {k: record[k] for k in ("setup", "recipe", "train_examples", "build_seconds", "reused")},
     }
     figures["target_met"] = figures["speedup_vs_tflite_fp32"] >= TARGET_SPEEDUP and drop <= MAX_DROP_POINTS
+    figures["majority_class_test_accuracy"] = dp.majority_accuracy(record)
+    figures["warning"] = dp.majority_note(record, {"the searched model": chosen["test_accuracy"],
+                                                   "the full MobileBERT": full["test_accuracy"],
+                                                   dp.teacher_label(record): record["teacher"]["test_accuracy"]})
     return run.finish(figures, markdown(figures, chosen, record), args.write_results)
 
 
@@ -76,7 +82,7 @@ def markdown(f: dict[str, Any], chosen: dict[str, Any], record: dict[str, Any]) 
         common.table(rows, ["model", "median ms", "p90 ms", "speedup", "test accuracy"]), "",
         f"Speedup over TFLite fp32: **{f['speedup_vs_tflite_fp32']:.2f}x** (CANAO: up to 7.8x; target >= 10x); "
         f"accuracy drop vs the better reference ({f['better_reference']}): **{f['drop_vs_better_reference_points']:.2f} "
-        f"points** (target <= 1.0). Target {common.verdict(f['target_met'])}.", "",
+        f"points** (target <= 1.0). Target {common.verdict(f['target_met'])}. {f['warning']}", "",
         dp.caps_line(record),
     ])
 
