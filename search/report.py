@@ -41,7 +41,7 @@ def storage_url(storage: str | None, out_dir: Path = DEFAULT_OUT) -> str:
 def load_study(study_name: str, storage: str | None = None) -> tuple[optuna.Study, SearchConfig]:
     """An existing study and the SearchConfig it was run with."""
     url = storage_url(storage)
-    rdb = st.open_storage(url)
+    rdb = st.open_storage(url, must_exist=True)
     try:
         study = optuna.load_study(study_name=study_name, storage=rdb)
     except KeyError:

@@ -44,14 +44,19 @@ def default_storage(out_dir: Path) -> str:
 
 
 def open_storage(url: str, heartbeat_s: int | None = None, max_retry: int = 2, attempts: int = 5,
-                 first_delay_s: float = 0.5) -> RDBStorage:
+                 first_delay_s: float = 0.5, must_exist: bool = False) -> RDBStorage:
     """An RDB storage with heartbeats (a dead worker's trial is failed and retried).
 
     A storage that is briefly unreachable is retried with exponential back-off;
-    a wrong password is not retried. Errors never show the password.
+    a wrong password is not retried. Errors never show the password. Readers
+    pass must_exist, so a mistyped SQLite path is reported, not created.
     """
     heartbeat_s = heartbeat_s or int(os.environ.get("EDGENAS_HEARTBEAT_S", "20"))
-    _create_sqlite_folder(url)
+    database = _sqlite_file(url)
+    if database is not None:
+        if must_exist and not database.is_file():
+            raise StudyError(f"no study database at {database}")
+        database.parent.mkdir(parents=True, exist_ok=True)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     warnings.filterwarnings("ignore", category=FutureWarning, module="optuna")
     delay = first_delay_s
@@ -73,16 +78,17 @@ def open_storage(url: str, heartbeat_s: int | None = None, max_retry: int = 2, a
     raise AssertionError("unreachable")
 
 
-def _create_sqlite_folder(url: str) -> None:
-    """An SQLite file may be new; its folder is created like the file itself."""
+def _sqlite_file(url: str) -> Path | None:
+    """The file of an SQLite URL (None for other databases and in-memory SQLite)."""
     from sqlalchemy.engine import make_url
 
     try:
         parsed = make_url(url)
     except Exception:
-        return
+        return None
     if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
-        Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        return Path(parsed.database).expanduser()
+    return None
 
 
 def _transient(exc: BaseException) -> bool:

@@ -120,3 +120,9 @@ def test_earlier_trial_never_waits_on_a_later_twin(tmp_path: Path) -> None:
     started = time.monotonic()
     assert st.find_duplicate(study, {"runtime": "tflite"}, first.number, wait_s=10) is None
     assert time.monotonic() - started < 5
+
+
+def test_readers_do_not_create_a_missing_sqlite_database(tmp_path: Path) -> None:
+    with pytest.raises(st.StudyError, match="no study database at"):
+        st.open_storage(f"sqlite:///{tmp_path / 'typo' / 'study.db'}", must_exist=True)
+    assert not (tmp_path / "typo").exists()
