@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tiny_project import make_tiny_project
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 TINY_WORDS = "the a good bad great awful service phone car love hate not is it was ok fine".split()
@@ -31,12 +33,7 @@ def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 # ---------------------------------------------------------------- a tiny finished study (export/report/compare/predict)
 
-TINY_SPACE = """name: tiny
-max: {num_hidden_layers: 2, hidden_size: 64, intra_bottleneck_size: 32, num_attention_heads: 2,
-      num_feedforward_networks: 1, intermediate_size: 64, embedding_size: 32}
-choices: {num_hidden_layers: [1, 2], hidden_size: [64], intra_bottleneck_size: [32], num_attention_heads: [2],
-          num_feedforward_networks: [1], intermediate_size: [64], embedding_size: [32]}
-"""
+TWO_CLASSES = {"pos": ["good", "great", "love", "fine"], "neg": ["bad", "awful", "hate", "not"]}
 
 
 class TinyStudy:
@@ -52,43 +49,21 @@ class TinyStudy:
         self.model_dir: Path | None = None
 
 
-def _write_tiny_task(root: Path) -> dict:
-    import random
-
-    from transformers import BertTokenizerFast
-
-    vocab = root / "vocab.txt"
-    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *TINY_WORDS, ".", "!", "#"]) + "\n")
-    BertTokenizerFast(vocab=str(vocab), do_lower_case=True).save_pretrained(root / "tokenizer")
-    rng = random.Random(0)
-    rows = ["text,label"]
-    for _ in range(100):
-        label = rng.choice(["pos", "neg"])
-        words = ["good", "great", "love", "fine"] if label == "pos" else ["bad", "awful", "hate", "not"]
-        rows.append(f"the phone is {rng.choice(words)} {rng.choice(words)} {rng.choice(TINY_WORDS)},{label}")
-    (root / "data.csv").write_text("\n".join(rows) + "\n")
-    (root / "space.yaml").write_text(TINY_SPACE)
-    return {
-        "task": {"dataset": str(root / "data.csv"), "tokenizer": str(root / "tokenizer")},
-        "space": str(root / "space.yaml"),
-        "candidates": {"runtimes": {"onnxruntime": ["fp32"]}, "seq_lens": [16]},
-        "supernet": {"max_steps": 5, "batch_size": 8, "seq_len": 16},
-        "measure": {"eval_examples": 10, "runs": 5, "warmup": 1, "parity_examples": 4, "calibration_examples": 8},
-    }
-
-
 @pytest.fixture(scope="session")
 def tiny_study(tmp_path_factory: pytest.TempPathFactory) -> TinyStudy:
     """Run a real 2-trial search and export its fastest Pareto trial (fine-tune, ONNX + TFLite)."""
     from rich.console import Console
 
-    from edgenas.config import SearchConfig
+    from edgenas.config import load_config
     from edgenas.search.export import ExportOptions, export_study
     from edgenas.search.report import pareto_trials
     from edgenas.search.runner import SearchOptions, run_search
 
     tiny = TinyStudy(tmp_path_factory.mktemp("tiny-study"))
-    config = SearchConfig.model_validate(_write_tiny_task(tiny.root))
+    config = load_config(make_tiny_project(
+        tiny.root, runtimes={"onnxruntime": ["fp32"]}, classes=TWO_CLASSES,
+        supernet={"max_steps": 5, "batch_size": 8, "seq_len": 16}, eval_examples=10, calibration_examples=8,
+    ))
     tiny.out.mkdir()
     quiet = Console(file=open(os.devnull, "w"))
     with pytest.MonkeyPatch.context() as mp:

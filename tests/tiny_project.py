@@ -8,7 +8,9 @@ from pathlib import Path
 import yaml
 from transformers import BertTokenizerFast
 
-WORDS = {
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+FILLER = "the a phone car service store is it was ok today news".split()
+THREE_CLASSES = {
     "positive": "love great good happy awesome fine".split(),
     "negative": "hate awful bad sad terrible broken".split(),
     "neutral": "phone car service store today news".split(),
@@ -28,26 +30,46 @@ SPACE = {
 }
 
 
-def make_tiny_project(root: Path, runtimes: dict[str, list[str]] | None = None, seq_lens: list[int] | None = None,
-                      **measure: object) -> Path:
-    """Write a 3-class dataset, a WordPiece tokenizer, a tiny space and a config; return the config path."""
-    root.mkdir(parents=True, exist_ok=True)
+def write_tokenizer(root: Path, words: list[str]) -> Path:
+    """A BERT WordPiece tokenizer over the given words, saved like a checkpoint's."""
+    vocab = root / "vocab.txt"
+    vocab.write_text("\n".join([*SPECIAL_TOKENS, *sorted(set(words)), ".", "!", "#"]) + "\n")
+    BertTokenizerFast(vocab=str(vocab), do_lower_case=True).save_pretrained(root / "tokenizer")
+    return root / "tokenizer"
+
+
+def write_dataset(root: Path, classes: dict[str, list[str]], rows: int = 150) -> Path:
+    """A CSV whose labels follow the class words each text contains."""
     rng = random.Random(0)
+    labels = sorted(classes)
     lines = ["text,label"]
-    for i in range(150):
-        label = ["positive", "negative", "neutral"][i % 3]
-        words = rng.choices(WORDS[label], k=4) + rng.choices(WORDS["neutral"], k=2)
+    for i in range(rows):
+        label = labels[i % len(labels)]
+        words = rng.choices(classes[label], k=3) + rng.choices(FILLER, k=3)
         rng.shuffle(words)
         lines.append(f"{' '.join(words)},{label}")
     (root / "data.csv").write_text("\n".join(lines) + "\n")
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted({w for ws in WORDS.values() for w in ws})]
-    (root / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    BertTokenizerFast(vocab=str(root / "vocab.txt"), do_lower_case=True).save_pretrained(root / "tokenizer")
+    return root / "data.csv"
+
+
+def make_tiny_project(
+    root: Path,
+    runtimes: dict[str, list[str]] | None = None,
+    seq_lens: list[int] | None = None,
+    classes: dict[str, list[str]] | None = None,
+    supernet: dict | None = None,
+    **measure: object,
+) -> Path:
+    """Write a dataset, a WordPiece tokenizer, a tiny space and a search config; return the config path."""
+    root.mkdir(parents=True, exist_ok=True)
+    classes = classes or THREE_CLASSES
+    data = write_dataset(root, classes)
+    tokenizer = write_tokenizer(root, [w for words in classes.values() for w in words] + FILLER)
     (root / "space.yaml").write_text(yaml.safe_dump(SPACE))
     config = {
-        "task": {"dataset": str(root / "data.csv"), "tokenizer": str(root / "tokenizer")},
+        "task": {"dataset": str(data), "tokenizer": str(tokenizer)},
         "space": str(root / "space.yaml"),
-        "supernet": {"max_steps": 6, "batch_size": 16, "seq_len": 16, "checkpoint_every": 3},
+        "supernet": supernet or {"max_steps": 6, "batch_size": 16, "seq_len": 16, "checkpoint_every": 3},
         "candidates": {"runtimes": runtimes or {"onnxruntime": ["fp32", "dynamic_int8"]}, "seq_lens": seq_lens or [16]},
         "measure": {"eval_examples": 15, "runs": 5, "warmup": 1, "parity_examples": 4,
                     "calibration_examples": 4, **measure},
