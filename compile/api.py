@@ -24,7 +24,7 @@ from edgenas.compile.errors import CompileError
 from edgenas.types import QUANT_MODES
 
 #: bump when the produced artifacts change for the same inputs (invalidates the cache)
-COMPILER_VERSION = "5"
+COMPILER_VERSION = "6"
 CONVERTERS = ("default", "tf2onnx")
 STATIC_MODES = ("static_int8_minmax", "static_int8_entropy", "static_int8_percentile", "full_int8")
 SUFFIX = {"onnxruntime": ".onnx", "tflite": ".tflite"}

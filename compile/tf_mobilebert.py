@@ -21,6 +21,9 @@ from edgenas.runtime.runners import INPUT_KEYS as INPUT_NAMES
 
 # Added to the scores of padded keys (torch adds dtype-min; either makes exp() exactly 0 in fp32).
 _MASK_VALUE = -10000.0
+#: int8 twin: padded keys score this far below the row's lowest score, so each weighs at most
+#: exp(-MARGIN) ~ 6e-6 of any real key, well under the int8 softmax output's step of 1/256
+_INT8_MASK_MARGIN = 12.0
 
 
 def load_hf_dir(model_dir: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -55,9 +58,9 @@ class TFMobileBert(tf.Module):
     """MobileBertForSequenceClassification in plain TF; weights are tf.Variables named like torch."""
 
     def __init__(self, config: dict[str, Any], weights: dict[str, np.ndarray], int8_mask: bool = False) -> None:
-        """int8_mask: mask padded keys after the softmax (then renormalize) instead of adding -1e4
-        before it; mathematically the same, but a full-int8 converter then keeps the scores'
-        own range (with -1e4 in it the softmax input's int8 step is ~39 and attention goes flat)."""
+        """int8_mask: give padded keys a score just below the row's minimum instead of adding -1e4;
+        the same to within exp(-12), but a full-int8 converter then keeps the scores' own range
+        (with -1e4 in it the softmax input's int8 step is ~39 and attention goes flat)."""
         super().__init__(name="mobilebert")
         self.int8_mask = int8_mask
         self.c = dict(config)
@@ -99,22 +102,28 @@ class TFMobileBert(tf.Module):
         return self._norm(x, f"{p}.LayerNorm", 1e-5)  # torch builds this norm without eps
 
     def _attention(self, q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, mask: tf.Tensor, p: str) -> tf.Tensor:
+        # batch and sequence come from the layer input, never from a transposed tensor: with one
+        # head tf2onnx folds the transposes into reshapes and re-targets Shape(ctx) to the wrong axes
+        shape = tf.shape(q)
+        batch, seq = shape[0], shape[1]
+
         def split(x: tf.Tensor) -> tf.Tensor:
-            shape = tf.shape(x)
-            return tf.transpose(tf.reshape(x, [shape[0], shape[1], self.heads, self.head_size]), [0, 2, 1, 3])
+            return tf.transpose(tf.reshape(x, [batch, seq, self.heads, self.head_size]), [0, 2, 1, 3])
 
         q = split(self._linear(q, f"{p}.query"))
         k = split(self._linear(k, f"{p}.key"))
         v = split(self._linear(v, f"{p}.value"))
         scores = tf.matmul(q, k, transpose_b=True) * (self.head_size**-0.5)
         if self.int8_mask:
-            probs = tf.nn.softmax(scores, axis=-1) * mask
-            probs = probs / (tf.reduce_sum(probs, axis=-1, keepdims=True) + 1e-9)
+            # padded keys score MARGIN below the row's lowest score: every tensor keeps the scores'
+            # own range (+MARGIN), and no division by a quantized sum (which can round to zero)
+            floor = tf.reduce_min(scores, axis=-1, keepdims=True) - _INT8_MASK_MARGIN
+            scores = floor + (scores - floor) * mask
         else:
-            probs = tf.nn.softmax(scores + mask, axis=-1)
+            scores = scores + mask
+        probs = tf.nn.softmax(scores, axis=-1)
         ctx = tf.transpose(tf.matmul(probs, v), [0, 2, 1, 3])
-        shape = tf.shape(ctx)
-        return tf.reshape(ctx, [shape[0], shape[1], self.heads * self.head_size])
+        return tf.reshape(ctx, [batch, seq, self.heads * self.head_size])
 
     def _layer(self, h: tf.Tensor, mask: tf.Tensor, i: int) -> tf.Tensor:
         p, eps = f"mobilebert.encoder.layer.{i}", float(self.c.get("layer_norm_eps", 1e-12))

@@ -16,23 +16,33 @@ SEQ = 16
 N = 24
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 2-layer MobileBERT classifier with random weights, NoNorm scales included."""
+def _save_model(path: Path, layers: int, heads: int) -> Path:
+    """A MobileBERT classifier with random weights, NoNorm scales included, saved under path."""
     import torch
     from transformers import MobileBertConfig, MobileBertForSequenceClassification
 
     torch.manual_seed(0)
-    config = MobileBertConfig(vocab_size=200, hidden_size=64, num_hidden_layers=2, intra_bottleneck_size=32,
-                              num_attention_heads=2, intermediate_size=128, embedding_size=32,
+    config = MobileBertConfig(vocab_size=200, hidden_size=64, num_hidden_layers=layers, intra_bottleneck_size=32,
+                              num_attention_heads=heads, intermediate_size=128, embedding_size=32,
                               num_feedforward_networks=2, num_labels=3)
     model = MobileBertForSequenceClassification(config).eval()
     with torch.no_grad():  # NoNorm starts as identity: move it so the twin's norms are really checked
         for param in model.parameters():
             param.add_(torch.randn_like(param) * 0.05)
-    path = tmp_path_factory.mktemp("model")
     model.save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """2 layers, 2 heads."""
+    return _save_model(tmp_path_factory.mktemp("model"), layers=2, heads=2)
+
+
+@pytest.fixture(scope="module")
+def one_head_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """1 layer, 1 head: the smallest shape of the search space."""
+    return _save_model(tmp_path_factory.mktemp("one_head"), layers=1, heads=1)
 
 
 def _data(path: Path, seed: int) -> Path:
@@ -166,3 +176,39 @@ def test_entropy_calibration_is_not_minmax(tiny_model: Path, npz: tuple[Path, Pa
                "seq_len": SEQ, "calibration": str(npz[0])}
         digests.append(_child.build(req, out, out).read_bytes())
     assert digests[0] != digests[1]
+
+
+def _build_and_check(model: Path, runtime: str, mode: str, converter: str, calibration: Path,
+                     data: dict[str, np.ndarray], out: Path) -> dict:
+    """The child's build + check, in-process, with out as build and work dir."""
+    req = {"model_dir": str(model), "runtime": runtime, "mode": mode, "converter": converter,
+           "seq_len": SEQ, "calibration": str(calibration)}
+    artifact = _child.build(req, out, out)
+    return _child.check(artifact, model, data, SEQ)
+
+
+@pytest.mark.parametrize("mode", ["fp32", "dynamic_int8"])
+def test_tf2onnx_with_one_head(mode: str, one_head_model: Path, npz: tuple[Path, Path], tmp_path: Path,
+                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: with one head tf2onnx folded the head transposes into reshapes and the
+    context reshape copied (batch, heads) for (batch, seq): ORT failed in Reshape."""
+    monkeypatch.chdir(tmp_path)
+    record = _build_and_check(one_head_model, "onnxruntime", mode, "tf2onnx", npz[0], dict(np.load(npz[1])), tmp_path)
+    assert record["parity"]["argmax_agreement"] >= (1.0 if mode == "fp32" else 0.75)
+    assert record["parity"]["max_abs_logit_diff"] < (1e-4 if mode == "fp32" else 0.1)
+
+
+@pytest.mark.parametrize("model_fixture", ["tiny_model", "one_head_model"])
+def test_full_int8_runs_on_fully_padded_rows(model_fixture: str, npz: tuple[Path, Path], tmp_path: Path,
+                                              request: pytest.FixtureRequest) -> None:
+    """Regression: full_int8 masked after the softmax and divided by the quantized kept mass,
+    which is exactly zero on a row with every key padded (and rounds to zero when trained
+    weights put the mass on padding): TFLite's DIV refused to run. torch attends uniformly there."""
+    model = request.getfixturevalue(model_fixture)
+    data = dict(np.load(npz[1]))
+    data["attention_mask"][:3] = 0  # every key padded, in the checked rows and in the calibration rows
+    calibration = dict(np.load(npz[0]))
+    calibration["attention_mask"][:3] = 0
+    np.savez(tmp_path / "calib.npz", **calibration)
+    record = _build_and_check(model, "tflite", "full_int8", "default", tmp_path / "calib.npz", data, tmp_path)
+    assert record["parity"]["argmax_agreement"] >= 0.75 and record["parity"]["max_abs_logit_diff"] < 0.1
