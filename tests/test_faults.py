@@ -60,10 +60,12 @@ def wait_for_running_trial(storage: str, study: str, limit_s: float = 120) -> No
     raise AssertionError("no trial started")
 
 
-def test_killed_worker_trial_is_retried_not_lost(project: dict) -> None:
+def test_killed_worker_trial_is_retried_not_lost(project: dict, tmp_path: Path) -> None:
+    # a sequence length nothing else compiles: the worker's first trial really enters the (hanging) converter
+    config = make_tiny_project(tmp_path / "p", seq_lens=[14], compile_timeout_s=120)
     storage = f"sqlite:///{project['root'] / 'kill.db'}"
     hanging = {**project["env"], "EDGENAS_COMPILE_FAULT": "hang", "EDGENAS_STORAGE": storage}
-    worker = subprocess.Popen(search_command(project["config"], "kill", 3, "--out", str(project["root"] / "o1")),
+    worker = subprocess.Popen(search_command(config, "kill", 3, "--out", str(project["root"] / "o1")),
                               env=hanging, stdout=open(project["root"] / "killed.log", "w"), stderr=subprocess.STDOUT)
     try:
         wait_for_running_trial(storage, "kill")
@@ -74,7 +76,7 @@ def test_killed_worker_trial_is_retried_not_lost(project: dict) -> None:
     killed = load(storage, "kill").get_trials(states=(TrialState.RUNNING,))
     assert len(killed) == 1
     time.sleep(4)  # heartbeat grace period (3 x 1 s) passes
-    result = search(project["config"], project["env"], storage, "kill", 3)
+    result = search(config, project["env"], storage, "kill", 3)
     assert result.returncode == 0, result.stdout + result.stderr
     trials = load(storage, "kill").trials
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
