@@ -32,7 +32,7 @@ def efficiency_config(quick: bool, work: Path) -> dict[str, Any]:
     return setup.config
 
 
-def run_studies(config: dict[str, Any], work: Path, n_trials: int, seeds: list[int]) -> tuple[dict[str, list], list[str], list[str]]:
+def run_studies(config: dict[str, Any], work: Path, n_trials: int, seeds: list[int]) -> tuple[dict[str, list], list[str], list[str], dict[str, float]]:
     """Run (or resume) one study per sampler and seed; each study's objective values in trial order."""
     from rich.console import Console
 
@@ -44,7 +44,7 @@ def run_studies(config: dict[str, Any], work: Path, n_trials: int, seeds: list[i
     storage = f"sqlite:///{(work / 'efficiency.db').resolve()}"
     search_config = SearchConfig.model_validate(config)
     values: dict[str, list] = {}
-    reused = []
+    reused, seconds = [], {}
     for sampler in SAMPLERS:
         for seed in seeds:
             name = f"{sampler}-seed{seed}"
@@ -57,7 +57,8 @@ def run_studies(config: dict[str, Any], work: Path, n_trials: int, seeds: list[i
                 reused.append(name)
             trials = sorted(completed(study), key=lambda t: t.number)[:n_trials]
             values[name] = [list(t.values) for t in trials]
-    return values, search_config.directions(), reused
+            seconds[name] = (trials[-1].datetime_complete - trials[0].datetime_start).total_seconds()
+    return values, search_config.directions(), reused, seconds
 
 
 def finished_study(storage: str, name: str, n_trials: int):
@@ -110,14 +111,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     work = Path(args.work or dp.default_work(args.quick)) / "efficiency"
     n_trials = args.n_trials or (2 if args.quick else 10)
     config = efficiency_config(args.quick, work)
-    values, directions, reused = run_studies(config, work, n_trials, args.seeds)
+    values, directions, reused, seconds = run_studies(config, work, n_trials, args.seeds)
     curves, reference = hypervolume_curves(values, directions)
     rows = summary(curves, args.seeds, n_trials)
     final = rows[-1]
     figures = {"samplers": list(SAMPLERS), "seeds": args.seeds, "n_trials": n_trials, "objectives": directions,
                "reference_point": reference, "curves": curves, "values": values, "table": rows,
                "final_hypervolume_fraction": {s: final[f"{s}_mean"] for s in SAMPLERS},
-               "config": config, "reused_studies": reused}
+               "config": config, "reused_studies": reused,
+               "study_seconds": seconds}
     return run.finish(figures, markdown(figures), args.write_results)
 
 
@@ -136,7 +138,9 @@ def markdown(f: dict[str, Any]) -> str:
         f"Search config (same task, space and capped supernet recipe as the deployed pipeline; lighter per-trial "
         f"measurement): `{json.dumps({k: f['config'][k] for k in ('space', 'supernet', 'candidates', 'measure')})}`."
         + (f" Studies {', '.join(f['reused_studies'])} were completed by an earlier run of this script and reused."
-           if f["reused_studies"] else ""),
+           if f["reused_studies"] else "")
+        + f" Wall time of each study's trials (first start to last finish, from the study storage): "
+        + ", ".join(f"{k} {v:.0f} s" for k, v in f["study_seconds"].items()) + ".",
     ])
 
 
