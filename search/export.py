@@ -22,7 +22,7 @@ from edgenas.config import SearchConfig
 from edgenas.errors import EdgenasError
 from edgenas.runtime.predict import ARTIFACT_FILES
 from edgenas.search import study as st
-from edgenas.search.report import completed, load_study, pareto_trials
+from edgenas.search.report import completed, load_study
 from edgenas.types import Candidate
 
 #: the nearest mode of the other runtime, for `--other-runtime`
@@ -57,7 +57,7 @@ def other_runtime(runtime: str, mode: str) -> tuple[str, str]:
 def select_trials(study: optuna.Study, spec: str) -> list[FrozenTrial]:
     """'pareto' (the feasible front) or a comma list of trial numbers of completed trials."""
     if spec.strip() == "pareto":
-        chosen = pareto_trials(study)
+        chosen = st.pareto_trials(study)
         if not chosen:
             raise EdgenasError(f"study '{study.study_name}' has no feasible Pareto trials")
         return chosen

@@ -58,12 +58,6 @@ def completed(study: optuna.Study) -> list[FrozenTrial]:
     return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if st.RESULT_ATTR in t.user_attrs]
 
 
-def pareto_trials(study: optuna.Study) -> list[FrozenTrial]:
-    """The feasible Pareto front (Optuna's best_trials honours constraints), fastest first."""
-    trials = [t for t in study.best_trials if st.RESULT_ATTR in t.user_attrs]
-    return sorted(trials, key=lambda t: t.user_attrs[st.RESULT_ATTR]["median_ms"])
-
-
 # ---------------------------------------------------------------- tables
 
 
@@ -176,7 +170,7 @@ def pareto_figure(study: optuna.Study) -> Any:
     import matplotlib.pyplot as plt
 
     trials = completed(study)
-    front = {t.number for t in pareto_trials(study)}
+    front = {t.number for t in st.pareto_trials(study)}
     rows = [trial_row(t) for t in trials]
     fig, ax = plt.subplots(figsize=(8, 5))
     points = ax.scatter([r["median_ms"] for r in rows], [r["accuracy"] for r in rows], c=[r["size_mb"] for r in rows],
@@ -238,7 +232,7 @@ def write_report(study: optuna.Study, config: SearchConfig, out_dir: Path) -> Re
     if not trials:
         raise EdgenasError(f"study '{study.study_name}' has no completed trials to report")
     logging.getLogger("optuna").setLevel(logging.ERROR)
-    report.pareto = [trial_row(t) for t in pareto_trials(study)]
+    report.pareto = [trial_row(t) for t in st.pareto_trials(study)]
     if len(config.objectives) > 1:
         report.reference = reference_point(study, config.objectives)
     write_plots(study, config.objectives, out_dir, report)

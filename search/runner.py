@@ -245,9 +245,7 @@ def pareto_table(study: optuna.Study, config: SearchConfig) -> Table:
     table = Table(title=f"Pareto front of {study.study_name}")
     for column in ("#", "architecture", "runtime/mode", "seq", "acc", "torch", "ms", "p90", "MB"):
         table.add_column(column, justify="left" if column in ("architecture", "runtime/mode") else "right")
-    trials = [t for t in study.best_trials
-              if st.RESULT_ATTR in t.user_attrs and "duplicate_of" not in t.user_attrs[st.RESULT_ATTR]]
-    for trial in sorted(trials, key=lambda t: t.user_attrs[st.RESULT_ATTR]["median_ms"]):
+    for trial in st.pareto_trials(study):
         r = trial.user_attrs[st.RESULT_ATTR]
         c = st.Candidate.from_dict(trial.user_attrs["candidate"])
         table.add_row(

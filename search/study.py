@@ -199,6 +199,13 @@ def find_duplicate(study: optuna.Study, params: dict[str, Any], number: int | No
         time.sleep(poll_s)
 
 
+def pareto_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """The feasible Pareto front (best_trials honours constraints), fastest first, each candidate once."""
+    trials = [t for t in study.best_trials
+              if RESULT_ATTR in t.user_attrs and "duplicate_of" not in t.user_attrs[RESULT_ATTR]]
+    return sorted(trials, key=lambda t: t.user_attrs[RESULT_ATTR]["median_ms"])
+
+
 # ---------------------------------------------------------------- data prepared once per study
 
 

@@ -56,7 +56,7 @@ def tiny_study(tmp_path_factory: pytest.TempPathFactory) -> TinyStudy:
 
     from edgenas.config import load_config
     from edgenas.search.export import ExportOptions, export_study
-    from edgenas.search.report import pareto_trials
+    from edgenas.search.study import pareto_trials
     from edgenas.search.runner import SearchOptions, run_search
 
     tiny = TinyStudy(tmp_path_factory.mktemp("tiny-study"))
