@@ -18,6 +18,21 @@ app = typer.Typer(
     add_completion=False,
 )
 data_app = typer.Typer(help="Inspect the datasets edgenas can train and evaluate on.", no_args_is_help=True)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from edgenas import __version__
+
+        typer.echo(f"edgenas {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True, help="print the version"),
+) -> None:
+    """Compiler-aware compression search for transformer LMs on edge devices."""
 app.add_typer(data_app, name="data")
 
 console = Console()
