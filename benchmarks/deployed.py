@@ -308,9 +308,10 @@ def caps_line(record: dict[str, Any]) -> str:
             f"supernet on the same capped examples). Full MobileBERT = the `{s['reference_space']}` space's max subnet "
             f"({_arch(record['reference']['arch'])}, {record['reference']['params'] / 1e6:.2f} M params) trained "
             f"stand-alone by train_supernet with the same recipe. "
-            + ("Pipeline reused from an earlier run of the same setup." if record.get("reused") else
-               f"Pipeline built in this run ({sum(record['build_seconds'].values()):.0f} s: "
-               + ", ".join(f"{k} {v:.0f} s" for k, v in record["build_seconds"].items()) + ")."))
+            + ("Pipeline built by an earlier run of the same setup" if record.get("reused") else
+               "Pipeline built in this run")
+            + f" ({sum(record['build_seconds'].values()):.0f} s: "
+            + ", ".join(f"{k} {v:.0f} s" for k, v in record["build_seconds"].items()) + ").")
 
 
 def _arch(arch: dict[str, int]) -> str:
