@@ -129,14 +129,20 @@ def export_trial(trial: FrozenTrial, trained, config: SearchConfig, options: Exp
                   f"{candidate.runtime}/{candidate.quantization} seq{seq_len} -> {model_dir}")
     encoded, labels = encode_split(trained.tokenizer, trained.splits.train, seq_len,
                                    limit=max(options.steps * options.batch_size, 512), seed=config.task.split_seed)
-    model = finetune_subnet(trained.supernet, candidate.arch, encoded, labels, steps=options.steps,
+    data = write_data(trained.splits, trained.tokenizer, config, seq_len, model_dir / "data")
+    dev = st.load_npz(data["dev"])
+    dev_labels = dev.pop("labels")
+    inherited = trained.supernet.extract(candidate.arch)
+    tuned = finetune_subnet(trained.supernet, candidate.arch, encoded, labels, steps=options.steps,
                             batch_size=options.batch_size, seed=config.task.split_seed)
+    dev_before, dev_after = evaluate_accuracy(inherited, dev, dev_labels), evaluate_accuracy(tuned, dev, dev_labels)
+    # a short distillation from a weak max subnet can hurt: keep whichever is better on dev (test stays unseen)
+    model, kept = (tuned, "finetuned") if dev_after >= dev_before else (inherited, "inherited")
     names = list(trained.splits.label_names)
     model.config.id2label = dict(enumerate(names))
     model.config.label2id = {name: i for i, name in enumerate(names)}
     model.save_pretrained(model_dir)
     trained.tokenizer.save_pretrained(model_dir)
-    data = write_data(trained.splits, trained.tokenizer, config, seq_len, model_dir / "data")
     torch_acc = {}
     for split in ("dev", "test"):
         arrays = st.load_npz(data[split])
@@ -160,7 +166,8 @@ def export_trial(trial: FrozenTrial, trained, config: SearchConfig, options: Exp
         "candidate": candidate.to_dict(), "runtime": candidate.runtime, "quantization": candidate.quantization,
         "seq_len": seq_len, "label_names": names, "torch": torch_acc, "artifacts": artifacts,
         "finetune": {"steps": options.steps, "batch_size": options.batch_size, "distilled_from": "supernet max subnet",
-                     "train_examples": int(len(labels))},
+                     "train_examples": int(len(labels)), "dev_accuracy_inherited": dev_before,
+                     "dev_accuracy_finetuned": dev_after, "kept": kept},
         "data": {"dataset": config.task.dataset, "n_dev": len(trained.splits.dev), "n_test": len(trained.splits.test)},
         "search_result": trial.user_attrs[st.RESULT_ATTR], "target": options.target or config.measure.target,
         "config": json.loads(config.model_dump_json()),
@@ -202,7 +209,10 @@ def model_card(metrics: dict[str, Any]) -> str:
         *[f"| {k} | {v} |" for k, v in arch.items()], f"| sequence length | {metrics['seq_len']} |", "",
         "## Training", "",
         f"Weights inherited from the weight-sharing supernet, then fine-tuned for {metrics['finetune']['steps']} steps "
-        f"(batch {metrics['finetune']['batch_size']}) on labels plus distillation from the supernet's max subnet.", "",
+        f"(batch {metrics['finetune']['batch_size']}) on labels plus distillation from the supernet's max subnet. "
+        f"Dev accuracy (torch) {metrics['finetune']['dev_accuracy_inherited']:.4f} inherited, "
+        f"{metrics['finetune']['dev_accuracy_finetuned']:.4f} fine-tuned; the {metrics['finetune']['kept']} "
+        f"weights were kept.", "",
         "## Results", "",
         f"torch: dev accuracy {metrics['torch']['dev_accuracy']:.4f}, test accuracy {metrics['torch']['test_accuracy']:.4f} "
         f"({metrics['data']['n_dev']} dev / {metrics['data']['n_test']} test examples).", "",

@@ -31,6 +31,10 @@ def test_export_dir_loads_with_plain_transformers(tiny_env) -> None:
     batch = tokenizer(["the phone is good"], return_tensors="pt")
     assert model(**batch).logits.shape == (1, 2)
     assert metrics["finetune"]["steps"] == 2 and 0 <= metrics["torch"]["test_accuracy"] <= 1
+    tune = metrics["finetune"]
+    better = "finetuned" if tune["dev_accuracy_finetuned"] >= tune["dev_accuracy_inherited"] else "inherited"
+    assert tune["kept"] == better
+    assert metrics["torch"]["dev_accuracy"] == max(tune["dev_accuracy_finetuned"], tune["dev_accuracy_inherited"])
     card = (model_dir / "README.md").read_text()
     for section in ("## Architecture", "## Results", "## How it was measured", "model.onnx", "model.tflite"):
         assert section in card
