@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -34,6 +34,12 @@ def _root(
 ) -> None:
     """Compiler-aware compression search for transformer LMs on edge devices."""
 app.add_typer(data_app, name="data")
+
+#: the options of the commands that read a finished study
+StudyName = Annotated[str, typer.Option("--study", help="study name")]
+StoredStudyURL = Annotated[Optional[str], typer.Option(
+    "--storage", envvar="EDGENAS_STORAGE", show_envvar=True, help="Optuna storage URL (default: edgenas-out/edgenas.db)",
+)]
 
 console = Console()
 err_console = Console(stderr=True)
@@ -92,11 +98,8 @@ def search(
 
 @app.command()
 def export(
-    study: str = typer.Option("edgenas-demo", "--study", help="study name"),
-    storage: Optional[str] = typer.Option(
-        None, "--storage", envvar="EDGENAS_STORAGE", show_envvar=True,
-        help="Optuna storage URL (default: edgenas-out/edgenas.db)",
-    ),
+    study: StudyName = "edgenas-demo",
+    storage: StoredStudyURL = None,
     trials: str = typer.Option("pareto", "--trials", help="'pareto' or trial numbers, e.g. 3,7,12"),
     out: Path = typer.Option(Path("edgenas-export"), "--out", help="directory for the model directories"),
     steps: int = typer.Option(300, "--steps", min=0, help="final fine-tune steps (distilled from the max subnet)"),
@@ -151,11 +154,8 @@ def compare(
 
 @app.command()
 def report(
-    study: str = typer.Option("edgenas-demo", "--study", help="study name"),
-    storage: Optional[str] = typer.Option(
-        None, "--storage", envvar="EDGENAS_STORAGE", show_envvar=True,
-        help="Optuna storage URL (default: edgenas-out/edgenas.db)",
-    ),
+    study: StudyName = "edgenas-demo",
+    storage: StoredStudyURL = None,
     out: Path = typer.Option(Path("edgenas-report"), "--out", help="directory for plots and tables"),
 ) -> None:
     """Write plots and tables for a study."""
