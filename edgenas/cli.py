@@ -75,6 +75,7 @@ def search(
     artifacts: Optional[Path] = typer.Option(None, "--artifacts", help="artifact store directory (shared by workers)"),
     workers: int = typer.Option(1, "--workers", min=1, help="local worker processes on one study"),
     no_progress: bool = typer.Option(False, "--no-progress", help="no progress bars"),
+    worker: bool = typer.Option(False, "--worker", hidden=True, help="started by --workers: no final summary"),
 ) -> None:
     """Run the compiler-aware architecture search (demo defaults; resumable)."""
     from edgenas.config import load_config
@@ -86,7 +87,7 @@ def search(
         raise EdgenasError(f"unknown sampler '{sampler}' (choose from {', '.join(SAMPLERS)})")
     options = SearchOptions(
         out_dir=out, storage=storage, study_name=study, n_trials=n_trials, timeout=timeout,
-        sampler=sampler, seed=seed, artifacts=artifacts, progress=not no_progress,
+        sampler=sampler, seed=seed, artifacts=artifacts, progress=not no_progress, summary=not worker,
     )
     if workers > 1:
         from edgenas.search.workers import run_workers

@@ -33,6 +33,7 @@ class SearchOptions:
     seed: int | None = 0
     artifacts: Path | None = None
     progress: bool = True
+    summary: bool = True  # the final Pareto table (a --workers parent prints one for all)
 
 
 class TrialCap:
@@ -162,7 +163,8 @@ def run_search(config: SearchConfig, options: SearchOptions, console: Console | 
         )
     console.print(f"[bold]done[/] in {time.perf_counter() - started:.0f} s")
     require_completed_trials(study)
-    console.print(pareto_table(study, config))
+    if options.summary:
+        console.print(pareto_table(study, config))
     return study
 
 

@@ -26,7 +26,7 @@ def worker_command(options: SearchOptions, index: int, config_path: Path | None)
     command = [
         sys.executable, "-m", "edgenas.cli", "search", "--study", options.study_name,
         "--n-trials", str(options.n_trials), "--sampler", options.sampler, "--out", str(options.out_dir),
-        "--no-progress",
+        "--no-progress", "--worker",
     ]
     if options.seed is not None:
         command += ["--seed", str(options.seed + index)]
