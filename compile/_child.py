@@ -1,10 +1,14 @@
-"""The compile child process: `python -m edgenas.compile._child <build>/request.json`.
+"""The compile child process: `python -m edgenas.compile._child <build>/request.json`,
+or `... _child --serve`: a warm server reading one request path per stdin line and
+answering each with one line (its exit-like code) on stdout.
 
 Converts, checks parity against torch, writes <build>/model.{onnx,tflite} and
-meta.json, or <build>/error.json with a one-line reason. Run from api.py only.
+meta.json, or <build>/error.json with a one-line reason; the converters' output
+goes to <build>/compile.log. Run from api.py only.
 
-Test hook: EDGENAS_COMPILE_FAULT=crash|hang|raise makes the child fail that way
-before converting, so tests can exercise the parent's isolation for real.
+Test hook: EDGENAS_COMPILE_FAULT=crash|hang|raise (api.py forwards the caller's
+value as the request's "fault") makes the child fail that way before converting,
+so tests can exercise the parent's isolation for real.
 """
 
 from __future__ import annotations
@@ -17,10 +21,12 @@ import hashlib
 import json
 import signal
 import sys
+import tempfile
 import time
 import traceback
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -31,8 +37,7 @@ from edgenas.runtime.runners import fit_seq_len
 FAULT_ENV = "EDGENAS_COMPILE_FAULT"
 
 
-def _inject_fault() -> None:
-    fault = os.environ.get(FAULT_ENV, "")
+def _inject_fault(fault: str) -> None:
     if fault == "crash":
         os.kill(os.getpid(), signal.SIGSEGV)
     elif fault == "hang":
@@ -150,16 +155,15 @@ def _die_with_parent(poll_s: float = 0.5) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-def main(request_path: str) -> int:
+def run_request(request_path: str) -> int:
     """Run one request; every failure ends as error.json with a one-line reason."""
-    _die_with_parent()
     build_dir = Path(request_path).parent
     req = json.loads(Path(request_path).read_text())
     work = build_dir / "work"
     work.mkdir()
     os.chdir(work)  # ORT quantization drops <uuid>.data files into the cwd
     try:
-        _inject_fault()
+        _inject_fault(req.get("fault", os.environ.get(FAULT_ENV, "")))
         start = time.perf_counter()
         artifact = build(req, build_dir, work)
         compile_time = time.perf_counter() - start
@@ -187,5 +191,47 @@ def main(request_path: str) -> int:
         shutil.rmtree(work, ignore_errors=True)
 
 
+@contextmanager
+def _output_to(log_path: Path) -> Iterator[None]:
+    """Send fds 1 and 2 (Python's and the C libraries' output) to log_path for a while."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(log)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for fd, copy in zip((1, 2), saved):
+            os.dup2(copy, fd)
+            os.close(copy)
+
+
+def serve() -> int:
+    """Answer requests from stdin until EOF; answers go on a private copy of stdout."""
+    _die_with_parent()
+    answers = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # stray prints between requests must not break the protocol
+    while line := sys.stdin.readline():
+        request_path = line.strip()
+        with _output_to(Path(request_path).parent / "compile.log"):
+            code = run_request(request_path)
+        os.chdir(tempfile.gettempdir())  # the build dir is renamed or removed next
+        answers.write(f"{code}\n")
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    """One request (`_child REQUEST`) or the warm server (`_child --serve`)."""
+    if argv == ["--serve"]:
+        return serve()
+    _die_with_parent()
+    return run_request(argv[0])
+
+
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1]))
+    sys.exit(main(sys.argv[1:]))

@@ -164,6 +164,31 @@ def test_converter_failure_is_contained(fault: str, message: str, tiny_model: Pa
     assert os.getpid()  # still here
 
 
+def test_server_is_reused_and_replaced_after_a_crash(tiny_model: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Consecutive compiles share one warm converter process; a crash costs one compile, not the next."""
+    from edgenas.compile import api
+
+    monkeypatch.delenv(api.SERVER_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    args = {"seq_len": SEQ, "cache_dir": tmp_path / "cache", "timeout_s": 300}
+    compile_artifact(tiny_model, "onnxruntime", "fp32", **args)
+    first = api.server_pid()
+    assert first is not None
+    compile_artifact(tiny_model, "onnxruntime", "dynamic_int8", **args)
+    assert api.server_pid() == first
+    monkeypatch.setenv(_child.FAULT_ENV, "crash")
+    with pytest.raises(CompileError, match="died from SIGSEGV"):
+        compile_artifact(tiny_model, "onnxruntime", "fp16", **args)
+    assert api.server_pid() is None
+    monkeypatch.delenv(_child.FAULT_ENV)
+    artifact = compile_artifact(tiny_model, "onnxruntime", "fp16", **args)
+    assert artifact.path.is_file() and not artifact.meta["cached"]
+    assert api.server_pid() not in (None, first)
+    api.stop_server()
+    assert api.server_pid() is None
+
+
 def test_entropy_calibration_is_not_minmax(tiny_model: Path, npz: tuple[Path, Path], tmp_path: Path,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """ORT's default Entropy histogram (128/128 bins) silently reproduces MinMax; ours must not."""
