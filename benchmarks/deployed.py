@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+import common
 from edgenas.config import SearchConfig
 from edgenas.search.fetch import cache_root
 
@@ -95,6 +96,19 @@ def add_flags(parser) -> None:
     parser.add_argument("--train-examples", type=int, default=FULL_TRAIN_EXAMPLES,
                         help="training cap shared by supernet, full MobileBERT and teacher (full runs)")
     parser.add_argument("--export-steps", type=int, default=50, help="fine-tune steps of each exported model")
+
+
+def start(name: str, doc: str, argv: list[str] | None, extra=None):
+    """Parse a pipeline benchmark's flags (extra adds its own), then build or reuse the pipeline.
+
+    Returns (args, common.Run, pipeline record).
+    """
+    p = common.parser(doc)
+    if extra:
+        extra(p)
+    add_flags(p)
+    args = p.parse_args(argv)
+    return args, common.Run(name, args.quick, args.out, argv), build_from_args(args)
 
 
 def build_from_args(args) -> dict[str, Any]:

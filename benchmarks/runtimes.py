@@ -40,11 +40,7 @@ def compare(model_dir: str, pairs: tuple[tuple[str, str], ...], runs: int, warmu
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = common.parser(__doc__)
-    dp.add_flags(p)
-    args = p.parse_args(argv)
-    run = common.Run("runtimes", args.quick, args.out, argv)
-    record = dp.build_from_args(args)
+    args, run, record = dp.start("runtimes", __doc__, argv)
     ref_name, ref = dp.best_reference(record)
     chosen = dp.pick(record["models"], ref["dev_accuracy"] - 0.01, by="export_median_ms")
     runs, warmup = (5, 1) if args.quick else (30, 5)

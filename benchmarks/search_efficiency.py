@@ -139,7 +139,7 @@ def markdown(f: dict[str, Any]) -> str:
         f"measurement): `{json.dumps({k: f['config'][k] for k in ('space', 'supernet', 'candidates', 'measure')})}`."
         + (f" Studies {', '.join(f['reused_studies'])} were completed by an earlier run of this script and reused."
            if f["reused_studies"] else "")
-        + f" Wall time of each study's trials (first start to last finish, from the study storage): "
+        + " Wall time of each study's trials (first start to last finish, from the study storage): "
         + ", ".join(f"{k} {v:.0f} s" for k, v in f["study_seconds"].items()) + ".",
     ])
 

@@ -32,11 +32,7 @@ def bert_large_params() -> int:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = common.parser(__doc__)
-    dp.add_flags(p)
-    args = p.parse_args(argv)
-    run = common.Run("size", args.quick, args.out, argv)
-    record = dp.build_from_args(args)
+    args, run, record = dp.start("size", __doc__, argv)
     full = record["reference"]
     chosen = dp.pick(record["models"], full["dev_accuracy"] - MAX_DROP_POINTS / 100, by="size_bytes")
     params = bert_large_params()

@@ -21,11 +21,7 @@ TARGET_SPEEDUP, MAX_DROP_POINTS = 10.0, 1.0
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = common.parser(__doc__)
-    dp.add_flags(p)
-    args = p.parse_args(argv)
-    run = common.Run("speedup", args.quick, args.out, argv)
-    record = dp.build_from_args(args)
+    args, run, record = dp.start("speedup", __doc__, argv)
     runs, warmup = (5, 1) if args.quick else (50, 10)
     ref_name, ref = dp.best_reference(record)
     chosen = dp.pick(record["models"], ref["dev_accuracy"] - MAX_DROP_POINTS / 100, by="export_median_ms")

@@ -55,12 +55,8 @@ def classify(model_dir: str, runtime: str, texts: list[str], batch_size: int, re
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = common.parser(__doc__)
-    p.add_argument("--batch-size", type=int, default=32)
-    dp.add_flags(p)
-    args = p.parse_args(argv)
-    run = common.Run("throughput", args.quick, args.out, argv)
-    record = dp.build_from_args(args)
+    args, run, record = dp.start(
+        "throughput", __doc__, argv, extra=lambda p: p.add_argument("--batch-size", type=int, default=32))
     ref_name, ref = dp.best_reference(record)
     chosen = dp.pick(record["models"], ref["dev_accuracy"] - MAX_DROP_POINTS / 100, by="export_median_ms")
     texts, gold = test_texts(record)

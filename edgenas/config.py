@@ -140,10 +140,10 @@ class SearchConfig(_Strict):
 
         from edgenas.search.train import TrainRecipe
 
-        known = {f.name for f in fields(TrainRecipe)}
-        unknown = sorted(set(self.supernet) - known)
+        unknown = TrainRecipe.unknown_keys(self.supernet)
         if unknown:
-            raise ValueError(f"supernet: unknown key '{unknown[0]}' (known: {', '.join(sorted(known))})")
+            known = ", ".join(sorted(f.name for f in fields(TrainRecipe)))
+            raise ValueError(f"supernet: unknown key '{unknown[0]}' (known: {known})")
         return self
 
     def recipe(self):

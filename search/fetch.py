@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -155,8 +154,3 @@ def _verify_sha256(package: DataPackage, archive: Path) -> None:
         raise EdgenasError(
             f"{archive.name}: sha256 {digest} differs from the pinned {package.sha256}; refusing to use it"
         )
-
-
-def clear(package_name: str) -> None:
-    """Forget a cached package (used by `edgenas data` and tests)."""
-    shutil.rmtree(package_dir(PACKAGES[package_name]), ignore_errors=True)

@@ -53,10 +53,6 @@ class SearchSpace:
         """The smallest choice of every knob."""
         return ArchConfig(**{key: min(values) for key, values in self.choices.items()})
 
-    def largest_arch(self) -> ArchConfig:
-        """The largest choice of every knob (equals max_arch unless `max` was declared larger)."""
-        return ArchConfig(**{key: max(values) for key, values in self.choices.items()})
-
     def sample(self, rng: random.Random) -> ArchConfig:
         """A uniformly random sub-config."""
         return ArchConfig(**{key: rng.choice(self.choices[key]) for key in ARCH_KEYS})

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import shutil
 import tempfile
 import time
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import optuna
@@ -401,11 +399,6 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:300]
 
 
-def content_key(*parts: Any) -> str:
-    """A short stable hash of JSON-able parts."""
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 def study_dirs(out_dir: Path) -> tuple[Path, Path]:
     """The artifact store and scratch directories beside the default storage."""
     artifacts = out_dir / "artifacts"
@@ -417,10 +410,3 @@ def study_dirs(out_dir: Path) -> tuple[Path, Path]:
 
 def compile_cache_dir() -> Path:
     return cache_root() / "artifacts"
-
-
-def remove_tree(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
-
-
-Callback = Callable[[optuna.Study, FrozenTrial], None]

@@ -74,9 +74,13 @@ class TrainRecipe:
         return asdict(self)
 
     @classmethod
+    def unknown_keys(cls, values: dict) -> list[str]:
+        """Keys of `values` that are not recipe fields, sorted."""
+        return sorted(set(values) - {f.name for f in fields(cls)})
+
+    @classmethod
     def from_dict(cls, values: dict) -> "TrainRecipe":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
+        unknown = cls.unknown_keys(values)
         if unknown:
             raise EdgenasError(f"unknown training recipe key(s): {', '.join(unknown)}")
         return cls(**values)
