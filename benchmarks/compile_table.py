@@ -22,8 +22,8 @@ from edgenas.types import QUANT_MODES
 
 def _tokenized(dataset: str, seq_len: int, n_calib: int, n_dev: int, out: Path) -> tuple[Path, Path]:
     """Write calib.npz (train rows) and dev.npz (dev rows with labels) under out."""
-    from edgenas.search.data import load_dataset
-    from edgenas.search.tokenizer import encode, load_tokenizer
+    from edgenas.search.data.datasets import load_dataset
+    from edgenas.search.data.tokenizer import encode, load_tokenizer
 
     splits, tokenizer = load_dataset(dataset), load_tokenizer()
     rng = np.random.default_rng(0)

@@ -25,7 +25,7 @@ import numpy as np
 
 import common
 from edgenas.config import SearchConfig
-from edgenas.search.fetch import cache_root
+from edgenas.search.data.fetch import cache_root
 
 ROOT = Path(__file__).resolve().parent.parent
 #: full-run training cap, identical for the supernet, the reference and the teacher (1 epoch of this many examples)
@@ -51,7 +51,7 @@ class Setup:
 
 def full_setup(train_examples: int = FULL_TRAIN_EXAMPLES, n_trials: int = 10, export_steps: int = 50) -> Setup:
     """The tweets task, demo space, the measured demo recipe capped at `train_examples`, sequence length 64."""
-    from edgenas.search.train import TrainRecipe
+    from edgenas.search.training.train import TrainRecipe
 
     recipe = TrainRecipe.demo(max_train_examples=train_examples)
     supernet = {k: v for k, v in recipe.to_dict().items() if v != getattr(TrainRecipe(), k)}
@@ -138,8 +138,8 @@ def build(work: Path | None, quick: bool, setup: Setup | None = None) -> dict[st
 def _build(work: Path, setup: Setup) -> dict[str, Any]:
     from rich.console import Console
 
-    from edgenas.search.export import ExportOptions, export_study
-    from edgenas.search.runner import SearchOptions, load_trained_task, run_search
+    from edgenas.search.results.export import ExportOptions, export_study
+    from edgenas.search.study.runner import SearchOptions, load_trained_task, run_search
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     console = Console(stderr=True)
@@ -162,7 +162,7 @@ def _build(work: Path, setup: Setup) -> dict[str, Any]:
     started = time.perf_counter()
     teacher = teacher_accuracy(trained, config, setup.teacher, reference["seq_len"])
     seconds["teacher"] = time.perf_counter() - started
-    from edgenas.search.train import TrainRecipe
+    from edgenas.search.training.train import TrainRecipe
 
     recipe = TrainRecipe(**config.supernet)
     return {"key": setup.key(), "setup": asdict(setup), "recipe": recipe.to_dict(),
@@ -189,10 +189,10 @@ def exported_models(model_dir: Path) -> list[dict[str, Any]]:
 def build_reference(out: Path, trained, config: SearchConfig, space_name: str) -> dict[str, Any]:
     """Train the space's max subnet stand-alone with the search's recipe; an export-style dir with .tflite and .onnx fp32."""
     from edgenas.runtime.targets import LocalTarget
-    from edgenas.search.export import compile_into, write_data
+    from edgenas.search.results.export import compile_into, write_data
     from edgenas.search.space import SearchSpace, load_space
-    from edgenas.search.study import cache_root as study_cache
-    from edgenas.search.train import TrainRecipe, train_supernet
+    from edgenas.search.study.trial import cache_root as study_cache
+    from edgenas.search.training.train import TrainRecipe, train_supernet
 
     arch = load_space(space_name).max_arch()
     recipe = TrainRecipe(**config.supernet)
@@ -226,9 +226,9 @@ def build_reference(out: Path, trained, config: SearchConfig, space_name: str) -
 
 def teacher_accuracy(trained, config: SearchConfig, spec: str, seq_len: int) -> dict[str, Any]:
     """The teacher fine-tuned with the search's recipe (load_teacher, cached); its torch dev/test accuracy."""
-    from edgenas.search.study import cache_root as study_cache
-    from edgenas.search.teacher import load_teacher
-    from edgenas.search.train import TrainRecipe, encode_split, evaluate_accuracy
+    from edgenas.search.study.trial import cache_root as study_cache
+    from edgenas.search.training.teacher import load_teacher
+    from edgenas.search.training.train import TrainRecipe, encode_split, evaluate_accuracy
 
     recipe = TrainRecipe(**config.supernet)
     model = load_teacher(spec, trained.splits, trained.tokenizer, recipe, study_cache() / "supernets", progress=True)

@@ -21,8 +21,8 @@ PAIRS = (("fp32", "fp32"), ("dynamic_int8", "dynamic_int8"), ("fp16", "fp16"), (
 
 
 def compare(model_dir: str, pairs: tuple[tuple[str, str], ...], runs: int, warmup: int) -> list[dict[str, Any]]:
-    """One row per mode pair: both runtimes' latency, dev accuracy, size (edgenas.search.compare)."""
-    from edgenas.search.compare import CompareOptions, compare_model
+    """One row per mode pair: both runtimes' latency, dev accuracy, size (edgenas.search.results.compare)."""
+    from edgenas.search.results.compare import CompareOptions, compare_model
 
     modes = [f"tflite/{t}" for t, _ in pairs] + [f"onnxruntime/{o}" for _, o in pairs]
     rows = {(r["runtime"], r["mode"]): r for r in compare_model(Path(model_dir), CompareOptions(

@@ -37,8 +37,8 @@ def run_studies(config: dict[str, Any], work: Path, n_trials: int, seeds: list[i
     from rich.console import Console
 
     from edgenas.config import SearchConfig
-    from edgenas.search.report import completed
-    from edgenas.search.runner import SearchOptions, run_search
+    from edgenas.search.results.report import completed
+    from edgenas.search.study.runner import SearchOptions, run_search
 
     work.mkdir(parents=True, exist_ok=True)
     storage = f"sqlite:///{(work / 'efficiency.db').resolve()}"
@@ -65,7 +65,7 @@ def finished_study(storage: str, name: str, n_trials: int):
     """The study if an earlier run already completed n_trials in it (rerunning only rewrites the figures)."""
     import optuna
 
-    from edgenas.search.report import completed
+    from edgenas.search.results.report import completed
 
     try:
         study = optuna.load_study(study_name=name, storage=storage)

@@ -24,13 +24,13 @@ from scipy.stats import kendalltau
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
-from edgenas.search.data import load_dataset
-from edgenas.search.fetch import cache_root
+from edgenas.search.data.datasets import load_dataset
+from edgenas.search.data.fetch import cache_root
 from edgenas.search.space import SearchSpace, load_space
-from edgenas.search.supernet import MobileBertSupernet
-from edgenas.search.teacher import load_teacher
-from edgenas.search.tokenizer import load_tokenizer
-from edgenas.search.train import (
+from edgenas.search.training.supernet import MobileBertSupernet
+from edgenas.search.training.teacher import load_teacher
+from edgenas.search.data.tokenizer import load_tokenizer
+from edgenas.search.training.train import (
     TrainRecipe,
     _make_optimizer,
     batch_order,

@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 def test_texts(record: dict[str, Any]) -> tuple[list[str], list[str]]:
     """The raw test tweets and their label names, from the task the pipeline was built on."""
-    from edgenas.search.runner import load_task_data
+    from edgenas.search.study.runner import load_task_data
 
     config = dp.Setup(**record["setup"]).search_config()
     _, splits, _ = load_task_data(config)

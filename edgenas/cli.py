@@ -53,7 +53,7 @@ def data_info(
     seed: int = typer.Option(0, help="seed of the train/dev/test split"),
 ) -> None:
     """Print counts per split and label."""
-    from edgenas.search.data import describe, load_dataset
+    from edgenas.search.data.datasets import describe, load_dataset
 
     splits = load_dataset(dataset, text_column=text_column, label_column=label_column, seed=seed)
     console.print(describe(splits, title=dataset))
@@ -79,8 +79,8 @@ def search(
 ) -> None:
     """Run the compiler-aware architecture search (demo defaults; resumable)."""
     from edgenas.config import load_config
-    from edgenas.search.runner import SearchOptions, run_search
-    from edgenas.search.study import SAMPLERS
+    from edgenas.search.study.runner import SearchOptions, run_search
+    from edgenas.search.study.trial import SAMPLERS
 
     search_config = load_config(config)
     if sampler not in SAMPLERS:
@@ -90,7 +90,7 @@ def search(
         sampler=sampler, seed=seed, artifacts=artifacts, progress=not no_progress, summary=not worker,
     )
     if workers > 1:
-        from edgenas.search.workers import run_workers
+        from edgenas.search.study.workers import run_workers
 
         run_workers(search_config, options, workers, config_path=config, console=console)
         return
@@ -110,7 +110,7 @@ def export(
     no_progress: bool = typer.Option(False, "--no-progress", help="no progress bars"),
 ) -> None:
     """Export Pareto-optimal models with model cards."""
-    from edgenas.search.export import ExportOptions, export_study
+    from edgenas.search.results.export import ExportOptions, export_study
 
     options = ExportOptions(out_dir=out, trials=trials, steps=steps, batch_size=batch_size,
                             other_runtime=other_runtime, target=target, progress=not no_progress)
@@ -131,7 +131,7 @@ def compare(
     """Compare TFLite against ONNX Runtime for one exported model."""
     from rich.table import Table
 
-    from edgenas.search.compare import CompareOptions, compare_model, write_outputs
+    from edgenas.search.results.compare import CompareOptions, compare_model, write_outputs
 
     options = CompareOptions(target=target, modes=modes.split(",") if modes else None, threads=threads,
                              runs=runs, warmup=warmup)
@@ -160,8 +160,8 @@ def report(
     out: Path = typer.Option(Path("edgenas-report"), "--out", help="directory for plots and tables"),
 ) -> None:
     """Write plots and tables for a study."""
-    from edgenas.search.report import load_study, storage_url, write_report
-    from edgenas.search.study import redact
+    from edgenas.search.results.report import load_study, storage_url, write_report
+    from edgenas.search.study.trial import redact
 
     loaded, config = load_study(study, storage)
     written = write_report(loaded, config, out)

@@ -20,7 +20,7 @@ class ConfigError(EdgenasError):
 
 
 def _demo_recipe() -> dict[str, Any]:
-    from edgenas.search.train import DEMO_RECIPE
+    from edgenas.search.training.train import DEMO_RECIPE
 
     return dict(DEMO_RECIPE)
 
@@ -138,7 +138,7 @@ class SearchConfig(_Strict):
     def _recipe_keys(self) -> "SearchConfig":
         from dataclasses import fields
 
-        from edgenas.search.train import TrainRecipe
+        from edgenas.search.training.train import TrainRecipe
 
         unknown = TrainRecipe.unknown_keys(self.supernet)
         if unknown:
@@ -148,7 +148,7 @@ class SearchConfig(_Strict):
 
     def recipe(self):
         """The supernet's TrainRecipe."""
-        from edgenas.search.train import TrainRecipe
+        from edgenas.search.training.train import TrainRecipe
 
         return TrainRecipe(**self.supernet)
 

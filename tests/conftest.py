@@ -55,9 +55,9 @@ def tiny_study(tmp_path_factory: pytest.TempPathFactory) -> TinyStudy:
     from rich.console import Console
 
     from edgenas.config import load_config
-    from edgenas.search.export import ExportOptions, export_study
-    from edgenas.search.study import pareto_trials
-    from edgenas.search.runner import SearchOptions, run_search
+    from edgenas.search.results.export import ExportOptions, export_study
+    from edgenas.search.study.trial import pareto_trials
+    from edgenas.search.study.runner import SearchOptions, run_search
 
     tiny = TinyStudy(tmp_path_factory.mktemp("tiny-study"))
     config = load_config(make_tiny_project(

@@ -8,7 +8,7 @@ import pytest
 
 from edgenas.cli import main
 from edgenas.errors import EdgenasError
-from edgenas.search.compare import CompareOptions, plan
+from edgenas.search.results.compare import CompareOptions, plan
 from edgenas.types import QUANT_MODES
 
 
@@ -38,7 +38,7 @@ def test_compare_cli_writes_table_csv_and_plots(tiny_env, tmp_path, capsys) -> N
 
 
 def test_compare_refuses_a_non_export_dir(tmp_path) -> None:
-    from edgenas.search.compare import model_inputs
+    from edgenas.search.results.compare import model_inputs
 
     with pytest.raises(EdgenasError, match="not an `edgenas export` model directory"):
         model_inputs(tmp_path)

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from edgenas.cli import main
-from edgenas.search import fetch
-from edgenas.search.data import TWEETS_MEMBER, DataError, load_dataset, split_stratified
+from edgenas.search.data import fetch
+from edgenas.search.data.datasets import TWEETS_MEMBER, DataError, load_dataset, split_stratified
 
 
 def write_csv(path: Path, rows: list[tuple[str, str]], header: str = "text,label") -> Path:

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from edgenas.errors import EdgenasError
-from edgenas.search.export import other_runtime, select_trials
-from edgenas.search.report import load_study
+from edgenas.search.results.export import other_runtime, select_trials
+from edgenas.search.results.report import load_study
 from edgenas.types import QUANT_MODES
 
 
@@ -44,7 +44,7 @@ def test_export_artifacts_run_in_both_runtimes_and_match_torch(tiny_env) -> None
     from transformers import AutoModelForSequenceClassification
 
     from edgenas.runtime.runners import load_runner
-    from edgenas.search.train import predict_logits
+    from edgenas.search.training.train import predict_logits
 
     model_dir = tiny_env.model_dir
     metrics = json.loads((model_dir / "metrics.json").read_text())

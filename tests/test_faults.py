@@ -14,7 +14,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from edgenas.search import study as st
+from edgenas.search.study import trial as st
 from tiny_project import make_tiny_project
 
 POSTGRES_URL = os.environ.get("EDGENAS_TEST_POSTGRES_URL", "postgresql://edgenas:edgenas@127.0.0.1:55432/edgenas")

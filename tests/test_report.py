@@ -6,7 +6,7 @@ import pytest
 
 from edgenas.cli import main
 from edgenas.errors import EdgenasError
-from edgenas.search.report import load_study, reference_point, storage_url
+from edgenas.search.results.report import load_study, reference_point, storage_url
 
 
 def test_report_cli_writes_plots_and_summary(tiny_env, tmp_path, capsys) -> None:

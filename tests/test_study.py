@@ -8,8 +8,8 @@ import optuna
 import pytest
 
 from edgenas.config import SearchConfig
-from edgenas.search import study as st
-from edgenas.search.runner import TrialCap
+from edgenas.search.study import trial as st
+from edgenas.search.study.runner import TrialCap
 from edgenas.types import QUANT_MODES
 
 CHOICES = {

@@ -10,7 +10,7 @@ from transformers import MobileBertConfig, MobileBertForPreTraining, MobileBertF
 
 from edgenas.errors import EdgenasError
 from edgenas.search.space import parse_space
-from edgenas.search.supernet import MobileBertSupernet
+from edgenas.search.training.supernet import MobileBertSupernet
 from edgenas.types import ArchConfig
 
 SPACE = parse_space(

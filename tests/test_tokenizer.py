@@ -8,7 +8,7 @@ import pytest
 from transformers import BertTokenizerFast
 
 from edgenas.errors import EdgenasError
-from edgenas.search.tokenizer import encode, load_tokenizer
+from edgenas.search.data.tokenizer import encode, load_tokenizer
 
 
 def test_local_checkpoint_round_trip(tiny_vocab: Path, tmp_path: Path) -> None:

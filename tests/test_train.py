@@ -10,9 +10,9 @@ import torch
 from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast, MobileBertForSequenceClassification
 
 from edgenas.errors import EdgenasError
-from edgenas.search.data import Splits, TextSplit
+from edgenas.search.data.datasets import Splits, TextSplit
 from edgenas.search.space import parse_space
-from edgenas.search.train import (
+from edgenas.search.training.train import (
     TrainRecipe,
     encode_split,
     evaluate_accuracy,
@@ -173,7 +173,7 @@ def test_init_from_local_mobilebert_checkpoint(tmp_path, splits, tokenizer) -> N
 
 
 def test_pca_embedding_init_orders_components_by_variance() -> None:
-    from edgenas.search.teacher import pca_embeddings
+    from edgenas.search.training.teacher import pca_embeddings
 
     gen = torch.Generator().manual_seed(0)
     table = torch.randn(500, 12, generator=gen) * torch.linspace(3, 0.1, 12)

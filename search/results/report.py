@@ -17,7 +17,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from edgenas.config import OBJECTIVES, SearchConfig
 from edgenas.errors import EdgenasError
-from edgenas.search import study as st
+from edgenas.search.study import trial as st
 from edgenas.types import Candidate
 
 DEFAULT_OUT = Path("edgenas-out")

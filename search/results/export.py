@@ -21,8 +21,8 @@ from rich.console import Console
 from edgenas.config import SearchConfig
 from edgenas.errors import EdgenasError
 from edgenas.runtime.predict import ARTIFACT_FILES
-from edgenas.search import study as st
-from edgenas.search.report import completed, load_study
+from edgenas.search.study import trial as st
+from edgenas.search.results.report import completed, load_study
 from edgenas.types import Candidate
 
 #: the nearest mode of the other runtime, for `--other-runtime`
@@ -76,7 +76,7 @@ def select_trials(study: optuna.Study, spec: str) -> list[FrozenTrial]:
 
 def write_data(splits, tokenizer, config: SearchConfig, seq_len: int, directory: Path) -> dict[str, Path]:
     """Tokenized dev, test, calibration and parity sets at seq_len, as .npz files."""
-    from edgenas.search.tokenizer import encode
+    from edgenas.search.data.tokenizer import encode
 
     directory.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(config.task.split_seed)
@@ -117,7 +117,7 @@ def measure_artifact(target, path: Path, data: dict[str, Path], candidate: Candi
 def export_trial(trial: FrozenTrial, trained, config: SearchConfig, options: ExportOptions, target,
                  console: Console, study_name: str = "") -> Path:
     """Fine-tune, save, compile, measure and document one trial; returns its model directory."""
-    from edgenas.search.train import encode_split, evaluate_accuracy, finetune_subnet
+    from edgenas.search.training.train import encode_split, evaluate_accuracy, finetune_subnet
 
     candidate = Candidate.from_dict(trial.user_attrs["candidate"])
     seq_len = candidate.seq_len
@@ -180,7 +180,7 @@ def export_trial(trial: FrozenTrial, trained, config: SearchConfig, options: Exp
 def export_study(study_name: str, storage: str | None, options: ExportOptions, console: Console) -> list[Path]:
     """Export the chosen trials of a finished study into options.out_dir."""
     from edgenas.runtime.targets import target_from_url
-    from edgenas.search.runner import load_trained_task, quiet_libraries
+    from edgenas.search.study.runner import load_trained_task, quiet_libraries
 
     study, config = load_study(study_name, storage)
     trials = select_trials(study, options.trials)

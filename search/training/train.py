@@ -27,7 +27,7 @@ from torch import nn
 
 from edgenas.errors import EdgenasError
 from edgenas.search.space import SearchSpace
-from edgenas.search.supernet import MobileBertSupernet
+from edgenas.search.training.supernet import MobileBertSupernet
 from edgenas.types import ArchConfig
 
 CACHE_VERSION = "supernet-v2"
@@ -125,7 +125,7 @@ def supernet_key(space: SearchSpace, splits, tokenizer, recipe: TrainRecipe, tas
 
 def weights_hash(directory: str) -> str:
     """Hash of a local checkpoint directory's weights file (empty if it has none: errors come later)."""
-    from edgenas.search.teacher import file_hash, weights_file
+    from edgenas.search.training.teacher import file_hash, weights_file
 
     try:
         return file_hash(weights_file(Path(directory)))
@@ -143,7 +143,7 @@ def subsample(texts: list[str], labels: np.ndarray, limit: int | None, seed: int
 
 def encode_split(tokenizer, split, seq_len: int, limit: int | None = None, seed: int = 0) -> tuple[Encoded, np.ndarray]:
     """Tokenized arrays and labels of a TextSplit (optionally a seeded subsample)."""
-    from edgenas.search.tokenizer import encode
+    from edgenas.search.data.tokenizer import encode
 
     texts, labels = subsample(split.texts, split.labels, limit, seed)
     return encode(tokenizer, texts, seq_len), labels.astype(np.int64)
@@ -216,7 +216,7 @@ def build_supernet(space: SearchSpace, tokenizer, num_labels: int, recipe: Train
     if recipe.init_checkpoint:
         net.load_mobilebert(recipe.init_checkpoint)
     elif recipe.embedding_init == "minilm":
-        from edgenas.search.teacher import minilm_embedding_init
+        from edgenas.search.training.teacher import minilm_embedding_init
 
         minilm_embedding_init(net, len(tokenizer))
     elif recipe.embedding_init is not None:
@@ -331,7 +331,7 @@ def _teacher_logits(splits, tokenizer, recipe: TrainRecipe, cache_dir: Path, enc
     path = run_dir / "teacher_logits.npy"
     if path.is_file():
         return np.load(path)
-    from edgenas.search.teacher import load_teacher
+    from edgenas.search.training.teacher import load_teacher
 
     teacher = load_teacher(recipe.teacher, splits, tokenizer, recipe, cache_dir, progress=progress)
     logits = predict_logits(teacher, encoded, progress=progress, label="teacher logits").astype(np.float32)

@@ -64,7 +64,7 @@ def torch_logits(model_dir: Path, arrays: dict[str, np.ndarray]) -> np.ndarray:
     """Logits of the directory's transformers weights (the reference every artifact is checked against)."""
     from transformers import AutoModelForSequenceClassification
 
-    from edgenas.search.train import predict_logits
+    from edgenas.search.training.train import predict_logits
 
     model = AutoModelForSequenceClassification.from_pretrained(str(model_dir))
     return predict_logits(model, arrays)
@@ -75,7 +75,7 @@ def compare_one(model_dir: Path, runtime: str, mode: str, seq_len: int, data: di
     """Compile, time and score one runtime/mode; a failure becomes a row with its error."""
     from edgenas.compile import compile_artifact
     from edgenas.runtime.runners import load_runner
-    from edgenas.search.study import compile_cache_dir, load_npz
+    from edgenas.search.study.trial import compile_cache_dir, load_npz
 
     row: dict[str, Any] = {"runtime": runtime, "mode": mode}
     try:
@@ -100,8 +100,8 @@ def compare_one(model_dir: Path, runtime: str, mode: str, seq_len: int, data: di
 def compare_model(model_dir: Path, options: CompareOptions, progress=None) -> list[dict[str, Any]]:
     """One row per runtime/mode: latency distribution, throughput, size, dev accuracy, agreement with torch."""
     from edgenas.runtime.targets import target_from_url
-    from edgenas.search.runner import quiet_libraries
-    from edgenas.search.study import load_npz
+    from edgenas.search.study.runner import quiet_libraries
+    from edgenas.search.study.trial import load_npz
 
     quiet_libraries()
     model_dir = Path(model_dir)

@@ -15,8 +15,8 @@ from rich.console import Console
 
 from edgenas.config import SearchConfig
 from edgenas.errors import EdgenasError
-from edgenas.search import study as st
-from edgenas.search.runner import SearchOptions, load_trained_task, pareto_table, quiet_libraries
+from edgenas.search.study import trial as st
+from edgenas.search.study.runner import SearchOptions, load_trained_task, pareto_table, quiet_libraries
 
 STORAGE_ENV = "EDGENAS_STORAGE"  # the URL travels in the environment, never on a command line
 

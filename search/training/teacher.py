@@ -38,7 +38,7 @@ def quiet_transformers():
 def teacher_source(spec: str) -> Path:
     """The checkpoint directory of a teacher spec: "minilm" (packaged) or a local HF directory."""
     if spec == "minilm":
-        from edgenas.search.fetch import teacher_dir
+        from edgenas.search.data.fetch import teacher_dir
 
         return teacher_dir()
     path = Path(spec)
@@ -64,7 +64,7 @@ def file_hash(path: Path) -> str:
 
 def teacher_key(source: Path, splits, tokenizer, recipe) -> str:
     """Content hash of (teacher weights, data, vocab, fine-tune recipe)."""
-    from edgenas.search.train import vocab_hash
+    from edgenas.search.training.train import vocab_hash
 
     body = {
         "version": TEACHER_VERSION,
@@ -102,7 +102,7 @@ def load_teacher(spec: str, splits, tokenizer, recipe, cache_dir: Path, progress
 
 def finetune_teacher(model: nn.Module, splits, tokenizer, recipe, progress: bool = True) -> None:
     """Plain cross-entropy fine-tune of a transformers classifier on the training split."""
-    from edgenas.search.train import (
+    from edgenas.search.training.train import (
         _make_optimizer, _tensors, batch_order, descend, encode_split, limit_threads, progress_bar,
     )
 
@@ -134,7 +134,7 @@ def minilm_word_embeddings() -> torch.Tensor:
     """MiniLM's (30522, 384) WordPiece embedding table from the packaged checkpoint."""
     from safetensors import safe_open
 
-    from edgenas.search.fetch import teacher_dir
+    from edgenas.search.data.fetch import teacher_dir
 
     with safe_open(str(teacher_dir() / "model.safetensors"), "pt") as handle:
         for key in ("embeddings.word_embeddings.weight", "bert.embeddings.word_embeddings.weight"):

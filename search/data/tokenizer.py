@@ -8,7 +8,7 @@ import numpy as np
 from transformers import AutoTokenizer, BertTokenizerFast, PreTrainedTokenizerBase
 
 from edgenas.errors import EdgenasError
-from edgenas.search.fetch import vocab_file
+from edgenas.search.data.fetch import vocab_file
 
 
 def load_tokenizer(path: str | Path | None = None) -> PreTrainedTokenizerBase:

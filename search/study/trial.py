@@ -20,7 +20,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from edgenas.config import SearchConfig
 from edgenas.errors import EdgenasError
-from edgenas.search.fetch import cache_root
+from edgenas.search.data.fetch import cache_root
 from edgenas.types import ARCH_KEYS, ArchConfig, Candidate
 
 SAMPLERS = ("tpe", "nsga2", "gp", "random")
@@ -218,7 +218,7 @@ class EncodedSets:
 
 def write_encoded_sets(splits, tokenizer, config: SearchConfig, directory: Path) -> EncodedSets:
     """Tokenize the dev subset (eval, parity) and train samples (calibration) for each seq_len."""
-    from edgenas.search.tokenizer import encode
+    from edgenas.search.data.tokenizer import encode
 
     directory.mkdir(parents=True, exist_ok=True)
     measure = config.measure
@@ -283,7 +283,7 @@ class TrialContext:
 
     def finetune_set(self, seq_len: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """Training examples for a short per-candidate fine-tune, encoded once per seq_len."""
-        from edgenas.search.train import encode_split
+        from edgenas.search.training.train import encode_split
 
         if seq_len not in self.finetune_sets:
             limit = max(self.config.finetune_steps * 32, 512)
@@ -334,7 +334,7 @@ def run_trial(trial: optuna.Trial, ctx: TrialContext) -> list[float]:
 
 def _measure_candidate(trial: optuna.Trial, candidate: Candidate, ctx: TrialContext, clock: PhaseClock) -> dict[str, Any]:
     from edgenas.compile import compile_artifact
-    from edgenas.search.train import evaluate_accuracy, finetune_subnet
+    from edgenas.search.training.train import evaluate_accuracy, finetune_subnet
 
     seq_len = candidate.seq_len
     with tempfile.TemporaryDirectory(dir=ctx.work_dir, prefix=f"trial-{trial.number}-") as tmp:

@@ -1,0 +1,1 @@
+"""Data: the packaged datasets and vocabulary (fetched from the package index), tokenizers, baselines."""
