@@ -4,7 +4,7 @@ A search on the task (run_search), its Pareto trials exported with both runtimes
 (export_study), the full MobileBERT reference (the `mobilebert` space's max
 subnet = MobileBertConfig() defaults, trained by train_supernet with the SAME
 TrainRecipe as the search's supernet, compiled to TFLite and ONNX fp32) and the
-MiniLM teacher fine-tuned by load_teacher with that recipe too. The record of
+teacher the search distilled from (load_teacher, from the cache). The record of
 what was built (paths, accuracies through the runtimes, caps) is kept in
 WORK/pipeline.json; latencies are NOT kept: each benchmark times side by side.
 """
@@ -28,8 +28,6 @@ from edgenas.config import SearchConfig
 from edgenas.search.data.fetch import cache_root
 
 ROOT = Path(__file__).resolve().parent.parent
-#: full-run training cap, identical for the supernet, the reference and the teacher (1 epoch of this many examples)
-FULL_TRAIN_EXAMPLES = 1600
 
 
 @dataclass
@@ -49,14 +47,11 @@ class Setup:
         return SearchConfig.model_validate(self.config)
 
 
-def full_setup(train_examples: int = FULL_TRAIN_EXAMPLES, n_trials: int = 10, export_steps: int = 50) -> Setup:
-    """The tweets task, demo space, the measured demo recipe capped at `train_examples`, sequence length 64."""
-    from edgenas.search.training.train import TrainRecipe
-
-    recipe = TrainRecipe.demo(max_train_examples=train_examples)
-    supernet = {k: v for k, v in recipe.to_dict().items() if v != getattr(TrainRecipe(), k)}
-    config = {"task": {"dataset": "tweets"}, "space": "demo", "supernet": supernet,
-              "candidates": {"seq_lens": [64]}, "measure": {"eval_examples": 500, "runs": 30, "warmup": 5}}
+def full_setup(steps: int | None = None, n_trials: int = 10, export_steps: int = 50) -> Setup:
+    """The tweets task, the minilm space, the demo recipe (or `steps` supernet steps), sequence length 64."""
+    supernet = {} if steps is None else {"steps": steps}
+    config = {"task": {"dataset": "tweets"}, "space": "minilm", "supernet": supernet,
+              "candidates": {"seq_lens": [64]}, "measure": {"runs": 30, "warmup": 5}}
     return Setup(config, n_trials, export_steps, "mobilebert", "minilm")
 
 
@@ -69,6 +64,7 @@ def quick_setup(work: Path) -> Setup:
     import yaml
 
     config = yaml.safe_load(path.read_text())
+    config["supernet"]["teacher_steps"] = 4  # the tiny teacher of teacher_accuracy
     return Setup(config, 2, 2, config["space"], str(tiny_teacher(work / "tiny")))
 
 
@@ -93,8 +89,8 @@ def default_work(quick: bool, suffix: str = "") -> Path:
 
 def add_flags(parser) -> None:
     """The full pipeline's budgets as flags (a non-default setup gets its own default work directory)."""
-    parser.add_argument("--train-examples", type=int, default=FULL_TRAIN_EXAMPLES,
-                        help="training cap shared by supernet, full MobileBERT and teacher (full runs)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="supernet steps, also the full MobileBERT's (full runs; default: the demo recipe's)")
     parser.add_argument("--export-steps", type=int, default=50, help="fine-tune steps of each exported model")
 
 
@@ -115,7 +111,7 @@ def build_from_args(args) -> dict[str, Any]:
     """build() with the flags of add_flags and common.parser."""
     if args.quick:
         return build(args.work, True)
-    setup = full_setup(args.train_examples, export_steps=args.export_steps)
+    setup = full_setup(args.steps, export_steps=args.export_steps)
     default = setup.key() == full_setup().key()
     return build(args.work or default_work(False, "" if default else f"-{setup.key()}"), False, setup)
 
@@ -162,9 +158,7 @@ def _build(work: Path, setup: Setup) -> dict[str, Any]:
     started = time.perf_counter()
     teacher = teacher_accuracy(trained, config, setup.teacher, reference["seq_len"])
     seconds["teacher"] = time.perf_counter() - started
-    from edgenas.search.training.train import TrainRecipe
-
-    recipe = TrainRecipe(**config.supernet)
+    recipe = config.recipe()
     return {"key": setup.key(), "setup": asdict(setup), "recipe": recipe.to_dict(),
             "train_examples": min(recipe.max_train_examples or len(trained.splits.train), len(trained.splits.train)),
             "n_train_total": len(trained.splits.train), "n_test": len(trained.splits.test),
@@ -192,13 +186,14 @@ def build_reference(out: Path, trained, config: SearchConfig, space_name: str) -
     from edgenas.search.results.export import compile_into, write_data
     from edgenas.search.space import SearchSpace, load_space
     from edgenas.search.study.trial import cache_root as study_cache
-    from edgenas.search.training.train import TrainRecipe, train_supernet
+    from edgenas.search.training.train import train_supernet
 
-    arch = load_space(space_name).max_arch()
-    recipe = TrainRecipe(**config.supernet)
+    space = load_space(space_name)
+    arch = space.max_arch()
+    recipe = config.recipe()
     started = time.perf_counter()
-    net = train_supernet(SearchSpace.point(arch, name="reference"), trained.splits, trained.tokenizer, recipe,
-                         study_cache() / "supernets", progress=True)
+    point = SearchSpace.point(arch, name="reference", family=space.family)
+    net = train_supernet(point, trained.splits, trained.tokenizer, recipe, study_cache() / "supernets", progress=True)
     train_s = time.perf_counter() - started
     model = net.extract(arch)
     names = list(trained.splits.label_names)
@@ -226,17 +221,19 @@ def build_reference(out: Path, trained, config: SearchConfig, space_name: str) -
 
 def teacher_accuracy(trained, config: SearchConfig, spec: str, seq_len: int) -> dict[str, Any]:
     """The teacher fine-tuned with the search's recipe (load_teacher, cached); its torch dev/test accuracy."""
-    from edgenas.search.study.trial import cache_root as study_cache
-    from edgenas.search.training.teacher import load_teacher
-    from edgenas.search.training.train import TrainRecipe, encode_split, evaluate_accuracy
+    from dataclasses import replace
 
-    recipe = TrainRecipe(**config.supernet)
-    model = load_teacher(spec, trained.splits, trained.tokenizer, recipe, study_cache() / "supernets", progress=True)
+    from edgenas.search.study.trial import cache_root as study_cache
+    from edgenas.search.training.loop import accuracy, encode_split
+    from edgenas.search.training.teacher import load_teacher
+
+    recipe = replace(config.recipe(), teacher=spec)
+    model, _ = load_teacher(spec, trained.splits, trained.tokenizer, recipe, study_cache() / "supernets", progress=True)
     record = {"spec": spec if spec == "minilm" else "local tiny BERT", "params": int(sum(p.numel() for p in model.parameters())),
-              "teacher_epochs": recipe.teacher_epochs, "teacher_lr": recipe.teacher_lr}
+              "teacher_steps": recipe.teacher_steps, "teacher_lr": recipe.teacher_lr}
     for split in ("dev", "test"):
         encoded, labels = encode_split(trained.tokenizer, getattr(trained.splits, split), seq_len)
-        record[f"{split}_accuracy"] = evaluate_accuracy(model, encoded, labels)
+        record[f"{split}_accuracy"] = accuracy(model, encoded, labels)
     return record
 
 
@@ -313,11 +310,10 @@ def majority_note(record: dict[str, Any], accuracies: dict[str, float]) -> str:
 def caps_line(record: dict[str, Any]) -> str:
     """How the models were trained, for every section that uses the pipeline."""
     r, s = record["recipe"], record["setup"]
-    return (f"Training cap (identical for the search's supernet, the full MobileBERT and the teacher): "
-            f"{r['epochs']:g} epoch over {record['train_examples']} of {record['n_train_total']} training examples"
-            + (f", at most {r['max_steps']} steps" if r.get("max_steps") else "")
-            + f" (batch {r['batch_size']}, seq {r['seq_len']}, supernet/reference lr {r['lr']:g}, teacher lr "
-            f"{r['teacher_lr']:g}, embedding init {r['embedding_init']}); search: {s['n_trials']} trials (TPE, seed 0); "
+    return (f"Training budget (identical for the search's supernet and the full MobileBERT): "
+            f"{r['steps']} steps over {record['train_examples']} of {record['n_train_total']} training examples"
+            f" (batch {r['batch_size']}, seq {r['seq_len']}, lr {r['lr']:g}); teacher {r['teacher_steps']} steps at lr "
+            f"{r['teacher_lr']:g}; search: {s['n_trials']} trials (TPE, seed 0); "
             f"each exported Pareto model fine-tuned {s['export_steps']} steps by `edgenas export` (distilled from the "
             f"supernet on the same capped examples). Full MobileBERT = the `{s['reference_space']}` space's max subnet "
             f"({_arch(record['reference']['arch'])}, {record['reference']['params'] / 1e6:.2f} M params) trained "

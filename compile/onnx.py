@@ -58,7 +58,7 @@ def export_tf2onnx(model_dir: Path, out: Path) -> None:
 
     from edgenas.compile.tf_mobilebert import build_tf_model
 
-    fn = build_tf_model(model_dir).serving_function(None, tf.int64)
+    fn = build_tf_model(model_dir, for_onnx=True).serving_function(None, tf.int64)
     specs = [tf.TensorSpec([None, None], tf.int64, name=n) for n in INPUT_NAMES]
     tf2onnx.convert.from_function(fn, input_signature=specs, opset=OPSET, output_path=str(out))
 

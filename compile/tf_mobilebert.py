@@ -42,10 +42,16 @@ def load_hf_dir(model_dir: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]
     return config, weights
 
 
-def _activation(name: str) -> Callable[[tf.Tensor], tf.Tensor]:
+def _erf_gelu(x: tf.Tensor) -> tf.Tensor:
+    return 0.5 * x * (1.0 + tf.math.erf(x * 0.7071067811865476))
+
+
+def _activation(name: str, for_onnx: bool = False) -> Callable[[tf.Tensor], tf.Tensor]:
+    """for_onnx: exact GELU written with Erf, because tf.nn.gelu lowers to Erfc, which tf2onnx
+    cannot convert; TFLite keeps tf.nn.gelu, which its converter fuses into one GELU op."""
     acts: dict[str, Callable[[tf.Tensor], tf.Tensor]] = {
         "relu": tf.nn.relu,
-        "gelu": lambda x: tf.nn.gelu(x, approximate=False),
+        "gelu": _erf_gelu if for_onnx else lambda x: tf.nn.gelu(x, approximate=False),
         "gelu_new": lambda x: tf.nn.gelu(x, approximate=True),
         "tanh": tf.math.tanh,
     }
@@ -57,7 +63,8 @@ def _activation(name: str) -> Callable[[tf.Tensor], tf.Tensor]:
 class TFMobileBert(tf.Module):
     """MobileBertForSequenceClassification in plain TF; weights are tf.Variables named like torch."""
 
-    def __init__(self, config: dict[str, Any], weights: dict[str, np.ndarray], int8_mask: bool = False) -> None:
+    def __init__(self, config: dict[str, Any], weights: dict[str, np.ndarray], int8_mask: bool = False,
+                 for_onnx: bool = False) -> None:
         """int8_mask: give padded keys a score just below the row's minimum instead of adding -1e4;
         the same to within exp(-12), but a full-int8 converter then keeps the scores' own range
         (with -1e4 in it the softmax input's int8 step is ~39 and attention goes flat)."""
@@ -68,7 +75,7 @@ class TFMobileBert(tf.Module):
         self.true_hidden = self.c.get("intra_bottleneck_size", 128) if bottleneck else self.c["hidden_size"]
         self.heads = int(self.c["num_attention_heads"])
         self.head_size = self.true_hidden // self.heads
-        self.act = _activation(self.c.get("hidden_act", "relu"))
+        self.act = _activation(self.c.get("hidden_act", "relu"), for_onnx)
         # tf.Module tracks the dict's variables, so the converters can freeze them.
         self.w = {k.replace(".", "/"): tf.Variable(v, trainable=False, name=k.replace(".", "/"))
                   for k, v in weights.items() if not k.startswith("cls.")}
@@ -182,7 +189,7 @@ class TFMobileBert(tf.Module):
         return self.serving_function(seq_len, dtype).get_concrete_function()
 
 
-def build_tf_model(model_dir: Path, int8_mask: bool = False) -> TFMobileBert:
+def build_tf_model(model_dir: Path, int8_mask: bool = False, for_onnx: bool = False) -> TFMobileBert:
     """The TF twin of the torch model saved in model_dir."""
     config, weights = load_hf_dir(model_dir)
-    return TFMobileBert(config, weights, int8_mask=int8_mask)
+    return TFMobileBert(config, weights, int8_mask=int8_mask, for_onnx=for_onnx)

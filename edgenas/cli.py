@@ -107,13 +107,16 @@ def export(
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="fine-tune batch size"),
     other_runtime: bool = typer.Option(False, "--other-runtime", help="also compile for the other runtime"),
     target: Optional[str] = typer.Option(None, "--target", help="measure here (default: the study's target)"),
+    trim_vocab: bool = typer.Option(False, "--trim-vocab",
+                                    help="keep only the tokens the training text uses (others become [UNK])"),
     no_progress: bool = typer.Option(False, "--no-progress", help="no progress bars"),
 ) -> None:
     """Export Pareto-optimal models with model cards."""
     from edgenas.search.results.export import ExportOptions, export_study
 
     options = ExportOptions(out_dir=out, trials=trials, steps=steps, batch_size=batch_size,
-                            other_runtime=other_runtime, target=target, progress=not no_progress)
+                            other_runtime=other_runtime, target=target, progress=not no_progress,
+                            trim_vocab=trim_vocab)
     for directory in export_study(study, storage, options, console):
         console.print(f"[green]wrote[/] {directory}")
 

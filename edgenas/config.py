@@ -6,9 +6,10 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edgenas.errors import EdgenasError
+from edgenas.recipe import TrainRecipe
 from edgenas.types import QUANT_MODES
 
 GRAPH_LEVELS = ("disable", "basic", "extended", "all")
@@ -19,10 +20,9 @@ class ConfigError(EdgenasError):
     """A config file that cannot be used: names the file and the key."""
 
 
-def _demo_recipe() -> dict[str, Any]:
-    from edgenas.search.training.train import DEMO_RECIPE
-
-    return dict(DEMO_RECIPE)
+#: the README demo's departures from TrainRecipe's full-budget defaults: minutes on 2 CPU cores
+DEMO_RECIPE: dict[str, Any] = {"steps": 100, "teacher_steps": 150, "max_train_examples": 4800,
+                               "random_subnets_per_step": 1, "importance_examples": 256}
 
 
 class _Strict(BaseModel):
@@ -116,11 +116,15 @@ class SearchConfig(_Strict):
     """Everything `edgenas search` needs besides storage and study flags."""
 
     task: TaskConfig = Field(default_factory=TaskConfig)
-    space: str = "demo"
+    space: str = "minilm"
+    #: the pretrained weights the supernet starts from (default: the space's own `init`)
+    init: Optional[str] = None
     candidates: CandidateConfig = Field(default_factory=CandidateConfig)
-    #: TrainRecipe fields; the default is the demo recipe, capped so the README demo takes minutes
-    supernet: dict[str, Any] = Field(default_factory=lambda: {**_demo_recipe(), "max_steps": 500})
+    #: TrainRecipe fields: given, they replace the demo recipe (full-budget defaults for the rest)
+    supernet: dict[str, Any] = Field(default_factory=lambda: dict(DEMO_RECIPE))
     finetune_steps: int = Field(default=0, ge=0)
+    #: keep only the tokens the training text uses (and the special ones): smaller artifacts, scored as such
+    trim_vocab: bool = False
     objectives: list[Literal["accuracy", "latency", "size"]] = Field(
         default_factory=lambda: ["accuracy", "latency", "size"]
     )
@@ -134,23 +138,18 @@ class SearchConfig(_Strict):
             raise ValueError("needs one or more distinct objectives")
         return values
 
-    @model_validator(mode="after")
-    def _recipe_keys(self) -> "SearchConfig":
-        from dataclasses import fields
+    @field_validator("supernet")
+    @classmethod
+    def _recipe(cls, values: dict[str, Any]) -> dict[str, Any]:
+        try:
+            TrainRecipe.from_dict(values)  # unknown keys and bad values fail here, with the key named
+        except EdgenasError as exc:
+            raise ValueError(str(exc)) from None
+        return values
 
-        from edgenas.search.training.train import TrainRecipe
-
-        unknown = TrainRecipe.unknown_keys(self.supernet)
-        if unknown:
-            known = ", ".join(sorted(f.name for f in fields(TrainRecipe)))
-            raise ValueError(f"supernet: unknown key '{unknown[0]}' (known: {known})")
-        return self
-
-    def recipe(self):
+    def recipe(self) -> TrainRecipe:
         """The supernet's TrainRecipe."""
-        from edgenas.search.training.train import TrainRecipe
-
-        return TrainRecipe(**self.supernet)
+        return TrainRecipe.from_dict(self.supernet)
 
     def directions(self) -> list[str]:
         return [OBJECTIVES[name] for name in self.objectives]

@@ -32,6 +32,32 @@ ARCH_KEYS = (
 )
 
 
+@dataclass(frozen=True)
+class Family:
+    """The MobileBertConfig switches a space fixes (not searched): MobileBERT's own, or a BERT's.
+
+    MobileBERT: bottlenecks, NoNorm, trigram input, ReLU. A pretrained BERT such as
+    MiniLM: no bottleneck, LayerNorm, plain embeddings, GELU; its width then comes in
+    whole heads of `head_size`.
+    """
+
+    use_bottleneck: bool = True
+    use_bottleneck_attention: bool = False
+    key_query_shared_bottleneck: bool = True
+    normalization_type: Literal["no_norm", "layer_norm"] = "no_norm"
+    trigram_input: bool = True
+    hidden_act: Literal["relu", "gelu"] = "relu"
+    classifier_activation: bool = True
+    layer_norm_eps: float = 1e-12
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "Family":
+        return cls(**values)
+
+
 @dataclass(frozen=True, order=True)
 class ArchConfig:
     """One MobileBERT architecture: the knobs the search turns."""
@@ -52,7 +78,10 @@ class ArchConfig:
         return cls(**{k: int(values[k]) for k in ARCH_KEYS})
 
     def short(self) -> str:
-        """Compact label, e.g. L4-H256-B64-A2-F2-I256-E128."""
+        """Compact label: L4-H256-B64-A2-F2-I256-E128, or L6-H384-A12-I1536-E384 without a bottleneck."""
+        if self.intra_bottleneck_size == self.hidden_size and self.num_feedforward_networks == 1:
+            return (f"L{self.num_hidden_layers}-H{self.hidden_size}-A{self.num_attention_heads}"
+                    f"-I{self.intermediate_size}-E{self.embedding_size}")
         return (
             f"L{self.num_hidden_layers}-H{self.hidden_size}-B{self.intra_bottleneck_size}"
             f"-A{self.num_attention_heads}-F{self.num_feedforward_networks}"

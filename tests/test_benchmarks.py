@@ -48,7 +48,7 @@ def test_speedup_quick(bench) -> None:
     assert 0 <= record["test_accuracy"]["searched"] <= 1
     assert record["better_reference"] in ("full MobileBERT", "teacher (tiny local BERT)")
     assert isinstance(record["target_met"], bool) and record["pipeline"]["reused"] is False
-    assert "Speedup over TFLite fp32" in text and "Training cap" in text
+    assert "Speedup over TFLite fp32" in text and "Training budget" in text
 
 
 def test_size_quick(bench) -> None:

@@ -16,15 +16,21 @@ SEQ = 16
 N = 24
 
 
-def _save_model(path: Path, layers: int, heads: int) -> Path:
+BERT_FAMILY = {"use_bottleneck": False, "use_bottleneck_attention": False, "key_query_shared_bottleneck": False,
+               "normalization_type": "layer_norm", "trigram_input": False, "hidden_act": "gelu",
+               "classifier_activation": True, "num_feedforward_networks": 1, "layer_norm_eps": 1e-12}
+
+
+def _save_model(path: Path, layers: int, heads: int, **family: object) -> Path:
     """A MobileBERT classifier with random weights, NoNorm scales included, saved under path."""
     import torch
     from transformers import MobileBertConfig, MobileBertForSequenceClassification
 
     torch.manual_seed(0)
-    config = MobileBertConfig(vocab_size=200, hidden_size=64, num_hidden_layers=layers, intra_bottleneck_size=32,
-                              num_attention_heads=heads, intermediate_size=128, embedding_size=32,
-                              num_feedforward_networks=2, num_labels=3)
+    shape = {"vocab_size": 200, "hidden_size": 64, "num_hidden_layers": layers, "intra_bottleneck_size": 32,
+             "num_attention_heads": heads, "intermediate_size": 128, "embedding_size": 32,
+             "num_feedforward_networks": 2, "num_labels": 3}
+    config = MobileBertConfig(**{**shape, **family})
     model = MobileBertForSequenceClassification(config).eval()
     with torch.no_grad():  # NoNorm starts as identity: move it so the twin's norms are really checked
         for param in model.parameters():
@@ -37,6 +43,12 @@ def _save_model(path: Path, layers: int, heads: int) -> Path:
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """2 layers, 2 heads."""
     return _save_model(tmp_path_factory.mktemp("model"), layers=2, heads=2)
+
+
+@pytest.fixture(scope="module")
+def bert_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The BERT family (no bottleneck, LayerNorm, GELU, no trigram input) that the minilm space uses."""
+    return _save_model(tmp_path_factory.mktemp("bert"), layers=2, heads=2, **BERT_FAMILY)
 
 
 @pytest.fixture(scope="module")
@@ -65,10 +77,16 @@ def npz(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return _data(root / "calib.npz", 1), _data(root / "dev.npz", 2)
 
 
+FAMILIES = ["tiny_model", "bert_model"]
+
+
+@pytest.mark.parametrize("model_fixture", FAMILIES)
 @pytest.mark.parametrize("int8_mask", [False, True])
-def test_tf_twin_matches_torch(int8_mask: bool, tiny_model: Path, npz: tuple[Path, Path]) -> None:
+def test_tf_twin_matches_torch(int8_mask: bool, model_fixture: str, npz: tuple[Path, Path],
+                               request: pytest.FixtureRequest) -> None:
     from edgenas.compile.tf_mobilebert import build_tf_model
 
+    tiny_model = request.getfixturevalue(model_fixture)
     data = dict(np.load(npz[1]))
     fn = build_tf_model(tiny_model, int8_mask=int8_mask).concrete_function(SEQ)
     got = fn(**{k: data[k].astype(np.int32) for k in ("input_ids", "attention_mask", "token_type_ids")})["logits"]
@@ -80,11 +98,14 @@ CASES = [(rt, mode, "default") for rt, modes in QUANT_MODES.items() for mode in 
 CASES += [("onnxruntime", "fp32", "tf2onnx"), ("onnxruntime", "dynamic_int8", "tf2onnx")]
 
 
+@pytest.mark.parametrize("model_fixture", FAMILIES)
 @pytest.mark.parametrize(("runtime", "mode", "converter"), CASES)
-def test_every_mode_converts_and_agrees(runtime: str, mode: str, converter: str, tiny_model: Path,
+def test_every_mode_converts_and_agrees(runtime: str, mode: str, converter: str, model_fixture: str,
                                         npz: tuple[Path, Path], tmp_path: Path,
-                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    """The child's own build + check, run in-process so the whole matrix stays fast."""
+                                        monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
+    """The child's own build + check, run in-process so the whole matrix stays fast.
+    Both families: the bert one takes the full-int8 GELU and LayerNorm paths."""
+    tiny_model = request.getfixturevalue(model_fixture)
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
@@ -223,7 +244,7 @@ def test_tf2onnx_with_one_head(mode: str, one_head_model: Path, npz: tuple[Path,
     assert record["parity"]["max_abs_logit_diff"] < (1e-4 if mode == "fp32" else 0.1)
 
 
-@pytest.mark.parametrize("model_fixture", ["tiny_model", "one_head_model"])
+@pytest.mark.parametrize("model_fixture", ["tiny_model", "one_head_model", "bert_model"])
 def test_full_int8_runs_on_fully_padded_rows(model_fixture: str, npz: tuple[Path, Path], tmp_path: Path,
                                               request: pytest.FixtureRequest) -> None:
     """Regression: full_int8 masked after the softmax and divided by the quantized kept mass,

@@ -18,7 +18,7 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_defaults_are_the_demo() -> None:
     config = load_config(None)
-    assert config.space == "demo" and config.task.dataset == "tweets"
+    assert config.space == "minilm" and config.task.dataset == "tweets"
     assert config.directions() == ["maximize", "minimize", "minimize"]
 
 
@@ -38,7 +38,9 @@ def test_partial_file_overrides_defaults(tmp_path: Path) -> None:
         ("candidates:\n  runtimes:\n    tflite: []\n", "empty list of quantization modes"),
         ("candidates:\n  seq_lens: []\n", "candidates.seq_lens"),
         ("budgets:\n  min_accuracy: 2\n", "budgets.min_accuracy"),
-        ("supernet:\n  epochz: 1\n", "supernet: unknown key 'epochz'"),
+        ("supernet:\n  epochz: 1\n", "unknown training recipe key 'epochz'"),
+        ("supernet:\n  steps: 0\n", "steps must be positive"),
+        ("supernet:\n  steps: many\n", "steps: Input should be a valid integer"),
         ("objectives: [accuracy, accuracy]\n", "distinct objectives"),
         ("- just a list\n", "top level must be a mapping"),
         ("a: [unclosed\n", "not valid YAML"),

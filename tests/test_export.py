@@ -44,7 +44,7 @@ def test_export_artifacts_run_in_both_runtimes_and_match_torch(tiny_env) -> None
     from transformers import AutoModelForSequenceClassification
 
     from edgenas.runtime.runners import load_runner
-    from edgenas.search.training.train import predict_logits
+    from edgenas.search.training.loop import predict_logits
 
     model_dir = tiny_env.model_dir
     metrics = json.loads((model_dir / "metrics.json").read_text())

@@ -8,7 +8,7 @@ import pytest
 
 from edgenas.errors import EdgenasError
 from edgenas.search.space import SpaceError, load_space
-from edgenas.types import ARCH_KEYS, ArchConfig
+from edgenas.types import ArchConfig
 
 GOOD = """
 name: tiny
@@ -35,11 +35,19 @@ def test_builtin_mobilebert_max_is_full_mobilebert() -> None:
     assert space.contains(space.max_arch()) and space.contains(space.min_arch())
 
 
-def test_builtin_demo_is_small_and_consistent() -> None:
-    space = load_space("demo")
-    assert space.max_arch().num_hidden_layers <= 6
+def test_builtin_minilm_is_minilm_in_whole_heads() -> None:
+    space = load_space("minilm")
+    assert space.init == "minilm" and space.layers == "spread"
+    assert not space.family.use_bottleneck and space.family.normalization_type == "layer_norm"
+    assert space.max_arch().short() == "L6-H384-A12-I1536-E384" and space.head_size == 32
+    assert "num_attention_heads" not in space.free_keys and "intra_bottleneck_size" not in space.free_keys
+    rng = random.Random(0)
+    for _ in range(30):
+        arch = space.sample(rng)
+        assert space.contains(arch)
+        assert arch.num_attention_heads * 32 == arch.hidden_size == arch.intra_bottleneck_size
+    assert space.min_arch().short() == "L1-H192-A6-I384-E64"
     assert all(isinstance(v, int) for values in space.choices.values() for v in values)
-    assert list(space.choices) == list(ARCH_KEYS)
 
 
 def test_sample_is_seeded_and_inside(tmp_path) -> None:

@@ -8,19 +8,20 @@ import optuna
 import pytest
 
 from edgenas.config import SearchConfig
+from edgenas.search.space import space_from_mapping
 from edgenas.search.study import trial as st
 from edgenas.search.study.runner import TrialCap
 from edgenas.types import QUANT_MODES
 
-CHOICES = {
-    "num_hidden_layers": (1, 2),
-    "hidden_size": (64,),
-    "intra_bottleneck_size": (32,),
-    "num_attention_heads": (1, 2),
-    "num_feedforward_networks": (1,),
-    "intermediate_size": (64,),
-    "embedding_size": (32,),
-}
+SPACE = space_from_mapping({"choices": {
+    "num_hidden_layers": [1, 2],
+    "hidden_size": [64],
+    "intra_bottleneck_size": [32],
+    "num_attention_heads": [1, 2],
+    "num_feedforward_networks": [1],
+    "intermediate_size": [64],
+    "embedding_size": [32],
+}})
 
 
 def storage(tmp_path: Path) -> optuna.storages.RDBStorage:
@@ -34,7 +35,7 @@ def test_candidates_pick_modes_of_their_runtime(tmp_path: Path) -> None:
     seen = set()
     for _ in range(30):
         trial = study.ask()
-        candidate = st.suggest_candidate(trial, CHOICES, config)
+        candidate = st.suggest_candidate(trial, SPACE, config)
         assert candidate.quantization in config.candidates.runtimes[candidate.runtime]
         assert candidate.quantization in QUANT_MODES[candidate.runtime]
         assert ("xnnpack" in trial.params) == (candidate.runtime == "tflite")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import random
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -11,15 +13,11 @@ from transformers import BertConfig, BertForSequenceClassification, BertTokenize
 
 from edgenas.errors import EdgenasError
 from edgenas.search.data.datasets import Splits, TextSplit
-from edgenas.search.space import parse_space
-from edgenas.search.training.train import (
-    TrainRecipe,
-    encode_split,
-    evaluate_accuracy,
-    finetune_subnet,
-    supernet_key,
-    train_supernet,
-)
+from edgenas.search.space import parse_space, space_from_mapping
+from edgenas.recipe import TrainRecipe
+from edgenas.search.training.loop import accuracy as evaluate_accuracy
+from edgenas.search.training.loop import batch_order, encode_split
+from edgenas.search.training.train import finetune_subnet, load_supernet, supernet_key, train_supernet, training_set
 
 SPACE = parse_space(
     """
@@ -36,7 +34,8 @@ choices:
 GOOD = ["great", "love", "nice", "happy", "best"]
 BAD = ["awful", "hate", "worst", "sad", "broken"]
 FILLER = ["the", "phone", "is", "my", "today", "this", "brand", "service", "a", "was"]
-RECIPE = TrainRecipe(epochs=8, batch_size=16, lr=5e-3, seq_len=12, random_subnets_per_step=1, checkpoint_every=5)
+RECIPE = TrainRecipe(steps=96, batch_size=16, lr=5e-3, seq_len=12, random_subnets_per_step=1, checkpoint_every=5,
+                     teacher=None, threads=1, train_word_embeddings=True)
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +71,10 @@ def test_trains_evaluates_and_reuses_cache(tmp_path, splits, tokenizer) -> None:
     assert evaluate_accuracy(net, encoded, labels, arch=SPACE.max_arch()) >= 0.9
     assert evaluate_accuracy(net, encoded, labels, arch=SPACE.min_arch()) >= 0.75
     key = supernet_key(SPACE, splits, tokenizer, RECIPE)
-    assert (tmp_path / key / "supernet.pt").is_file() and not (tmp_path / key / "checkpoint.pt").exists()
+    assert (tmp_path / key / "supernet.safetensors").is_file() and not (tmp_path / key / "checkpoint.pt").exists()
+    record = json.loads((tmp_path / key / "supernet.json").read_text())
+    assert record["space_hash"] == SPACE.content_hash() and record["data"]["hash"] == splits.content_hash()
+    assert record["training"]["steps"] == RECIPE.steps and record["training"]["device"].startswith("CPU")
 
     def never(step: int) -> None:
         raise AssertionError("a cached supernet must not train again")
@@ -87,18 +89,34 @@ def test_trains_evaluates_and_reuses_cache(tmp_path, splits, tokenizer) -> None:
     assert evaluate_accuracy(model, encoded, labels) == evaluate_accuracy(net, encoded, labels, arch=arch)
 
 
+def test_budget_is_in_steps_whatever_the_data_size(tmp_path, splits, tokenizer) -> None:
+    small = Splits(make_split(40, 0), splits.dev, splits.test, splits.label_names, name="small")
+    seen: list[int] = []
+    train_supernet(SPACE, small, tokenizer, replace(RECIPE, steps=9), tmp_path, progress=False, on_step=seen.append)
+    assert seen == list(range(1, 10))  # 40 examples are 3 batches: the 9 steps run over 3 epochs
+
+
+def test_batches_are_bucketed_by_length_and_cover_the_epoch() -> None:
+    lengths = np.random.default_rng(0).integers(3, 60, size=1000)
+    batches = batch_order(lengths, 20, seed=1, epoch=0)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(1000))
+    spread = np.mean([np.ptp(lengths[b]) for b in batches])
+    assert spread < 10  # sorted within buckets: a batch holds texts of similar lengths
+    assert [b.tolist() for b in batches] == [b.tolist() for b in batch_order(lengths, 20, seed=1, epoch=0)]
+
+
 def test_cache_key_covers_space_data_vocab_recipe(splits, tokenizer) -> None:
     base = supernet_key(SPACE, splits, tokenizer, RECIPE)
-    assert base == supernet_key(SPACE, splits, tokenizer, TrainRecipe(**{**RECIPE.to_dict(), "checkpoint_every": 9}))
-    assert base != supernet_key(SPACE, splits, tokenizer, TrainRecipe(**{**RECIPE.to_dict(), "seed": 1}))
+    assert base == supernet_key(SPACE, splits, tokenizer, replace(RECIPE, checkpoint_every=9, device="cpu"))
+    assert base != supernet_key(SPACE, splits, tokenizer, replace(RECIPE, seed=1))
     other_data = Splits(make_split(192, 5), splits.dev, splits.test, splits.label_names)
     assert base != supernet_key(SPACE, other_data, tokenizer, RECIPE)
-    other_space = parse_space(str(SPACE.to_dict()).replace("'", '"').replace("[16, 32]", "[16, 24, 32]"))
+    other_space = space_from_mapping(json.loads(json.dumps(SPACE.to_dict()).replace("[16, 32]", "[16, 24, 32]")))
     assert base != supernet_key(other_space, splits, tokenizer, RECIPE)
 
 
 def test_resume_after_interruption_equals_uninterrupted_run(tmp_path, splits, tokenizer) -> None:
-    recipe = TrainRecipe(**{**RECIPE.to_dict(), "epochs": 1})
+    recipe = replace(RECIPE, steps=12)
     straight = train_supernet(SPACE, splits, tokenizer, recipe, tmp_path / "a", progress=False)
 
     def interrupt(step: int) -> None:
@@ -111,18 +129,17 @@ def test_resume_after_interruption_equals_uninterrupted_run(tmp_path, splits, to
     assert (tmp_path / "b" / key / "checkpoint.pt").is_file()  # saved at step 5
     seen: list[int] = []
     resumed = train_supernet(SPACE, splits, tokenizer, recipe, tmp_path / "b", progress=False, on_step=seen.append)
-    assert seen[0] == 6 and seen[-1] == 12  # 192 examples / 16 per batch
+    assert seen[0] == 6 and seen[-1] == 12
     for name, value in straight.state_dict().items():
         torch.testing.assert_close(resumed.state_dict()[name], value, atol=0, rtol=0)
 
 
 def test_finetune_subnet_returns_trained_transformers_model(tmp_path, splits, tokenizer) -> None:
-    net = train_supernet(SPACE, splits, tokenizer, TrainRecipe(**{**RECIPE.to_dict(), "epochs": 1}), tmp_path,
-                         progress=False)
-    encoded, labels = encode_split(tokenizer, splits.train, RECIPE.seq_len)
+    net = train_supernet(SPACE, splits, tokenizer, replace(RECIPE, steps=12), tmp_path, progress=False)
+    data = training_set(splits, tokenizer, RECIPE)
     arch = SPACE.min_arch()
-    untouched = finetune_subnet(net, arch, encoded, labels, steps=0)
-    tuned = finetune_subnet(net, arch, encoded, labels, steps=8, lr=3e-3)
+    untouched = finetune_subnet(net, arch, data, steps=0)
+    tuned = finetune_subnet(net, arch, data, steps=8, lr=3e-3, threads=1, device="cpu")
     assert isinstance(tuned, MobileBertForSequenceClassification) and not tuned.training
     assert tuned.config.num_hidden_layers == 1
     moved = tuned.classifier.weight - untouched.classifier.weight
@@ -131,31 +148,69 @@ def test_finetune_subnet_returns_trained_transformers_model(tmp_path, splits, to
     assert 0.0 <= evaluate_accuracy(tuned, dev, dev_labels) <= 1.0
 
 
-def test_distils_from_local_teacher_checkpoint(tmp_path, splits, tokenizer) -> None:
+def tiny_bert_checkpoint(path, tokenizer) -> None:
+    """A bare BERT encoder saved like MiniLM's checkpoint."""
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
                         intermediate_size=32, max_position_embeddings=32)
-    BertForSequenceClassification(config).bert.save_pretrained(tmp_path / "teacher")  # a bare encoder, like MiniLM
-    recipe = TrainRecipe(**{**RECIPE.to_dict(), "epochs": 1, "teacher": str(tmp_path / "teacher"),
-                            "teacher_epochs": 2, "teacher_lr": 3e-3})
-    net = train_supernet(SPACE, splits, tokenizer, recipe, tmp_path / "cache", progress=False)
-    key = supernet_key(SPACE, splits, tokenizer, recipe)
-    logits = np.load(tmp_path / "cache" / key / "teacher_logits.npy")
+    BertForSequenceClassification(config).bert.save_pretrained(path)
+
+
+BERT_SPACE = """
+init: {init}
+layers: spread
+family: {{use_bottleneck: false, key_query_shared_bottleneck: false, normalization_type: layer_norm,
+         trigram_input: false, hidden_act: gelu}}
+max: {{num_hidden_layers: 2, hidden_size: 16, num_attention_heads: 2, num_feedforward_networks: 1,
+      intermediate_size: 32, embedding_size: 16}}
+choices: {{num_hidden_layers: [1, 2], hidden_size: [8, 16], num_feedforward_networks: [1],
+          intermediate_size: [16, 32], embedding_size: [8, 16]}}
+"""
+
+
+def test_distils_from_a_teacher_that_is_the_init_and_starts_from_it(tmp_path, splits, tokenizer) -> None:
+    tiny_bert_checkpoint(tmp_path / "bert", tokenizer)
+    space = parse_space(BERT_SPACE.format(init=tmp_path / "bert"))
+    recipe = replace(RECIPE, steps=4, teacher=str(tmp_path / "bert"), teacher_steps=12, teacher_lr=3e-3,
+                     importance_examples=32)
+    net = train_supernet(space, splits, tokenizer, recipe, tmp_path / "cache", progress=False)
+    run = tmp_path / "cache" / supernet_key(space, splits, tokenizer, recipe)
+    logits = np.load(run / "teacher_logits.npy")
     assert logits.shape == (len(splits.train), 2)
-    assert len(list((tmp_path / "cache").glob("teacher-*/config.json"))) == 1
+    teachers = list((tmp_path / "cache").glob("teacher-*/config.json"))
+    assert len(teachers) == 1 and list(teachers[0].parent.glob("logits-*.npy"))  # logits cached by the teacher
+    start = json.loads((run / "supernet.json").read_text())["training"]["start"]
+    assert start["from"].startswith("the teacher") and start["reordered"]
+    assert training_set(splits, tokenizer, recipe, run).soft.shape == logits.shape
+    loaded, record = load_supernet(run)
+    assert record["space"]["layers"] == "spread" and loaded.layer_indices(1) == [1]
     encoded, labels = encode_split(tokenizer, splits.dev, RECIPE.seq_len)
-    assert 0.0 <= evaluate_accuracy(net, encoded, labels) <= 1.0
+    assert evaluate_accuracy(loaded, encoded, labels) == evaluate_accuracy(net, encoded, labels)
 
 
-def test_bad_teacher_and_embedding_init(tmp_path, splits, tokenizer) -> None:
-    with pytest.raises(EdgenasError, match="teacher must be 'minilm' or a local"):
-        train_supernet(SPACE, splits, tokenizer, TrainRecipe(**{**RECIPE.to_dict(), "teacher": str(tmp_path)}),
-                       tmp_path, progress=False)
-    with pytest.raises(EdgenasError, match="unknown embedding_init"):
-        train_supernet(SPACE, splits, tokenizer, TrainRecipe(**{**RECIPE.to_dict(), "embedding_init": "glove"}),
-                       tmp_path, progress=False)
+def test_init_from_a_local_checkpoint_without_teacher(tmp_path, splits, tokenizer) -> None:
+    tiny_bert_checkpoint(tmp_path / "bert", tokenizer)
+    space = parse_space(BERT_SPACE.format(init=tmp_path / "bert"))
+    net = train_supernet(space, splits, tokenizer, replace(RECIPE, steps=1, lr=1e-12), tmp_path / "cache",
+                         progress=False)
+    from transformers import BertModel
+
+    bert = BertModel.from_pretrained(tmp_path / "bert")
+    ours = net.mobilebert.encoder.layer[1].attention.self.key.weight
+    torch.testing.assert_close(ours, bert.encoder.layer[1].attention.self.key.weight, atol=1e-6, rtol=0)
+
+
+def test_bad_teacher_and_recipe(tmp_path, splits, tokenizer) -> None:
+    with pytest.raises(EdgenasError, match="not a checkpoint directory"):
+        train_supernet(SPACE, splits, tokenizer, replace(RECIPE, teacher=str(tmp_path)), tmp_path, progress=False)
     with pytest.raises(EdgenasError, match="unknown training recipe key"):
-        TrainRecipe.from_dict({"epochs": 1, "lr_max": 2})
+        TrainRecipe.from_dict({"steps": 1, "lr_max": 2})
+    with pytest.raises(EdgenasError, match="steps must be positive"):
+        TrainRecipe.from_dict({"steps": 0})
+    with pytest.raises(EdgenasError, match="device cuda"):
+        if torch.cuda.is_available():
+            raise EdgenasError("device cuda: (a CUDA machine: nothing to check)")
+        train_supernet(SPACE, splits, tokenizer, replace(RECIPE, device="cuda"), tmp_path, progress=False)
 
 
 def test_init_from_local_mobilebert_checkpoint(tmp_path, splits, tokenizer) -> None:
@@ -164,21 +219,18 @@ def test_init_from_local_mobilebert_checkpoint(tmp_path, splits, tokenizer) -> N
     config = MobileBertConfig(vocab_size=len(tokenizer), **SPACE.max_arch().to_dict())
     pretrained = MobileBertForPreTraining(config)
     pretrained.save_pretrained(tmp_path / "mobilebert")
-    recipe = TrainRecipe(**{**RECIPE.to_dict(), "epochs": 0.01, "init_checkpoint": str(tmp_path / "mobilebert"),
-                            "lr": 1e-9})
-    net = train_supernet(SPACE, splits, tokenizer, recipe, tmp_path / "cache", progress=False)
+    space = replace(SPACE, init=str(tmp_path / "mobilebert"))
+    net = train_supernet(space, splits, tokenizer, replace(RECIPE, steps=1, lr=1e-12), tmp_path / "cache",
+                         progress=False)
     ours = net.mobilebert.encoder.layer[0].attention.self.key.weight
     torch.testing.assert_close(ours, pretrained.mobilebert.encoder.layer[0].attention.self.key.weight,
                                atol=1e-6, rtol=0)
 
 
-def test_pca_embedding_init_orders_components_by_variance() -> None:
-    from edgenas.search.training.teacher import pca_embeddings
-
-    gen = torch.Generator().manual_seed(0)
-    table = torch.randn(500, 12, generator=gen) * torch.linspace(3, 0.1, 12)
-    out = pca_embeddings(table, 4, std=0.1)
-    assert out.shape == (500, 4)
-    assert abs(float(out.std()) - 0.1) < 1e-3
-    variances = out.var(0)
-    assert torch.all(variances[:-1] >= variances[1:])  # a narrower embedding keeps the top components
+def test_cpu_training_is_repeatable(tmp_path, splits, tokenizer) -> None:
+    """The result depends on the recipe, not the run: two trainings agree to floating-point noise."""
+    recipe = replace(RECIPE, steps=6)
+    a = train_supernet(SPACE, splits, tokenizer, recipe, tmp_path / "a", progress=False)
+    b = train_supernet(SPACE, splits, tokenizer, replace(recipe, device="cpu"), tmp_path / "b", progress=False)
+    for name, value in a.state_dict().items():
+        torch.testing.assert_close(b.state_dict()[name], value, atol=1e-6, rtol=0)

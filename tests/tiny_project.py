@@ -69,7 +69,7 @@ def make_tiny_project(
     config = {
         "task": {"dataset": str(data), "tokenizer": str(tokenizer)},
         "space": str(root / "space.yaml"),
-        "supernet": supernet or {"max_steps": 6, "batch_size": 16, "seq_len": 16, "checkpoint_every": 3},
+        "supernet": supernet or {"steps": 6, "batch_size": 16, "seq_len": 16, "checkpoint_every": 3, "teacher": None},
         "candidates": {"runtimes": runtimes or {"onnxruntime": ["fp32", "dynamic_int8"]}, "seq_lens": seq_lens or [16]},
         "measure": {"eval_examples": 15, "runs": 5, "warmup": 1, "parity_examples": 4,
                     "calibration_examples": 4, **measure},

@@ -64,7 +64,7 @@ def torch_logits(model_dir: Path, arrays: dict[str, np.ndarray]) -> np.ndarray:
     """Logits of the directory's transformers weights (the reference every artifact is checked against)."""
     from transformers import AutoModelForSequenceClassification
 
-    from edgenas.search.training.train import predict_logits
+    from edgenas.search.training.loop import predict_logits
 
     model = AutoModelForSequenceClassification.from_pretrained(str(model_dir))
     return predict_logits(model, arrays)

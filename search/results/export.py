@@ -21,7 +21,10 @@ from rich.console import Console
 from edgenas.config import SearchConfig
 from edgenas.errors import EdgenasError
 from edgenas.runtime.predict import ARTIFACT_FILES
+from edgenas.search.data.baselines import load_baselines
 from edgenas.search.study import trial as st
+from edgenas.search.study.verdict import BASELINE_NAMES
+from edgenas.search.uncertainty import wilson_interval
 from edgenas.search.results.report import completed, load_study
 from edgenas.types import Candidate
 
@@ -47,6 +50,7 @@ class ExportOptions:
     other_runtime: bool = False
     target: str | None = None  # default: the study's measurement target
     progress: bool = True
+    trim_vocab: bool = False  # also when the study's config asks for it
 
 
 def other_runtime(runtime: str, mode: str) -> tuple[str, str]:
@@ -117,7 +121,8 @@ def measure_artifact(target, path: Path, data: dict[str, Path], candidate: Candi
 def export_trial(trial: FrozenTrial, trained, config: SearchConfig, options: ExportOptions, target,
                  console: Console, study_name: str = "") -> Path:
     """Fine-tune, save, compile, measure and document one trial; returns its model directory."""
-    from edgenas.search.training.train import encode_split, evaluate_accuracy, finetune_subnet
+    from edgenas.search.training.loop import accuracy as evaluate_accuracy
+    from edgenas.search.training.train import finetune_subnet
 
     candidate = Candidate.from_dict(trial.user_attrs["candidate"])
     seq_len = candidate.seq_len
@@ -127,22 +132,26 @@ def export_trial(trial: FrozenTrial, trained, config: SearchConfig, options: Exp
     model_dir.mkdir(parents=True)
     console.print(f"[bold]export[/] trial {trial.number}: {candidate.arch.short()} "
                   f"{candidate.runtime}/{candidate.quantization} seq{seq_len} -> {model_dir}")
-    encoded, labels = encode_split(trained.tokenizer, trained.splits.train, seq_len,
-                                   limit=max(options.steps * options.batch_size, 512), seed=config.task.split_seed)
     data = write_data(trained.splits, trained.tokenizer, config, seq_len, model_dir / "data")
     dev = st.load_npz(data["dev"])
     dev_labels = dev.pop("labels")
     inherited = trained.supernet.extract(candidate.arch)
-    tuned = finetune_subnet(trained.supernet, candidate.arch, encoded, labels, steps=options.steps,
-                            batch_size=options.batch_size, seed=config.task.split_seed)
+    recipe = config.recipe()
+    tuned = finetune_subnet(trained.supernet, candidate.arch, trained.data, steps=options.steps,
+                            batch_size=options.batch_size, seed=config.task.split_seed, threads=recipe.threads,
+                            device=recipe.device)
     dev_before, dev_after = evaluate_accuracy(inherited, dev, dev_labels), evaluate_accuracy(tuned, dev, dev_labels)
     # a short distillation from a weak max subnet can hurt: keep whichever is better on dev (test stays unseen)
     model, kept = (tuned, "finetuned") if dev_after >= dev_before else (inherited, "inherited")
     names = list(trained.splits.label_names)
     model.config.id2label = dict(enumerate(names))
     model.config.label2id = {name: i for i, name in enumerate(names)}
-    model.save_pretrained(model_dir)
-    trained.tokenizer.save_pretrained(model_dir)
+    vocabulary = {"kept": len(trained.tokenizer), "of": len(trained.tokenizer)}
+    if options.trim_vocab or config.trim_vocab:
+        data, vocabulary = save_trimmed(model, trained, config, seq_len, model_dir)
+    else:
+        model.save_pretrained(model_dir)
+        trained.tokenizer.save_pretrained(model_dir)
     torch_acc = {}
     for split in ("dev", "test"):
         arrays = st.load_npz(data[split])
@@ -164,17 +173,34 @@ def export_trial(trial: FrozenTrial, trained, config: SearchConfig, options: Exp
     metrics = {
         "study": study_name, "trial": trial.number,
         "candidate": candidate.to_dict(), "runtime": candidate.runtime, "quantization": candidate.quantization,
-        "seq_len": seq_len, "label_names": names, "torch": torch_acc, "artifacts": artifacts,
-        "finetune": {"steps": options.steps, "batch_size": options.batch_size, "distilled_from": "supernet max subnet",
-                     "train_examples": int(len(labels)), "dev_accuracy_inherited": dev_before,
+        "seq_len": seq_len, "label_names": names, "torch": torch_acc, "artifacts": artifacts, "vocabulary": vocabulary,
+        "finetune": {"steps": options.steps, "batch_size": options.batch_size, "distilled_from": "the teacher" if trained.data.soft is not None else "the supernet's max subnet",
+                     "train_examples": int(len(trained.data.labels)), "dev_accuracy_inherited": dev_before,
                      "dev_accuracy_finetuned": dev_after, "kept": kept},
         "data": {"dataset": config.task.dataset, "n_dev": len(trained.splits.dev), "n_test": len(trained.splits.test)},
+        "baselines": load_baselines(trained.splits, st.cache_root() / "baselines").table(trained.splits),
         "search_result": trial.user_attrs[st.RESULT_ATTR], "target": options.target or config.measure.target,
         "config": json.loads(config.model_dump_json()),
     }
     (model_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
     (model_dir / "README.md").write_text(model_card(metrics))
     return model_dir
+
+
+def save_trimmed(model, trained, config: SearchConfig, seq_len: int, model_dir: Path) -> tuple[dict[str, Path], dict]:
+    """Save `model` and the tokenizer keeping only the training text's tokens; the data sets
+    rewritten by the saved tokenizer itself, so every figure is of the directory as shipped."""
+    from transformers import AutoTokenizer
+
+    from edgenas.search.data.vocab import VocabTrim
+
+    vocab = VocabTrim.from_texts(trained.tokenizer, trained.splits.train.texts)
+    vocab.trim_model(model)
+    model.save_pretrained(model_dir)
+    vocab.save_tokenizer(trained.tokenizer, model_dir)
+    trimmed = AutoTokenizer.from_pretrained(str(model_dir))
+    data = write_data(trained.splits, trimmed, config, seq_len, model_dir / "data")
+    return data, {"kept": vocab.size, "of": vocab.full_size}
 
 
 def export_study(study_name: str, storage: str | None, options: ExportOptions, console: Console) -> list[Path]:
@@ -206,25 +232,32 @@ def model_card(metrics: dict[str, Any]) -> str:
         f"Exported by `edgenas export` from trial {metrics['trial']} of study `{metrics.get('study')}`: "
         f"a {metrics['data']['dataset']} text classifier ({labels}).", "",
         "## Architecture", "", "| knob | value |", "|---|---|",
-        *[f"| {k} | {v} |" for k, v in arch.items()], f"| sequence length | {metrics['seq_len']} |", "",
+        *[f"| {k} | {v} |" for k, v in arch.items()], f"| sequence length | {metrics['seq_len']} |",
+        f"| vocabulary | {metrics['vocabulary']['kept']} of {metrics['vocabulary']['of']} tokens |", "",
         "## Training", "",
         f"Weights inherited from the weight-sharing supernet, then fine-tuned for {metrics['finetune']['steps']} steps "
-        f"(batch {metrics['finetune']['batch_size']}) on labels plus distillation from the supernet's max subnet. "
+        f"(batch {metrics['finetune']['batch_size']}) on labels plus distillation from "
+        f"{metrics['finetune']['distilled_from']}. "
         f"Dev accuracy (torch) {metrics['finetune']['dev_accuracy_inherited']:.4f} inherited, "
         f"{metrics['finetune']['dev_accuracy_finetuned']:.4f} fine-tuned; the {metrics['finetune']['kept']} "
         f"weights were kept.", "",
         "## Results", "",
         f"torch: dev accuracy {metrics['torch']['dev_accuracy']:.4f}, test accuracy {metrics['torch']['test_accuracy']:.4f} "
         f"({metrics['data']['n_dev']} dev / {metrics['data']['n_test']} test examples).", "",
-        "| runtime | file | quantization | dev acc | test acc | median ms | p90 ms | p99 ms | std ms | size MB | argmax agreement with torch (parity set) |",
+        "| runtime | file | quantization | dev acc | test acc (95 % interval) | median ms | p90 ms | p99 ms | std ms | size MB | argmax agreement with torch (parity set) |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    n_test = metrics["data"]["n_test"]
     for runtime, a in metrics["artifacts"].items():
         m = a["measurement"]
         agree = (a.get("parity") or {}).get("argmax_agreement")
-        lines.append(f"| {runtime} | {a['file']} | {a['mode']} | {m['dev_accuracy']:.4f} | {m['test_accuracy']:.4f} | "
-                     f"{m['median_ms']:.3f} | {m['p90_ms']:.3f} | {m['p99_ms']:.3f} | {m['std_ms']:.3f} | "
-                     f"{a['size_mb']:.2f} | {agree if agree is not None else '-'} |")
+        low, high = wilson_interval(m["test_accuracy"], n_test)
+        lines.append(f"| {runtime} | {a['file']} | {a['mode']} | {m['dev_accuracy']:.4f} | {m['test_accuracy']:.4f} "
+                     f"({low:.3f}-{high:.3f}) | {m['median_ms']:.3f} | {m['p90_ms']:.3f} | {m['p99_ms']:.3f} | "
+                     f"{m['std_ms']:.3f} | {a['size_mb']:.2f} | {agree if agree is not None else '-'} |")
+    lines += ["", "Baselines on the same splits: " + ", ".join(
+        f"{label} dev {metrics['baselines'][name]['dev']:.4f} / test {metrics['baselines'][name]['test']:.4f}"
+        for name, label in BASELINE_NAMES.items()) + "."]
     first = next(iter(metrics["artifacts"].values()))["measurement"]
     knobs = (f"threads {c.threads}, ONNX Runtime graph optimization {c.graph_optimization}, "
              f"TFLite XNNPACK {'on' if c.xnnpack else 'off'}")

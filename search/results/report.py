@@ -18,6 +18,7 @@ from optuna.trial import FrozenTrial, TrialState
 from edgenas.config import OBJECTIVES, SearchConfig
 from edgenas.errors import EdgenasError
 from edgenas.search.study import trial as st
+from edgenas.search.study import verdict
 from edgenas.types import Candidate
 
 DEFAULT_OUT = Path("edgenas-out")
@@ -61,8 +62,8 @@ def completed(study: optuna.Study) -> list[FrozenTrial]:
 # ---------------------------------------------------------------- tables
 
 
-PARETO_COLUMNS = ("trial", "architecture", "runtime", "mode", "seq_len", "threads", "accuracy", "torch_accuracy",
-                  "median_ms", "p90_ms", "p99_ms", "size_mb", "params")
+PARETO_COLUMNS = ("trial", "architecture", "runtime", "mode", "seq_len", "threads", "accuracy", "accuracy_ci95",
+                  "accuracy_n", "torch_accuracy", "median_ms", "p90_ms", "p99_ms", "size_mb", "params")
 
 
 def trial_row(trial: FrozenTrial) -> dict[str, Any]:
@@ -70,7 +71,9 @@ def trial_row(trial: FrozenTrial) -> dict[str, Any]:
     c = Candidate.from_dict(trial.user_attrs["candidate"])
     r = trial.user_attrs[st.RESULT_ATTR]
     return {"trial": trial.number, "architecture": c.arch.short(), "runtime": c.runtime, "mode": c.quantization,
-            "seq_len": c.seq_len, "threads": c.threads, "accuracy": r["accuracy"], "torch_accuracy": r["torch_accuracy"],
+            "seq_len": c.seq_len, "threads": c.threads, "accuracy": r["accuracy"],
+            "accuracy_ci95": "-".join(f"{x:.3f}" for x in r["accuracy_ci95"]) if "accuracy_ci95" in r else "",
+            "accuracy_n": r.get("accuracy_n", ""), "torch_accuracy": r["torch_accuracy"],
             "median_ms": r["median_ms"], "p90_ms": r["p90_ms"], "p99_ms": r.get("p99_ms"), "size_mb": r["size_mb"],
             "params": {k: v for k, v in trial.params.items()}}
 
@@ -256,7 +259,17 @@ def summary_markdown(study: optuna.Study, config: SearchConfig, report: Report, 
              f"{n_completed} completed trials, {failed} failed. Objectives: "
              + ", ".join(f"{o} ({OBJECTIVES[o]})" for o in config.objectives) + ".", "",
              f"Latency is the median of {config.measure.runs} batch-1 runs on target `{config.measure.target}`; "
-             "accuracy is dev accuracy measured through the runtime.", ""]
+             "accuracy is dev accuracy measured through the runtime, with its 95 % (Wilson) interval.", ""]
+    baselines = study.user_attrs.get(verdict.BASELINES_ATTR)
+    if baselines:
+        lines += [verdict.baselines_line(baselines).capitalize() + f"; on test ({baselines['n_test']} examples): "
+                  + ", ".join(f"{label} {baselines[name]['test']:.3f}" for name, label in verdict.BASELINE_NAMES.items())
+                  + ".", ""]
+    if report.pareto:
+        best = max(report.pareto, key=lambda row: row["accuracy"])
+        warning = verdict.front_warning(study, best["accuracy"], best["accuracy_n"] or 0)
+        if warning:
+            lines += [f"**{warning.capitalize()}.**", ""]
     if report.reference:
         lines += [f"Hypervolume reference point: {', '.join(f'{o}={v:.4g}' for o, v in zip(config.objectives, report.reference))} "
                   f"(accuracy 0; latency and size {REFERENCE_MARGIN}x the worst observed).", ""]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -18,6 +18,7 @@ from rich.table import Table
 
 from edgenas.config import SearchConfig
 from edgenas.search.study import trial as st
+from edgenas.search.study import verdict
 
 
 @dataclass
@@ -57,6 +58,7 @@ class TrainedTask:
     splits: Any
     tokenizer: Any
     supernet: Any
+    data: Any  # the supernet's TrainingSet: its training examples and the teacher's logits on them
 
 
 def load_task_data(config: SearchConfig) -> tuple[Any, Any, Any]:
@@ -66,6 +68,8 @@ def load_task_data(config: SearchConfig) -> tuple[Any, Any, Any]:
     from edgenas.search.data.tokenizer import load_tokenizer
 
     space = load_space(config.space)
+    if config.init is not None:
+        space = replace(space, init=config.init)
     task = config.task
     splits = load_dataset(
         task.dataset, text_column=task.text_column, label_column=task.label_column,
@@ -75,20 +79,23 @@ def load_task_data(config: SearchConfig) -> tuple[Any, Any, Any]:
 
 
 def train_task_supernet(config: SearchConfig, space: Any, splits: Any, tokenizer: Any, console: Console,
-                        progress: bool = True) -> Any:
-    """Train the study's supernet, or load it from the cache."""
-    from edgenas.search.training.train import train_supernet
+                        progress: bool = True) -> tuple[Any, Any]:
+    """The study's supernet (trained, or from the cache) and its training set."""
+    from edgenas.search.training.train import supernet_dir, train_supernet, training_set
 
+    recipe = config.recipe()
     console.print(f"[bold]supernet[/] {space.name}: max {space.max_arch().short()}, {splits.name} data "
-                  f"({len(splits.train)} train / {len(splits.dev)} dev)")
-    return train_supernet(space, splits, tokenizer, config.recipe(), st.cache_root() / "supernets", progress=progress)
+                  f"({len(splits.train)} train / {len(splits.dev)} dev), {recipe.steps} steps")
+    cache = st.cache_root() / "supernets"
+    net = train_supernet(space, splits, tokenizer, recipe, cache, progress=progress)
+    return net, training_set(splits, tokenizer, recipe, supernet_dir(space, splits, tokenizer, recipe, cache))
 
 
 def load_trained_task(config: SearchConfig, console: Console, progress: bool = True) -> TrainedTask:
     """Load data and tokenizer, then train the supernet or load it from the cache."""
     space, splits, tokenizer = load_task_data(config)
-    supernet = train_task_supernet(config, space, splits, tokenizer, console, progress)
-    return TrainedTask(space, splits, tokenizer, supernet)
+    supernet, data = train_task_supernet(config, space, splits, tokenizer, console, progress)
+    return TrainedTask(space, splits, tokenizer, supernet, data)
 
 
 def prepare_context(config: SearchConfig, options: SearchOptions, console: Console) -> st.TrialContext:
@@ -99,18 +106,26 @@ def prepare_context(config: SearchConfig, options: SearchOptions, console: Conso
     target = target_from_url(config.measure.target)
     space, splits, tokenizer = load_task_data(config)
     artifacts_dir, work_dir = st.study_dirs(options.out_dir)
-    encoded = st.write_encoded_sets(splits, tokenizer, config, work_dir / "data")
+    vocab = trimmed_vocabulary(splits, tokenizer) if config.trim_vocab else None
+    encoded = st.write_encoded_sets(splits, tokenizer, config, work_dir / "data", vocab)
     reference = reference_artifact(work_dir, config)
     measurer = DriftMonitor(target, reference, every=config.measure.reference_every)
     reference_ms = measurer.check_reference()
     console.print(f"[bold]target[/] {target.name}: reference model {reference_ms:.2f} ms")
-    supernet = train_task_supernet(config, space, splits, tokenizer, console, options.progress)
+    supernet, data = train_task_supernet(config, space, splits, tokenizer, console, options.progress)
     store = FileSystemArtifactStore(str(options.artifacts or artifacts_dir))
     return st.TrialContext(
-        config=config, space_choices=space.choices, supernet=supernet, splits=splits,
+        config=config, space=space, supernet=supernet, data=data, splits=splits,
         tokenizer=tokenizer, encoded=encoded, measurer=measurer, artifact_store=store,
-        compile_cache=st.compile_cache_dir(), work_dir=work_dir,
+        compile_cache=st.compile_cache_dir(), work_dir=work_dir, vocab=vocab,
     )
+
+
+def trimmed_vocabulary(splits, tokenizer):
+    """The VocabTrim of the tokens the training split uses."""
+    from edgenas.search.data.vocab import VocabTrim
+
+    return VocabTrim.from_texts(tokenizer, splits.train.texts)
 
 
 REFERENCE_SEQ_LEN = 64
@@ -150,6 +165,7 @@ def run_search(config: SearchConfig, options: SearchOptions, console: Console | 
     study = st.open_study(storage, options.study_name, config, st.make_sampler(options.sampler, options.seed))
     console.print(f"[bold]study[/] {options.study_name} on {st.redact(url)} ({options.sampler} sampler)")
     ctx = prepare_context(config, options, console)
+    study.set_user_attr(verdict.BASELINES_ATTR, verdict.study_baselines(ctx.splits, config, st.cache_root() / "baselines"))
     reporter = TrialReporter(console, config, options.n_trials, enabled=options.progress)
     started = time.perf_counter()
     with reporter, storage_outage_is_an_error(url):
@@ -164,8 +180,20 @@ def run_search(config: SearchConfig, options: SearchOptions, console: Console | 
     console.print(f"[bold]done[/] in {time.perf_counter() - started:.0f} s")
     require_completed_trials(study)
     if options.summary:
-        console.print(pareto_table(study, config))
+        print_summary(study, config, console)
     return study
+
+
+def print_summary(study: optuna.Study, config: SearchConfig, console: Console) -> None:
+    """The Pareto table, the baselines under it, and a warning when the front does not beat them."""
+    console.print(pareto_table(study, config))
+    front = [t.user_attrs[st.RESULT_ATTR] for t in st.pareto_trials(study)]
+    if not front:
+        return
+    best = max(front, key=lambda r: r["accuracy"])
+    warning = verdict.front_warning(study, best["accuracy"], best.get("accuracy_n", 0))
+    if warning:
+        console.print(f"[yellow]{warning}[/]", highlight=False)
 
 
 def require_completed_trials(study: optuna.Study) -> None:
@@ -237,14 +265,16 @@ def trial_line(study: optuna.Study, trial: FrozenTrial) -> str:
     dup = f" (= #{result['duplicate_of']})" if "duplicate_of" in result else ""
     mark = "  [green]pareto[/]" if on_front else ""
     return (
-        f"#{trial.number:<3} {what} | acc {result.get('accuracy', float('nan')):.3f} | "
+        f"#{trial.number:<3} {what} | acc {verdict.accuracy_text(result.get('accuracy', float('nan')), result.get('accuracy_n'))} | "
         f"{result.get('median_ms', float('nan')):.2f} ms | {result.get('size_mb', float('nan')):.1f} MB{dup}{mark}"
     )
 
 
 def pareto_table(study: optuna.Study, config: SearchConfig) -> Table:
     """The feasible Pareto-optimal trials, fastest first."""
-    table = Table(title=f"Pareto front of {study.study_name}")
+    baselines = study.user_attrs.get(verdict.BASELINES_ATTR)
+    table = Table(title=f"Pareto front of {study.study_name}",
+                  caption=verdict.baselines_line(baselines) if baselines else None)
     for column in ("#", "architecture", "runtime/mode", "seq", "acc", "torch", "ms", "p90", "MB"):
         table.add_column(column, justify="left" if column in ("architecture", "runtime/mode") else "right")
     for trial in st.pareto_trials(study):
@@ -252,7 +282,8 @@ def pareto_table(study: optuna.Study, config: SearchConfig) -> Table:
         c = st.Candidate.from_dict(trial.user_attrs["candidate"])
         table.add_row(
             str(trial.number), c.arch.short(), f"{c.runtime}/{c.quantization}", str(c.seq_len),
-            f"{r['accuracy']:.3f}", f"{r['torch_accuracy']:.3f}", f"{r['median_ms']:.2f}", f"{r['p90_ms']:.2f}",
+            verdict.accuracy_text(r["accuracy"], r.get("accuracy_n")), f"{r['torch_accuracy']:.3f}",
+            f"{r['median_ms']:.2f}", f"{r['p90_ms']:.2f}",
             f"{r['size_mb']:.2f}",
         )
     return table

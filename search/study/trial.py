@@ -21,7 +21,10 @@ from optuna.trial import FrozenTrial, TrialState
 from edgenas.config import SearchConfig
 from edgenas.errors import EdgenasError
 from edgenas.search.data.fetch import cache_root
-from edgenas.types import ARCH_KEYS, ArchConfig, Candidate
+from edgenas.search.space import SearchSpace
+from edgenas.search.study.verdict import eval_rows
+from edgenas.search.uncertainty import wilson_interval
+from edgenas.types import Candidate
 
 SAMPLERS = ("tpe", "nsga2", "gp", "random")
 RESULT_ATTR = "result"
@@ -157,9 +160,9 @@ def open_study(storage: RDBStorage, name: str, config: SearchConfig, sampler: op
 # ---------------------------------------------------------------- candidates
 
 
-def suggest_candidate(trial: optuna.Trial, space_choices: dict[str, tuple[int, ...]], config: SearchConfig) -> Candidate:
+def suggest_candidate(trial: optuna.Trial, space: SearchSpace, config: SearchConfig) -> Candidate:
     """Sample architecture, runtime, quantization and runtime knobs for one trial."""
-    arch = ArchConfig(**{key: trial.suggest_categorical(key, list(space_choices[key])) for key in ARCH_KEYS})
+    arch = space.arch({key: trial.suggest_categorical(key, list(space.choices[key])) for key in space.free_keys})
     knobs = config.candidates
     runtime = trial.suggest_categorical("runtime", sorted(knobs.runtimes))
     # one parameter per runtime: Optuna needs a fixed choice list for each name
@@ -216,20 +219,23 @@ class EncodedSets:
     calibration: dict[int, Path] = field(default_factory=dict)
 
 
-def write_encoded_sets(splits, tokenizer, config: SearchConfig, directory: Path) -> EncodedSets:
-    """Tokenize the dev subset (eval, parity) and train samples (calibration) for each seq_len."""
+def write_encoded_sets(splits, tokenizer, config: SearchConfig, directory: Path, vocab=None) -> EncodedSets:
+    """Tokenize the dev subset (eval, parity) and train samples (calibration) for each seq_len
+    (in the trimmed vocabulary's ids when `vocab`, a VocabTrim, is given)."""
     from edgenas.search.data.tokenizer import encode
 
     directory.mkdir(parents=True, exist_ok=True)
     measure = config.measure
-    rng = np.random.default_rng(config.task.split_seed)
-    dev_rows = np.sort(rng.permutation(len(splits.dev))[: measure.eval_examples])
+    dev_rows = eval_rows(splits, config)
+    rng = np.random.default_rng(config.task.split_seed + 1)
     calib_rows = np.sort(rng.permutation(len(splits.train))[: measure.calibration_examples])
     sets = EncodedSets()
     for seq_len in config.candidates.seq_lens:
         dev = encode(tokenizer, [splits.dev.texts[i] for i in dev_rows], seq_len)
         dev["labels"] = splits.dev.labels[dev_rows]
         calib = encode(tokenizer, [splits.train.texts[i] for i in calib_rows], seq_len)
+        if vocab is not None:
+            dev, calib = vocab.remap(dev), vocab.remap(calib)
         sets.eval[seq_len] = _save_npz(directory / f"eval-{seq_len}.npz", dev)
         parity = {k: v[: measure.parity_examples] for k, v in dev.items()}
         sets.parity[seq_len] = _save_npz(directory / f"parity-{seq_len}.npz", parity)
@@ -270,8 +276,9 @@ class TrialContext:
     """What every trial of a study shares: supernet, data, target, stores."""
 
     config: SearchConfig
-    space_choices: dict[str, tuple[int, ...]]
+    space: SearchSpace
     supernet: Any
+    data: Any  # the supernet's TrainingSet (per-candidate fine-tunes distil from its teacher logits)
     splits: Any
     tokenizer: Any
     encoded: EncodedSets
@@ -279,18 +286,7 @@ class TrialContext:
     artifact_store: FileSystemArtifactStore
     compile_cache: Path
     work_dir: Path
-    finetune_sets: dict[int, tuple[dict[str, np.ndarray], np.ndarray]] = field(default_factory=dict)
-
-    def finetune_set(self, seq_len: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        """Training examples for a short per-candidate fine-tune, encoded once per seq_len."""
-        from edgenas.search.training.train import encode_split
-
-        if seq_len not in self.finetune_sets:
-            limit = max(self.config.finetune_steps * 32, 512)
-            self.finetune_sets[seq_len] = encode_split(
-                self.tokenizer, self.splits.train, seq_len, limit=limit, seed=self.config.task.split_seed
-            )
-        return self.finetune_sets[seq_len]
+    vocab: Any = None  # a VocabTrim when config.trim_vocab: candidates keep only its rows
 
 
 def objective_values(config: SearchConfig, result: dict[str, Any]) -> list[float]:
@@ -312,7 +308,7 @@ def set_constraints(trial: optuna.Trial, config: SearchConfig, result: dict[str,
 
 def run_trial(trial: optuna.Trial, ctx: TrialContext) -> list[float]:
     """Sample, inherit, compile, measure and record one candidate."""
-    candidate = suggest_candidate(trial, ctx.space_choices, ctx.config)
+    candidate = suggest_candidate(trial, ctx.space, ctx.config)
     trial.set_user_attr("candidate", candidate.to_dict())
     wait_s = ctx.config.measure.compile_timeout_s + 120  # a twin's compile and measurement
     duplicate = find_duplicate(trial.study, trial.params, trial.number, wait_s=wait_s)
@@ -334,17 +330,21 @@ def run_trial(trial: optuna.Trial, ctx: TrialContext) -> list[float]:
 
 def _measure_candidate(trial: optuna.Trial, candidate: Candidate, ctx: TrialContext, clock: PhaseClock) -> dict[str, Any]:
     from edgenas.compile import compile_artifact
-    from edgenas.search.training.train import evaluate_accuracy, finetune_subnet
+    from edgenas.search.training.loop import accuracy as evaluate_accuracy
+    from edgenas.search.training.train import finetune_subnet
 
     seq_len = candidate.seq_len
     with tempfile.TemporaryDirectory(dir=ctx.work_dir, prefix=f"trial-{trial.number}-") as tmp:
         model_dir = Path(tmp) / "model"
         with clock.phase("extract"):
             if ctx.config.finetune_steps:
-                encoded, labels = ctx.finetune_set(seq_len)
-                model = finetune_subnet(ctx.supernet, candidate.arch, encoded, labels, steps=ctx.config.finetune_steps)
+                recipe = ctx.config.recipe()
+                model = finetune_subnet(ctx.supernet, candidate.arch, ctx.data, steps=ctx.config.finetune_steps,
+                                        threads=recipe.threads, device=recipe.device)
             else:
                 model = ctx.supernet.extract(candidate.arch)
+            if ctx.vocab is not None:
+                ctx.vocab.trim_model(model)
             model.save_pretrained(model_dir)
         with clock.phase("torch_eval"):
             eval_set = load_npz(ctx.encoded.eval[seq_len])
@@ -378,6 +378,8 @@ def _measure_candidate(trial: optuna.Trial, candidate: Candidate, ctx: TrialCont
     result = {
         **{k: measurement[k] for k in measurement if k not in ("accuracy",)},
         "accuracy": float(measurement["accuracy"]),
+        "accuracy_n": int(len(labels)),  # dev examples scored: the accuracy's uncertainty follows from it
+        "accuracy_ci95": list(wilson_interval(float(measurement["accuracy"]), len(labels))),
         "torch_accuracy": float(torch_accuracy),
         "size_mb": artifact.meta["size_bytes"] / 1e6,
         "parity": artifact.meta.get("parity"),

@@ -16,7 +16,7 @@ from rich.console import Console
 from edgenas.config import SearchConfig
 from edgenas.errors import EdgenasError
 from edgenas.search.study import trial as st
-from edgenas.search.study.runner import SearchOptions, load_trained_task, pareto_table, quiet_libraries
+from edgenas.search.study.runner import SearchOptions, load_trained_task, print_summary, quiet_libraries
 
 STORAGE_ENV = "EDGENAS_STORAGE"  # the URL travels in the environment, never on a command line
 
@@ -71,7 +71,7 @@ def run_workers(config: SearchConfig, options: SearchOptions, workers: int, conf
         relay.join(timeout=5)
     done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     console.print(f"[bold]done[/] {done} trials by {workers} workers in {time.perf_counter() - started:.0f} s")
-    console.print(pareto_table(study, config))
+    print_summary(study, config, console)
     failed = [i for i, code in enumerate(codes) if code != 0]
     if failed and done < options.n_trials:
         raise EdgenasError(f"workers {failed} exited with an error and the study has {done}/{options.n_trials} trials")

@@ -1,32 +1,34 @@
-"""Distillation teachers: the packaged all-MiniLM-L6-v2 (or any local HF
-checkpoint) fine-tuned on the task, cached by content hash; and a MiniLM-based
-initialisation of the supernet's word embeddings."""
+"""The distillation teacher: a pretrained checkpoint (the packaged all-MiniLM-L6-v2 by
+default) fine-tuned on the task, cached by content hash, and its logits over the
+training examples, computed once and cached beside it."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import torch
-from torch import nn
 from transformers import AutoModelForSequenceClassification, PreTrainedModel
 from transformers.utils import logging as hf_logging
 
 from edgenas.errors import EdgenasError
+from edgenas.recipe import TrainRecipe
+from edgenas.search.training import loop
 
-TEACHER_VERSION = "teacher-v1"
-#: std of the PCA-initialised word embeddings: that of a random init (0.02);
-#: 0.1 trained worse on tweets (0.626 vs 0.643 dev accuracy, 400 steps)
-PCA_EMBEDDING_STD = 0.02
+TEACHER_VERSION = "teacher-v2"
 #: recipe fields that shape the teacher's fine-tune
-TEACHER_FIELDS = ("teacher_epochs", "teacher_lr", "batch_size", "seq_len", "max_train_examples", "seed")
+TEACHER_FIELDS = ("teacher_steps", "teacher_lr", "batch_size", "seq_len", "max_train_examples", "weight_decay",
+                  "warmup_fraction", "train_word_embeddings", "seed")
 
 
 @contextmanager
 def quiet_transformers():
-    """Silence transformers' load reports (missing classifier head is expected)."""
+    """Silence transformers' load reports (a missing classifier head is expected)."""
     previous = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:
@@ -35,16 +37,28 @@ def quiet_transformers():
         hf_logging.set_verbosity(previous)
 
 
-def teacher_source(spec: str) -> Path:
-    """The checkpoint directory of a teacher spec: "minilm" (packaged) or a local HF directory."""
+def resolve_checkpoint(spec: str) -> Path:
+    """The directory of a checkpoint spec: "minilm" (packaged), a local directory, or a hub id.
+
+    A hub id is fetched by huggingface_hub (users with network only); nothing else
+    in edgenas reaches a model hub."""
     if spec == "minilm":
         from edgenas.search.data.fetch import teacher_dir
 
         return teacher_dir()
-    path = Path(spec)
-    if not (path / "config.json").is_file():
-        raise EdgenasError(f"{path}: teacher must be 'minilm' or a local Hugging Face checkpoint directory with config.json")
-    return path
+    path = Path(spec).expanduser()
+    if path.exists() or spec.startswith((".", "/", "~")) or spec.count("/") != 1:
+        if not (path / "config.json").is_file():
+            raise EdgenasError(f"{path}: not a checkpoint directory with config.json (or 'minilm', or a hub id "
+                               "like google/mobilebert-uncased)")
+        return path
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(spec, allow_patterns=["*.json", "*.safetensors", "*.txt"]))
+    except Exception as exc:  # no network, unknown id, gated model: one line
+        raise EdgenasError(f"cannot fetch {spec!r} from the Hugging Face hub ({str(exc).splitlines()[0][:200]}); "
+                           "pass a local checkpoint directory instead") from None
 
 
 def weights_file(directory: Path) -> Path:
@@ -62,14 +76,23 @@ def file_hash(path: Path) -> str:
     return digest.hexdigest()
 
 
-def teacher_key(source: Path, splits, tokenizer, recipe) -> str:
-    """Content hash of (teacher weights, data, vocab, fine-tune recipe)."""
-    from edgenas.search.training.train import vocab_hash
+def checkpoint_hash(spec: str) -> str:
+    """Hash of a checkpoint's config and weights (what a cache keyed on it must see)."""
+    source = resolve_checkpoint(spec)
+    return hashlib.sha256(((source / "config.json").read_text() + file_hash(weights_file(source))).encode()).hexdigest()[:20]
 
+
+def vocab_hash(tokenizer) -> str:
+    """Hash of the tokenizer's vocabulary (token -> id)."""
+    items = sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])
+    return hashlib.sha256("\n".join(token for token, _ in items).encode()).hexdigest()[:16]
+
+
+def teacher_key(spec: str, splits, tokenizer, recipe: TrainRecipe) -> str:
+    """Content hash of (teacher weights, data, vocab, fine-tune recipe)."""
     body = {
         "version": TEACHER_VERSION,
-        "config": (source / "config.json").read_text(),
-        "weights": file_hash(weights_file(source)),
+        "checkpoint": checkpoint_hash(spec),
         "data": splits.content_hash(),
         "vocab": vocab_hash(tokenizer),
         "recipe": {name: getattr(recipe, name) for name in TEACHER_FIELDS},
@@ -77,13 +100,19 @@ def teacher_key(source: Path, splits, tokenizer, recipe) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:20]
 
 
-def load_teacher(spec: str, splits, tokenizer, recipe, cache_dir: Path, progress: bool = True) -> PreTrainedModel:
-    """The teacher fine-tuned on `splits` (cached under cache_dir/teacher-<hash>/), in eval mode."""
-    source = teacher_source(spec)
-    out = Path(cache_dir) / f"teacher-{teacher_key(source, splits, tokenizer, recipe)}"
+def teacher_dir(spec: str, splits, tokenizer, recipe: TrainRecipe, cache_dir: Path) -> Path:
+    """Where the fine-tuned teacher of this spec, data and recipe is (or will be) cached."""
+    return Path(cache_dir) / f"teacher-{teacher_key(spec, splits, tokenizer, recipe)}"
+
+
+def load_teacher(spec: str, splits, tokenizer, recipe: TrainRecipe, cache_dir: Path,
+                 progress: bool = True) -> tuple[PreTrainedModel, Path]:
+    """The teacher fine-tuned on `splits` (trained once, then from the cache) and its directory, in eval mode."""
+    out = teacher_dir(spec, splits, tokenizer, recipe, cache_dir)
     if (out / "config.json").is_file():
         with quiet_transformers():
-            return AutoModelForSequenceClassification.from_pretrained(str(out), local_files_only=True).eval()
+            return AutoModelForSequenceClassification.from_pretrained(str(out), local_files_only=True).eval(), out
+    source = resolve_checkpoint(spec)
     try:
         with quiet_transformers():
             model = AutoModelForSequenceClassification.from_pretrained(
@@ -95,75 +124,63 @@ def load_teacher(spec: str, splits, tokenizer, recipe, cache_dir: Path, progress
         raise EdgenasError(
             f"{source}: teacher vocabulary has {model.config.vocab_size} tokens, the tokenizer {len(tokenizer)}"
         )
-    finetune_teacher(model, splits, tokenizer, recipe, progress)
-    model.save_pretrained(str(out))
-    return model.eval()
+    device = loop.resolve_device(recipe.device)
+    started = time.perf_counter()
+    finetune_teacher(model, splits, tokenizer, recipe, device, progress)
+    tmp = out.with_name(out.name + ".tmp")
+    model.save_pretrained(str(tmp))
+    record = {"source": spec, "steps": recipe.teacher_steps, "lr": recipe.teacher_lr, "device": loop.device_name(device),
+              "train_seconds": round(time.perf_counter() - started, 1)}
+    (tmp / "teacher.json").write_text(json.dumps(record, indent=2))
+    os.replace(tmp, out)
+    return model.eval(), out
 
 
-def finetune_teacher(model: nn.Module, splits, tokenizer, recipe, progress: bool = True) -> None:
-    """Plain cross-entropy fine-tune of a transformers classifier on the training split."""
-    from edgenas.search.training.train import (
-        _make_optimizer, _tensors, batch_order, descend, encode_split, limit_threads, progress_bar,
-    )
-
-    limit_threads(recipe.threads)
+def finetune_teacher(model: torch.nn.Module, splits, tokenizer, recipe: TrainRecipe, device: torch.device,
+                     progress: bool = True) -> None:
+    """Plain cross-entropy fine-tune of a transformers classifier for recipe.teacher_steps steps."""
+    loop.limit_threads(recipe.threads)
     torch.manual_seed(recipe.seed)
-    encoded, labels = encode_split(tokenizer, splits.train, recipe.seq_len, recipe.max_train_examples, recipe.seed)
-    per_epoch = -(-len(labels) // recipe.batch_size)
-    total = max(1, int(round(recipe.teacher_epochs * per_epoch)))
-    optimizer, scheduler = _make_optimizer(model.parameters(), recipe.teacher_lr, 0.01, total, 0.06)
-    model.train()
+    encoded, labels = loop.encode_split(tokenizer, splits.train, recipe.seq_len, recipe.max_train_examples, recipe.seed)
+    lengths = loop.lengths_of(encoded)
+    total = recipe.teacher_steps
+    model.to(device).train()
+    model.get_input_embeddings().weight.requires_grad_(recipe.train_word_embeddings)
+    optimizer, scheduler = loop.make_optimizer([p for p in model.parameters() if p.requires_grad], recipe.teacher_lr,
+                                               recipe.weight_decay, total, recipe.warmup_fraction)
     step, epoch = 0, 0
-    with progress_bar(progress) as bar:
+    with loop.progress_bar(progress) as bar:
         task = bar.add_task("teacher", total=total, info="")
         while step < total:
-            for index in batch_order(len(labels), recipe.batch_size, recipe.seed + 1, epoch):
+            for index in loop.batch_order(lengths, recipe.batch_size, recipe.seed + 1, epoch):
                 if step >= total:
                     break
-                ids, mask, types = _tensors(encoded, index)
-                logits = model(input_ids=ids, attention_mask=mask, token_type_ids=types).logits
-                loss = nn.functional.cross_entropy(logits, torch.from_numpy(labels[index]))
-                descend(loss, model, optimizer, scheduler)
+                ids, mask, types = loop.tensors(encoded, index, device)
+                with loop.autocast(device):
+                    logits = model(input_ids=ids, attention_mask=mask, token_type_ids=types).logits
+                loss = torch.nn.functional.cross_entropy(logits.float(), torch.from_numpy(labels[index]).to(device))
+                loss.backward()
+                loop.clip_and_step(model, optimizer, scheduler)
                 step += 1
                 bar.update(task, advance=1, info=f"loss {float(loss.detach()):.3f}")
             epoch += 1
-    model.eval()
+    model.cpu().eval()
 
 
-def minilm_word_embeddings() -> torch.Tensor:
-    """MiniLM's (30522, 384) WordPiece embedding table from the packaged checkpoint."""
-    from safetensors import safe_open
-
-    from edgenas.search.data.fetch import teacher_dir
-
-    with safe_open(str(teacher_dir() / "model.safetensors"), "pt") as handle:
-        for key in ("embeddings.word_embeddings.weight", "bert.embeddings.word_embeddings.weight"):
-            if key in handle.keys():
-                return handle.get_tensor(key).float()
-    raise EdgenasError(f"{teacher_dir()}: no word embeddings in the packaged MiniLM checkpoint")
-
-
-def pca_embeddings(table: torch.Tensor, width: int, std: float) -> torch.Tensor:
-    """The `width` leading principal components of `table`, scaled to overall std `std`.
-
-    Components come in order of variance, so every leading slice (a narrower
-    sub-config's embedding) keeps the most informative directions.
-    """
-    centred = table - table.mean(0, keepdim=True)
-    _, _, v = torch.linalg.svd(centred[torch.randperm(len(centred), generator=torch.Generator().manual_seed(0))[:8000]],
-                               full_matrices=False)
-    projected = centred @ v[:width].T
-    return projected * (std / projected.std())
-
-
-def minilm_embedding_init(net, vocab_size: int) -> None:
-    """Initialise the supernet's word embeddings with a PCA of MiniLM's (same uncased WordPiece vocab)."""
-    table = minilm_word_embeddings()
-    if table.shape[0] != vocab_size:
-        raise EdgenasError(
-            f"embedding_init 'minilm' needs the packaged 30522-token WordPiece vocabulary; the tokenizer has {vocab_size}"
-        )
-    weight = net.mobilebert.embeddings.word_embeddings.weight
-    with torch.no_grad():
-        weight.copy_(pca_embeddings(table, weight.shape[1], PCA_EMBEDDING_STD))
-        weight[0].zero_()  # padding row, as at init
+def teacher_logits(model: torch.nn.Module, directory: Path, encoded: loop.Encoded, recipe: TrainRecipe,
+                   progress: bool = True) -> np.ndarray:
+    """The teacher's logits on `encoded`, cached in its directory by a hash of the inputs."""
+    digest = hashlib.sha256()
+    for key in loop.INPUTS:
+        digest.update(np.ascontiguousarray(encoded[key]).tobytes())
+    path = Path(directory) / f"logits-{digest.hexdigest()[:16]}.npy"
+    if path.is_file():
+        return np.load(path)
+    device = loop.resolve_device(recipe.device)
+    model.to(device)
+    logits = loop.predict_logits(model, encoded, device=device, progress=progress, label="teacher logits")
+    model.cpu()
+    tmp = path.with_name(path.name + ".tmp.npy")
+    np.save(tmp, logits)
+    os.replace(tmp, path)
+    return logits

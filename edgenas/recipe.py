@@ -1,0 +1,83 @@
+"""How the teacher and the supernet are trained: a recipe whose budgets are optimizer steps.
+
+Shared by the config schema (edgenas.config) and the training code
+(edgenas.search.training), so neither imports the other for it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from edgenas.errors import EdgenasError
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+#: fields that change where or how fast training runs, not what it computes
+NOT_HASHED = ("checkpoint_every", "threads", "device")
+
+
+@dataclass(frozen=True)
+class TrainRecipe:
+    """Budgets in optimizer steps (not epochs), so a small dataset still gets a real training."""
+
+    steps: int = 2500  # supernet optimizer steps
+    batch_size: int = 32
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    warmup_fraction: float = 0.06
+    seq_len: int = 64  # longest sequence; batches are bucketed by length and cut to their longest text
+    max_train_examples: int | None = None  # a seeded subsample of train (None: all of it)
+    random_subnets_per_step: int = 2  # besides the max and the min sub-config
+    distill_weight: float = 0.7  # share of the loss taken by distillation (the rest: labels)
+    temperature: float = 2.0
+    teacher: str | None = "minilm"  # "minilm", a local HF checkpoint dir, or None (distil from the max subnet)
+    teacher_steps: int = 4650  # 5 epochs of the tweets' 29,757 training texts at batch 32
+    teacher_lr: float = 8e-5
+    train_word_embeddings: bool = False  # the big table stays as pretrained (and training is ~40 % faster on CPU)
+    importance_examples: int = 512  # training examples that rank heads, neurons and hidden units
+    device: str = "auto"  # auto: CUDA, then MPS, then the CPU
+    checkpoint_every: int = 200  # steps between resumable checkpoints
+    threads: int = 2  # torch intra-op threads on the CPU
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        problems = [name for name in ("steps", "batch_size", "checkpoint_every", "threads")
+                    if getattr(self, name) < 1]
+        problems += [name for name in ("teacher_steps", "importance_examples") if getattr(self, name) < 0]
+        if problems:
+            raise ValueError(f"{problems[0]} must be positive, got {getattr(self, problems[0])}")
+        if not 0.0 <= self.distill_weight <= 1.0:
+            raise ValueError(f"distill_weight must lie in [0, 1], got {self.distill_weight}")
+        if self.device not in DEVICES:
+            raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        if self.seq_len < 2:
+            raise ValueError(f"seq_len must be at least 2, got {self.seq_len}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def hashed(self) -> dict[str, Any]:
+        """The fields that determine the trained weights."""
+        return {k: v for k, v in self.to_dict().items() if k not in NOT_HASHED}
+
+    @classmethod
+    def unknown_keys(cls, values: dict) -> list[str]:
+        """Keys of `values` that are not recipe fields, sorted."""
+        return sorted(set(values) - {f.name for f in fields(cls)})
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainRecipe":
+        """A recipe from plain values, type-checked by pydantic; EdgenasError names the bad key."""
+        from pydantic import TypeAdapter, ValidationError
+
+        unknown = cls.unknown_keys(values)
+        if unknown:
+            known = ", ".join(sorted(f.name for f in fields(cls)))
+            raise EdgenasError(f"unknown training recipe key '{unknown[0]}' (known: {known})")
+        try:
+            return TypeAdapter(cls).validate_python(dict(values))
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            where = ".".join(str(part) for part in error["loc"])
+            message = str(error["msg"]).removeprefix("Value error, ")
+            raise EdgenasError(f"training recipe: {where + ': ' if where else ''}{message}") from None

@@ -1,0 +1,194 @@
+"""What every training loop here shares: the device, batches bucketed by length,
+the optimizer and its schedule, the distillation losses, progress bars."""
+
+from __future__ import annotations
+
+import os
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, ContextManager
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from torch import nn
+
+from edgenas.errors import EdgenasError
+
+Encoded = dict[str, np.ndarray]
+INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+#: batches per bucket: texts are sorted by length within each bucket of this many batches
+BUCKET_BATCHES = 50
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """auto: CUDA, then Apple's MPS, then the CPU; a named device that is absent is an error."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise EdgenasError("device cuda: this torch has no CUDA device (install a CUDA build of torch, see README)")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
+        raise EdgenasError("device mps: no Apple MPS device here")
+    if name not in ("cpu", "cuda", "mps"):
+        raise EdgenasError(f"unknown device {name!r} (auto, cpu, cuda or mps)")
+    return torch.device(name)
+
+
+def device_name(device: torch.device) -> str:
+    """A readable name of the device training ran on (the GPU model on CUDA)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "cpu":
+        import platform
+
+        return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    return device.type
+
+
+def autocast(device: torch.device) -> ContextManager[Any]:
+    """bf16 autocast on CUDA devices that support it; full precision elsewhere."""
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def limit_threads(threads: int = 2) -> None:
+    """Run torch on `threads` intra-op threads (at most the machine's cores)."""
+    torch.set_num_threads(max(1, min(threads, os.cpu_count() or 1)))
+
+
+def subsample(texts: list[str], labels: np.ndarray, limit: int | None, seed: int) -> tuple[list[str], np.ndarray]:
+    """A seeded random subset of at most `limit` examples (all of them if limit is None)."""
+    if limit is None or limit >= len(texts):
+        return list(texts), np.asarray(labels)
+    picked = np.sort(np.random.default_rng(seed).permutation(len(texts))[:limit])
+    return [texts[i] for i in picked], np.asarray(labels)[picked]
+
+
+def encode_split(tokenizer, split, seq_len: int, limit: int | None = None, seed: int = 0) -> tuple[Encoded, np.ndarray]:
+    """Tokenized arrays and labels of a TextSplit (optionally a seeded subsample)."""
+    from edgenas.search.data.tokenizer import encode
+
+    texts, labels = subsample(split.texts, split.labels, limit, seed)
+    return encode(tokenizer, texts, seq_len), labels.astype(np.int64)
+
+
+def lengths_of(encoded: Encoded) -> np.ndarray:
+    """Tokens per example (padding excluded)."""
+    return encoded["attention_mask"].sum(1)
+
+
+def batch_order(lengths: np.ndarray, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
+    """The batches of one epoch: shuffled, then sorted by length within buckets, in shuffled order.
+
+    Batches of similar lengths waste little compute on padding; a pure function of
+    seed and epoch, so a resumed run sees the same batches."""
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(len(lengths))
+    chunk = batch_size * BUCKET_BATCHES
+    batches = []
+    for start in range(0, len(order), chunk):
+        part = order[start : start + chunk]
+        part = part[np.argsort(lengths[part], kind="stable")]
+        batches += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def tensors(encoded: Encoded, index: np.ndarray, device: torch.device | str = "cpu") -> tuple[torch.Tensor, ...]:
+    """The batch's (input_ids, attention_mask, token_type_ids), cut to its longest text."""
+    longest = max(1, int(encoded["attention_mask"][index].sum(1).max()))
+    return tuple(torch.from_numpy(encoded[k][index, :longest]).to(device) for k in INPUTS)
+
+
+def kd_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Hinton distillation: KL(teacher || student) on softened logits, scaled by T^2."""
+    t = temperature
+    return F.kl_div(F.log_softmax(student.float() / t, -1), F.log_softmax(teacher.float() / t, -1), log_target=True,
+                    reduction="batchmean") * t * t
+
+
+def mixed_loss(logits: torch.Tensor, labels: torch.Tensor, soft: torch.Tensor | None, weight: float,
+               temperature: float) -> torch.Tensor:
+    """(1 - weight) * cross-entropy + weight * distillation (plain CE without soft targets)."""
+    ce = F.cross_entropy(logits.float(), labels)
+    if soft is None or weight <= 0:
+        return ce
+    return (1 - weight) * ce + weight * kd_loss(logits, soft, temperature)
+
+
+def make_optimizer(params, lr: float, weight_decay: float, total: int, warmup_fraction: float):
+    """AdamW with linear warm-up then linear decay to zero over `total` steps."""
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    warmup = max(1, int(total * warmup_fraction))
+
+    def factor(step: int) -> float:
+        return min((step + 1) / warmup, max(0.0, (total - step) / max(1, total - warmup)))
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def clip_and_step(model: nn.Module, optimizer, scheduler) -> None:
+    """Clip the accumulated gradients to norm 1, step, and clear them."""
+    nn.utils.clip_grad_norm_([p for p in model.parameters() if p.grad is not None], 1.0)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def progress_bar(enabled: bool) -> Progress:
+    """A rich progress bar (disabled: nothing printed)."""
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(), TimeRemainingColumn(), disable=not enabled, transient=False,
+    )
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    """torch.save to a temporary name, then rename: a crash never leaves half a file."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def predict_logits(model: nn.Module, encoded: Encoded, arch=None, batch_size: int = 128, device: torch.device | None = None,
+                   progress: bool = False, label: str = "predict") -> np.ndarray:
+    """Logits of a supernet (at `arch`) or a transformers model, in eval mode, in the examples' order.
+
+    Examples run sorted by length, each batch cut to its longest text."""
+    from edgenas.search.training.supernet import MobileBertSupernet
+
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    n = len(encoded["input_ids"])
+    order = np.argsort(lengths_of(encoded), kind="stable")
+    outputs: list[np.ndarray] = []
+    with torch.no_grad(), autocast(device), progress_bar(progress) as bar:
+        task = bar.add_task(label, total=n, info="")
+        for start in range(0, n, batch_size):
+            ids, mask, types = tensors(encoded, order[start : start + batch_size], device)
+            if isinstance(model, MobileBertSupernet):
+                logits = model(ids, mask, types, arch=arch)
+            else:
+                logits = model(input_ids=ids, attention_mask=mask, token_type_ids=types).logits
+            outputs.append(logits.float().cpu().numpy())
+            bar.update(task, advance=len(ids))
+    model.train(was_training)
+    if not outputs:
+        return np.zeros((0, 0), np.float32)
+    logits = np.empty((n, outputs[0].shape[1]), np.float32)
+    logits[order] = np.concatenate(outputs)
+    return logits
+
+
+def accuracy(model: nn.Module, encoded: Encoded, labels: np.ndarray, arch=None, device: torch.device | None = None) -> float:
+    """Accuracy of a supernet sub-config (or a transformers classifier) on encoded examples."""
+    if len(labels) == 0:
+        raise EdgenasError("cannot measure accuracy on an empty split")
+    logits = predict_logits(model, encoded, arch=arch, device=device)
+    return float((logits.argmax(-1) == np.asarray(labels)).mean())
