@@ -1,60 +1,83 @@
-"""Accuracy-side figures of the search: supernet training time, max/min subnet
-dev accuracy vs TF-IDF + logistic regression and vs the fine-tuned MiniLM
-teacher, and Kendall tau of inherited-weight vs stand-alone accuracy.
+"""How far the supernet's inherited weights can be trusted, on the tweets.
 
-    python benchmarks/supernet_quality.py --quick      # minutes
-    python benchmarks/supernet_quality.py               # fuller (tens of minutes on 2 cores)
+For the max, the min and N-2 seeded random subnets of the `minilm` space: dev and
+test accuracy (torch) inherited from the search's supernet, and after a stand-alone
+fine-tune of the same subnet cut from the pretrained MiniLM with distillation from
+the search's teacher; Kendall tau between the two rankings. Also: the max subnet
+against the teacher, the best 1-layer subnet against tuned TF-IDF, and the file size
+of the smallest subnet as ONNX / TFLite dynamic int8, with and without vocabulary
+trimming.
 
-Prints a JSON record and a markdown table; every figure is measured here.
+    python benchmarks/supernet_quality.py                 # the demo's supernet (its cache is reused)
+    python benchmarks/supernet_quality.py --steps 2500 --teacher-steps 4650   # full budget (hours on 2 cores)
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import random
-import sys
-import time
-from dataclasses import replace
+import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import torch
-from scipy.stats import kendalltau
-from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.linear_model import LogisticRegression
 
-from edgenas.search.data.datasets import load_dataset
-from edgenas.search.data.fetch import cache_root
-from edgenas.search.space import SearchSpace, load_space
-from edgenas.search.training.supernet import MobileBertSupernet
-from edgenas.search.training.teacher import load_teacher
-from edgenas.search.data.tokenizer import load_tokenizer
-from edgenas.search.training.train import (
-    TrainRecipe,
-    _make_optimizer,
-    batch_order,
-    encode_split,
-    evaluate_accuracy,
-    limit_threads,
-    load_trained_meta,
-    sandwich_step,
-    subsample,
-    supernet_key,
-    train_supernet,
-)
+import common
+from edgenas.search.space import SearchSpace
 
 
-def tfidf_baseline(splits, dev_texts: list[str], dev_labels: np.ndarray) -> float:
-    """TF-IDF (word 1-2 grams) + logistic regression trained on the full train split."""
-    vectorizer = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)
-    features = vectorizer.fit_transform(splits.train.texts)
-    model = LogisticRegression(max_iter=2000, C=4.0).fit(features, splits.train.labels)
-    return float((model.predict(vectorizer.transform(dev_texts)) == dev_labels).mean())
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = common.parser(__doc__)
+    p.add_argument("--steps", type=int, help="supernet sandwich steps (default: the demo recipe's)")
+    p.add_argument("--teacher-steps", type=int, help="teacher fine-tune steps (default: the demo recipe's)")
+    p.add_argument("--standalone-steps", type=int, default=150, help="steps of each stand-alone fine-tune")
+    p.add_argument("--subnets", type=int, default=10, help="max, min and this many minus 2 random subnets")
+    args = p.parse_args(argv)
+    run = common.Run("supernet_quality", args.quick, args.out, argv)
+    if args.quick:
+        args.steps, args.teacher_steps, args.standalone_steps, args.subnets = 2, 2, 2, 3
+    figures = measure(args)
+    return run.finish(figures, markdown(figures), args.write_results)
 
 
-def distinct_subnets(space: SearchSpace, count: int, seed: int) -> list:
-    """`count` distinct sub-configs: max, min, then seeded random samples."""
+def measure(args) -> dict[str, Any]:
+    from rich.console import Console
+
+    from edgenas.config import SearchConfig
+    from edgenas.search.study.runner import load_trained_task
+    from edgenas.search.training.loop import encode_split
+
+    config = SearchConfig()
+    recipe = {**config.supernet, **{k: v for k, v in (("steps", args.steps), ("teacher_steps", args.teacher_steps))
+                                    if v is not None}}
+    config = config.model_copy(update={"supernet": recipe})
+    trained = load_trained_task(config, Console(stderr=True), progress=True)
+    splits, tokenizer = trained.splits, trained.tokenizer
+    limit = 200 if args.quick else None
+    sets = {split: encode_split(tokenizer, getattr(splits, split), 64, limit, 0) for split in ("dev", "test")}
+    archs = subnets(trained.space, args.subnets, seed=0)
+    pretrained = pretrained_supernet(trained.space, tokenizer, splits.num_labels)
+    rows = []
+    for arch in archs:
+        standalone = standalone_model(pretrained, arch, trained.data, args.standalone_steps, config)
+        row = {"subnet": arch.short(), "layers": arch.num_hidden_layers}
+        for split, (encoded, labels) in sets.items():
+            row[f"inherited_{split}"] = accuracy_of(trained.supernet, encoded, labels, arch)
+            row[f"standalone_{split}"] = accuracy_of(standalone, encoded, labels)
+        rows.append(row)
+        print(row, flush=True)
+    return {
+        "recipe": config.recipe().to_dict(), "standalone_steps": args.standalone_steps, "subnets": rows,
+        "kendall_tau": {split: kendall(rows, split) for split in sets},
+        "teacher": teacher_accuracy(trained, config, sets),
+        "one_layer": one_layer_figures(trained, sets),
+        "baselines": baseline_figures(trained, limit),
+        "sizes": smallest_sizes(trained, archs[1]),
+        "n": {split: int(len(labels)) for split, (_, labels) in sets.items()},
+    }
+
+
+def subnets(space: SearchSpace, count: int, seed: int) -> list:
+    """Max, min, then distinct seeded random sub-configs."""
     archs = [space.max_arch(), space.min_arch()]
     rng = random.Random(seed)
     while len(archs) < count:
@@ -64,137 +87,114 @@ def distinct_subnets(space: SearchSpace, count: int, seed: int) -> list:
     return archs[:count]
 
 
-def time_sandwich_steps(space: SearchSpace, tokenizer, splits, recipe: TrainRecipe, steps: int) -> float:
-    """Seconds per sandwich step of `space`'s supernet on real batches (after one warm-up step)."""
-    torch.manual_seed(0)
-    net = MobileBertSupernet(space.max_arch(), len(tokenizer), splits.num_labels)
-    encoded, labels = encode_split(tokenizer, splits.train, recipe.seq_len, (steps + 1) * recipe.batch_size, 0)
-    optimizer, _ = _make_optimizer(net.parameters(), recipe.lr, recipe.weight_decay, steps + 1, 0.1)
-    batches = batch_order(len(labels), recipe.batch_size, 0, 0)
-    times = []
-    for step, index in enumerate(batches[: steps + 1]):
-        started = time.perf_counter()
-        sandwich_step(net, space, encoded, labels, index, None, recipe, step)
-        optimizer.step()
-        times.append(time.perf_counter() - started)
-    return float(np.mean(times[1:]))
+def pretrained_supernet(space: SearchSpace, tokenizer, num_labels: int):
+    """The space's pretrained weights in a supernet, untouched by the task: where stand-alone training starts."""
+    from edgenas.search.training.supernet import MobileBertSupernet
+    from edgenas.search.training.teacher import resolve_checkpoint
+
+    net = MobileBertSupernet(space.max_arch(), len(tokenizer), num_labels, family=space.family, layers=space.layers)
+    net.load_checkpoint(resolve_checkpoint(space.init))
+    return net
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small budgets (minutes)")
-    parser.add_argument("--steps", type=int, help="cap on supernet steps on the demo space (default: 1 epoch)")
-    parser.add_argument("--train-examples", type=int, help="training subsample (default: all of train)")
-    parser.add_argument("--dev-examples", type=int, help="dev subsample used by every accuracy figure")
-    parser.add_argument("--subnets", type=int, default=8, help="subnets for Kendall tau (>= 8)")
-    parser.add_argument("--standalone-steps", type=int, help="steps of each stand-alone subnet training")
-    parser.add_argument("--teacher-examples", type=int, help="training examples of the MiniLM fine-tune (0: skip)")
-    parser.add_argument("--mobilebert-steps", type=int, default=None, help="timed steps of the full MobileBERT supernet")
-    parser.add_argument("--teacher-lr", type=float, default=5e-5)
-    parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--cache", type=Path, default=None)
-    parser.add_argument("--json", type=Path, default=None, help="also write the JSON record here")
-    args = parser.parse_args(argv)
-    quick = args.quick
-    steps = args.steps  # default: one epoch
-    train_examples = args.train_examples
-    dev_examples = args.dev_examples or (1000 if quick else None)
-    standalone_steps = args.standalone_steps or (150 if quick else 500)
-    teacher_examples = args.teacher_examples if args.teacher_examples is not None else (1000 if quick else 4000)
-    mobilebert_steps = args.mobilebert_steps or (3 if quick else 10)
-    cache = args.cache or cache_root() / "bench-supernet"
-    limit_threads(args.threads)
-    command = "python benchmarks/supernet_quality.py " + " ".join(argv if argv is not None else sys.argv[1:])
+def standalone_model(pretrained, arch, data, steps: int, config):
+    """The subnet cut from the pretrained weights, fine-tuned alone on labels + the teacher's logits."""
+    from edgenas.search.training.train import finetune_subnet
 
-    splits = load_dataset("tweets", seed=0)
-    tokenizer = load_tokenizer()
-    space = load_space("demo")
-    # a seeded random subset: the split is ordered by label, so a prefix would be one class
-    dev_texts, dev_labels = subsample(splits.dev.texts, splits.dev.labels, dev_examples, seed=0)
-    dev, _ = encode_split(tokenizer, type(splits.dev)(dev_texts, dev_labels), 64)
-    record: dict = {"command": command, "dev_examples": len(dev_labels), "train_examples_total": len(splits.train)}
-    record["tfidf_logreg_dev_accuracy"] = tfidf_baseline(splits, dev_texts, dev_labels)
-    record["majority_dev_accuracy"] = float(np.bincount(dev_labels).max() / len(dev_labels))
-
-    recipe = TrainRecipe.demo(max_steps=steps, max_train_examples=train_examples, lr=args.lr, threads=args.threads)
-    started = time.perf_counter()
-    net = train_supernet(space, splits, tokenizer, recipe, cache, progress=True)
-    meta = load_trained_meta(cache, supernet_key(space, splits, tokenizer, recipe))
-    record["demo"] = {
-        "space": space.name, "recipe": recipe.to_dict(), "steps": meta["steps"],
-        "train_examples": meta["train_examples"], "epochs": meta["steps"] / meta["steps_per_epoch"],
-        "train_seconds": meta["train_seconds"], "seconds_per_epoch_of_subsample": meta["seconds_per_epoch"],
-        "seconds_per_full_train_epoch": meta["train_seconds"] / meta["steps"] * -(-len(splits.train) // 32),
-        "cached": time.perf_counter() - started < 0.5 * meta["train_seconds"],
-        "max_arch": space.max_arch().short(), "min_arch": space.min_arch().short(),
-        "max_dev_accuracy": evaluate_accuracy(net, dev, dev_labels, arch=space.max_arch()),
-        "min_dev_accuracy": evaluate_accuracy(net, dev, dev_labels, arch=space.min_arch()),
-    }
-    print(json.dumps({"demo": record["demo"]}, indent=1), flush=True)
-
-    subnets = distinct_subnets(space, max(8, args.subnets), seed=1)
-    standalone_recipe = replace(recipe, max_steps=standalone_steps, random_subnets_per_step=0)
-    rows = []
-    for arch in subnets:
-        inherited = evaluate_accuracy(net, dev, dev_labels, arch=arch)
-        alone = train_supernet(SearchSpace.point(arch), splits, tokenizer, standalone_recipe, cache, progress=True)
-        rows.append({"arch": arch.short(), "inherited": inherited,
-                     "standalone": evaluate_accuracy(alone, dev, dev_labels)})
-        print(json.dumps(rows[-1]), flush=True)
-    tau = kendalltau([r["inherited"] for r in rows], [r["standalone"] for r in rows])
-    record["ranking"] = {"subnets": rows, "standalone_steps": standalone_steps,
-                         "kendall_tau": float(tau.statistic), "p_value": float(tau.pvalue)}
-
-    if teacher_examples:
-        teacher_recipe = replace(recipe, max_train_examples=teacher_examples, teacher_epochs=1.0, teacher_lr=args.teacher_lr)
-        started = time.perf_counter()
-        teacher = load_teacher("minilm", splits, tokenizer, teacher_recipe, cache, progress=True)
-        record["teacher"] = {"model": "all-MiniLM-L6-v2 fine-tuned", "train_examples": teacher_examples,
-                             "lr": args.teacher_lr,
-                             "epochs": 1.0, "seconds_incl_load": time.perf_counter() - started,
-                             "dev_accuracy": evaluate_accuracy(teacher, dev, dev_labels)}
-        print(json.dumps({"teacher": record["teacher"]}), flush=True)
-
-    full = load_space("mobilebert")
-    per_step = time_sandwich_steps(full, tokenizer, splits, replace(recipe, random_subnets_per_step=2), mobilebert_steps)
-    record["mobilebert_timing"] = {
-        "space": "mobilebert", "max_arch": full.max_arch().short(), "timed_steps": mobilebert_steps,
-        "seconds_per_step": per_step, "steps_per_full_epoch": -(-len(splits.train) // 32),
-        "extrapolated_seconds_per_full_epoch": per_step * -(-len(splits.train) // 32),
-        "note": "timed steps (batch 32, seq 64, max+min+2 random subnets) extrapolated to one epoch of train",
-    }
-    print(json.dumps(record, indent=1))
-    print(markdown(record))
-    if args.json:
-        args.json.write_text(json.dumps(record, indent=1))
-    return record
+    recipe = config.recipe()
+    return finetune_subnet(pretrained, arch, data, steps=steps, batch_size=recipe.batch_size, lr=recipe.teacher_lr,
+                           distill_weight=recipe.distill_weight, temperature=recipe.temperature,
+                           threads=recipe.threads, device=recipe.device)
 
 
-def markdown(record: dict) -> str:
-    """The figures as a markdown table."""
-    demo, rank, timing = record["demo"], record["ranking"], record["mobilebert_timing"]
+def accuracy_of(model, encoded, labels, arch=None) -> float:
+    from edgenas.search.training.loop import accuracy
+
+    return round(accuracy(model, encoded, labels, arch), 4)
+
+
+def kendall(rows: list[dict[str, Any]], split: str) -> float:
+    from scipy.stats import kendalltau
+
+    tau = kendalltau([r[f"inherited_{split}"] for r in rows], [r[f"standalone_{split}"] for r in rows]).statistic
+    return round(float(tau), 3)
+
+
+def teacher_accuracy(trained, config, sets) -> dict[str, float]:
+    """The search's teacher (from the cache) on the same examples."""
+    from edgenas.search.study.trial import cache_root
+    from edgenas.search.training.teacher import load_teacher
+
+    recipe = config.recipe()
+    teacher, _ = load_teacher(recipe.teacher, trained.splits, trained.tokenizer, recipe,
+                              cache_root() / "supernets", progress=False)
+    return {split: accuracy_of(teacher, encoded, labels) for split, (encoded, labels) in sets.items()}
+
+
+def one_layer_figures(trained, sets) -> dict[str, Any]:
+    """The most accurate 1-layer subnet on dev (inherited), among the widest ones, and its test accuracy."""
+    space = trained.space
+    candidates = {space.arch({**space.max_arch().to_dict(), "num_hidden_layers": 1, "embedding_size": e})
+                  for e in space.choices["embedding_size"]}
+    scored = [(accuracy_of(trained.supernet, *sets["dev"], arch), arch) for arch in candidates]
+    dev, best = max(scored, key=lambda pair: pair[0])
+    return {"subnet": best.short(), "dev": dev, "test": accuracy_of(trained.supernet, *sets["test"], best)}
+
+
+def baseline_figures(trained, limit: int | None) -> dict[str, dict[str, float]]:
+    from edgenas.search.data.baselines import load_baselines
+    from edgenas.search.study.trial import cache_root
+
+    baselines = load_baselines(trained.splits, cache_root() / "baselines")
+    if limit is None:
+        return baselines.table(trained.splits)
+    rows = np.arange(min(limit, len(trained.splits.dev)))
+    return {name: {"dev": baselines.accuracy(name, "dev", trained.splits.dev.labels, rows)} for name in ("majority", "tfidf")}
+
+
+def smallest_sizes(trained, arch) -> dict[str, Any]:
+    """File sizes of `arch` (dynamic int8, ONNX and TFLite) with the full and the trimmed vocabulary."""
+    from edgenas.compile import compile_artifact
+    from edgenas.search.data.vocab import VocabTrim
+
+    vocab = VocabTrim.from_texts(trained.tokenizer, trained.splits.train.texts)
+    sizes: dict[str, Any] = {"subnet": arch.short(), "vocabulary": {"kept": vocab.size, "of": vocab.full_size}}
+    with tempfile.TemporaryDirectory() as tmp:
+        for label in ("full", "trimmed"):
+            model = trained.supernet.extract(arch)
+            if label == "trimmed":
+                vocab.trim_model(model)
+            model_dir = Path(tmp) / label
+            model.save_pretrained(model_dir)
+            for runtime in ("onnxruntime", "tflite"):
+                artifact = compile_artifact(model_dir, runtime, "dynamic_int8", seq_len=64, cache_dir=Path(tmp) / "cache")
+                sizes[f"{runtime}_{label}_mb"] = round(artifact.meta["size_bytes"] / 1e6, 2)
+    return sizes
+
+
+def markdown(f: dict[str, Any]) -> str:
+    r, n = f["recipe"], f["n"]
     lines = [
-        f"Command: `{record['command']}`  (dev examples: {record['dev_examples']})",
+        f"Supernet: the `minilm` space, teacher {r['teacher']} fine-tuned {r['teacher_steps']} steps (lr "
+        f"{r['teacher_lr']:g}), then {r['steps']} sandwich steps (batch {r['batch_size']}, seq {r['seq_len']}, "
+        f"{r['max_train_examples'] or 'all'} training examples). Stand-alone: each subnet cut from the pretrained "
+        f"MiniLM and fine-tuned {f['standalone_steps']} steps on labels + the teacher's logits. Torch accuracy on "
+        f"{n['dev']} dev / {n['test']} test examples.", "",
+        common.table(f["subnets"], ["subnet", "inherited_dev", "standalone_dev", "inherited_test", "standalone_test"]),
         "",
-        "| figure | value |",
-        "|---|---|",
-        f"| demo supernet training ({demo['steps']} steps, {demo['train_examples']} examples, "
-        f"{demo['epochs']:.2f} epochs) | {demo['train_seconds']:.0f} s |",
-        f"| demo: s per full-train epoch ({record['train_examples_total']} examples) "
-        f"| {demo['seconds_per_full_train_epoch']:.0f} s |",
-        f"| mobilebert: s per full-train epoch (extrapolated from {timing['timed_steps']} steps of "
-        f"{timing['seconds_per_step']:.2f} s) | {timing['extrapolated_seconds_per_full_epoch']:.0f} s |",
-        f"| dev acc, max subnet {demo['max_arch']} | {demo['max_dev_accuracy']:.3f} |",
-        f"| dev acc, min subnet {demo['min_arch']} | {demo['min_dev_accuracy']:.3f} |",
-        f"| dev acc, TF-IDF + logistic regression | {record['tfidf_logreg_dev_accuracy']:.3f} |",
-        f"| dev acc, majority class | {record['majority_dev_accuracy']:.3f} |",
+        f"Kendall tau, inherited vs stand-alone: dev {f['kendall_tau']['dev']:.3f}, test {f['kendall_tau']['test']:.3f} "
+        "(goal: at least 0.6).", "",
+        f"Max subnet {f['subnets'][0]['subnet']}: inherited dev {f['subnets'][0]['inherited_dev']:.4f} / test "
+        f"{f['subnets'][0]['inherited_test']:.4f}; teacher dev {f['teacher']['dev']:.4f} / test {f['teacher']['test']:.4f}.",
+        f"Best 1-layer subnet {f['one_layer']['subnet']} (inherited): dev {f['one_layer']['dev']:.4f} / test "
+        f"{f['one_layer']['test']:.4f}; TF-IDF + logistic regression dev {f['baselines']['tfidf']['dev']:.4f}"
+        + (f" / test {f['baselines']['tfidf']['test']:.4f}" if "test" in f["baselines"]["tfidf"] else "")
+        + f"; majority class dev {f['baselines']['majority']['dev']:.4f}.", "",
     ]
-    if "teacher" in record:
-        lines.append(f"| dev acc, MiniLM teacher ({record['teacher']['train_examples']} train examples, 1 epoch) "
-                     f"| {record['teacher']['dev_accuracy']:.3f} |")
-    lines.append(f"| Kendall tau inherited vs stand-alone ({len(rank['subnets'])} subnets, "
-                 f"{rank['standalone_steps']} steps each) | {rank['kendall_tau']:.3f} (p={rank['p_value']:.3f}) |")
+    s = f["sizes"]
+    lines.append(f"Smallest subnet {s['subnet']}, dynamic int8: ONNX {s['onnxruntime_full_mb']} MB full vocabulary, "
+                 f"{s['onnxruntime_trimmed_mb']} MB trimmed ({s['vocabulary']['kept']} of {s['vocabulary']['of']} "
+                 f"tokens); TFLite {s['tflite_full_mb']} MB / {s['tflite_trimmed_mb']} MB.")
     return "\n".join(lines)
 
 

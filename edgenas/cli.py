@@ -59,6 +59,39 @@ def data_info(
     console.print(describe(splits, title=dataset))
 
 
+DeviceOption = typer.Option(None, "--device", help="where training runs: auto, cpu, cuda or mps (default: the config's)")
+
+
+def _config(path: Path | None, device: str | None):
+    """The search config of `path` (or the demo), with --device applied."""
+    from edgenas.config import DEVICES, load_config
+
+    config = load_config(path)
+    if device is None:
+        return config
+    if device not in DEVICES:
+        raise EdgenasError(f"unknown device '{device}' (choose from {', '.join(DEVICES)})")
+    return config.model_copy(update={"device": device})
+
+
+@app.command()
+def train(
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML search config (default: the built-in demo)"),
+    out: Path = typer.Option(Path("edgenas-supernet"), "--out", help="the portable supernet directory to write"),
+    device: Optional[str] = DeviceOption,
+    no_progress: bool = typer.Option(False, "--no-progress", help="no progress bars"),
+) -> None:
+    """Train the teacher and the supernet of a config into a portable directory (for `search --supernet`)."""
+    import time
+
+    from edgenas.search.study.runner import train_only
+
+    started = time.perf_counter()
+    size = train_only(_config(config, device), out, console, progress=not no_progress)
+    console.print(f"[green]wrote[/] {out} ({size / 1e6:.1f} MB) in {time.perf_counter() - started:.0f} s; "
+                  f"search with: edgenas search --supernet {out}" + (f" --config {config}" if config else ""))
+
+
 @app.command()
 def search(
     config: Optional[Path] = typer.Option(None, "--config", help="YAML search config (default: the built-in demo)"),
@@ -74,20 +107,22 @@ def search(
     out: Path = typer.Option(Path("edgenas-out"), "--out", help="directory for the default storage and artifacts"),
     artifacts: Optional[Path] = typer.Option(None, "--artifacts", help="artifact store directory (shared by workers)"),
     workers: int = typer.Option(1, "--workers", min=1, help="local worker processes on one study"),
+    supernet: Optional[Path] = typer.Option(None, "--supernet", help="a directory written by `edgenas train`"),
+    device: Optional[str] = DeviceOption,
     no_progress: bool = typer.Option(False, "--no-progress", help="no progress bars"),
     worker: bool = typer.Option(False, "--worker", hidden=True, help="started by --workers: no final summary"),
 ) -> None:
     """Run the compiler-aware architecture search (demo defaults; resumable)."""
-    from edgenas.config import load_config
     from edgenas.search.study.runner import SearchOptions, run_search
     from edgenas.search.study.trial import SAMPLERS
 
-    search_config = load_config(config)
+    search_config = _config(config, device)
     if sampler not in SAMPLERS:
         raise EdgenasError(f"unknown sampler '{sampler}' (choose from {', '.join(SAMPLERS)})")
     options = SearchOptions(
         out_dir=out, storage=storage, study_name=study, n_trials=n_trials, timeout=timeout,
         sampler=sampler, seed=seed, artifacts=artifacts, progress=not no_progress, summary=not worker,
+        supernet=supernet,
     )
     if workers > 1:
         from edgenas.search.study.workers import run_workers
@@ -109,6 +144,7 @@ def export(
     target: Optional[str] = typer.Option(None, "--target", help="measure here (default: the study's target)"),
     trim_vocab: bool = typer.Option(False, "--trim-vocab",
                                     help="keep only the tokens the training text uses (others become [UNK])"),
+    device: Optional[str] = DeviceOption,
     no_progress: bool = typer.Option(False, "--no-progress", help="no progress bars"),
 ) -> None:
     """Export Pareto-optimal models with model cards."""
@@ -116,7 +152,7 @@ def export(
 
     options = ExportOptions(out_dir=out, trials=trials, steps=steps, batch_size=batch_size,
                             other_runtime=other_runtime, target=target, progress=not no_progress,
-                            trim_vocab=trim_vocab)
+                            trim_vocab=trim_vocab, device=device)
     for directory in export_study(study, storage, options, console):
         console.print(f"[green]wrote[/] {directory}")
 

@@ -36,7 +36,7 @@ import yaml
 from edgenas.errors import EdgenasError
 from edgenas.types import ARCH_KEYS, ArchConfig, Family
 
-BUILTIN_SPACES = ("minilm", "demo", "mobilebert")
+BUILTIN_SPACES = ("minilm", "mobilebert")
 LAYER_SELECTIONS = ("first", "spread")
 #: knobs that follow from hidden_size when a family has no bottleneck
 TIED_KEYS = ("intra_bottleneck_size", "num_attention_heads")

@@ -22,6 +22,12 @@ def test_defaults_are_the_demo() -> None:
     assert config.directions() == ["maximize", "minimize", "minimize"]
 
 
+def test_device_reaches_the_recipe_unless_the_recipe_names_one(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, "device: cpu\n")).recipe().device == "cpu"
+    assert load_config(write(tmp_path, "device: cpu\nsupernet: {steps: 5, device: mps}\n")).recipe().device == "mps"
+    assert SearchConfig().recipe().device == "auto"
+
+
 def test_partial_file_overrides_defaults(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, "candidates:\n  seq_lens: [32]\nbudgets:\n  max_latency_ms: 5\n"))
     assert config.candidates.seq_lens == [32] and config.budgets.max_latency_ms == 5
@@ -40,6 +46,7 @@ def test_partial_file_overrides_defaults(tmp_path: Path) -> None:
         ("budgets:\n  min_accuracy: 2\n", "budgets.min_accuracy"),
         ("supernet:\n  epochz: 1\n", "unknown training recipe key 'epochz'"),
         ("supernet:\n  steps: 0\n", "steps must be positive"),
+        ("device: tpu\n", "device: Input should be 'auto', 'cpu', 'cuda' or 'mps'"),
         ("supernet:\n  steps: many\n", "steps: Input should be a valid integer"),
         ("objectives: [accuracy, accuracy]\n", "distinct objectives"),
         ("- just a list\n", "top level must be a mapping"),

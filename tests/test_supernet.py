@@ -253,3 +253,26 @@ def test_a_bottleneck_wiring_transformers_lacks_is_refused() -> None:
 
     with pytest.raises(EdgenasError, match="no other wiring"):
         MobileBertSupernet(SPACE.max_arch(), VOCAB, 3, family=Family(key_query_shared_bottleneck=False))
+
+
+@pytest.mark.registry
+def test_packaged_minilm_loads_exactly_into_the_minilm_space() -> None:
+    """The real all-MiniLM-L6-v2: the max subnet's last hidden state is BertModel's, up to the eps difference."""
+    from transformers import BertModel
+
+    from edgenas.search.space import load_space
+    from edgenas.search.training.teacher import resolve_checkpoint
+
+    space = load_space("minilm")
+    path = resolve_checkpoint("minilm")
+    net = MobileBertSupernet(space.max_arch(), 30522, 3, family=space.family, layers=space.layers).eval()
+    assert all(key.startswith("exits.") for key in net.load_checkpoint(path))  # only the task heads are new
+    bert = BertModel.from_pretrained(str(path)).eval()
+    ids, mask, types = torch.randint(1000, 30000, (2, 12)), torch.ones(2, 12, dtype=torch.long), torch.zeros(2, 12, dtype=torch.long)
+    with torch.no_grad():
+        bert.embeddings.LayerNorm.eps = 1e-5
+        for layer in bert.encoder.layer:
+            layer.output.LayerNorm.eps = 1e-5
+        torch.testing.assert_close(net.hidden_state(ids, mask, types), bert(input_ids=ids, attention_mask=mask,
+                                                                            token_type_ids=types).last_hidden_state,
+                                   atol=1e-4, rtol=0)

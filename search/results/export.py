@@ -51,6 +51,7 @@ class ExportOptions:
     target: str | None = None  # default: the study's measurement target
     progress: bool = True
     trim_vocab: bool = False  # also when the study's config asks for it
+    device: str | None = None  # where the fine-tune runs (default: the study config's)
 
 
 def other_runtime(runtime: str, mode: str) -> tuple[str, str]:
@@ -209,6 +210,8 @@ def export_study(study_name: str, storage: str | None, options: ExportOptions, c
     from edgenas.search.study.runner import load_trained_task, quiet_libraries
 
     study, config = load_study(study_name, storage)
+    if options.device:
+        config = config.model_copy(update={"device": options.device})
     trials = select_trials(study, options.trials)
     quiet_libraries()
     target = target_from_url(options.target or config.measure.target)

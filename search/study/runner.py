@@ -33,6 +33,7 @@ class SearchOptions:
     sampler: str = "tpe"
     seed: int | None = 0
     artifacts: Path | None = None
+    supernet: Path | None = None  # a portable supernet directory (`edgenas train`) instead of training here
     progress: bool = True
     summary: bool = True  # the final Pareto table (a --workers parent prints one for all)
 
@@ -158,6 +159,8 @@ def run_search(config: SearchConfig, options: SearchOptions, console: Console | 
     """Open (or resume) the study and run trials until the cap or the timeout."""
     console = console or Console()
     quiet_libraries()
+    if options.supernet is not None:
+        config = adopt_supernet(config, options.supernet, console)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("optuna").setLevel(logging.ERROR)
     url = options.storage or st.default_storage(options.out_dir)
@@ -194,6 +197,29 @@ def print_summary(study: optuna.Study, config: SearchConfig, console: Console) -
     warning = verdict.front_warning(study, best["accuracy"], best.get("accuracy_n", 0))
     if warning:
         console.print(f"[yellow]{warning}[/]", highlight=False)
+
+
+def adopt_supernet(config: SearchConfig, directory: Path, console: Console) -> SearchConfig:
+    """The config with a portable supernet's recipe, once the directory is checked and in the cache."""
+    from edgenas.search.training.portable import adopt_portable
+
+    space, splits, tokenizer = load_task_data(config)
+    adopted = adopt_portable(directory, config, space, splits, tokenizer, st.cache_root() / "supernets")
+    console.print(f"[bold]supernet[/] from {directory} (matches the space, data and tokenizer)")
+    return adopted
+
+
+def train_only(config: SearchConfig, out: Path, console: Console, progress: bool = True) -> int:
+    """`edgenas train`: the teacher and the supernet of a config, written to `out` as a portable directory."""
+    from edgenas.search.training.portable import write_portable
+    from edgenas.search.training.train import supernet_dir
+
+    quiet_libraries()
+    space, splits, tokenizer = load_task_data(config)
+    train_task_supernet(config, space, splits, tokenizer, console, progress)
+    recipe = config.recipe()
+    run_dir = supernet_dir(space, splits, tokenizer, recipe, st.cache_root() / "supernets")
+    return write_portable(run_dir, out, space, splits, tokenizer, recipe)
 
 
 def require_completed_trials(study: optuna.Study) -> None:

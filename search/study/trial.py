@@ -152,12 +152,17 @@ def open_study(storage: RDBStorage, name: str, config: SearchConfig, sampler: op
     if stored is None:
         study.set_user_attr("config", config_json)
         study.set_user_attr("objectives", config.objectives)
-    elif json.loads(stored) != json.loads(config_json):
+    elif _identity(json.loads(stored)) != _identity(json.loads(config_json)):
         raise StudyError(f"study '{name}' was created with a different config; use another --study name")
     return study
 
 
 # ---------------------------------------------------------------- candidates
+
+
+def _identity(config: dict[str, Any]) -> dict[str, Any]:
+    """What makes two configs one study: everything but where training runs."""
+    return {key: value for key, value in config.items() if key != "device"}
 
 
 def suggest_candidate(trial: optuna.Trial, space: SearchSpace, config: SearchConfig) -> Candidate:

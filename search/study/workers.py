@@ -16,12 +16,12 @@ from rich.console import Console
 from edgenas.config import SearchConfig
 from edgenas.errors import EdgenasError
 from edgenas.search.study import trial as st
-from edgenas.search.study.runner import SearchOptions, load_trained_task, print_summary, quiet_libraries
+from edgenas.search.study.runner import SearchOptions, adopt_supernet, load_trained_task, print_summary, quiet_libraries
 
 STORAGE_ENV = "EDGENAS_STORAGE"  # the URL travels in the environment, never on a command line
 
 
-def worker_command(options: SearchOptions, index: int, config_path: Path | None) -> list[str]:
+def worker_command(options: SearchOptions, index: int, config_path: Path | None, device: str | None = None) -> list[str]:
     """The `edgenas search` command line of worker `index` (its own sampler seed)."""
     command = [
         sys.executable, "-m", "edgenas.cli", "search", "--study", options.study_name,
@@ -36,6 +36,10 @@ def worker_command(options: SearchOptions, index: int, config_path: Path | None)
         command += ["--artifacts", str(options.artifacts)]
     if config_path:
         command += ["--config", str(config_path)]
+    if options.supernet:
+        command += ["--supernet", str(options.supernet)]
+    if device:
+        command += ["--device", device]
     return command
 
 
@@ -49,6 +53,8 @@ def run_workers(config: SearchConfig, options: SearchOptions, workers: int, conf
                 console: Console) -> optuna.Study:
     """Create the study and train the supernet once, then run `workers` processes until the cap."""
     quiet_libraries()
+    if options.supernet is not None:
+        config = adopt_supernet(config, options.supernet, console)
     url = options.storage or st.default_storage(options.out_dir)
     storage = st.open_storage(url)
     study = st.open_study(storage, options.study_name, config, st.make_sampler(options.sampler, options.seed))
@@ -58,7 +64,7 @@ def run_workers(config: SearchConfig, options: SearchOptions, workers: int, conf
     processes = []
     for index in range(workers):
         process = subprocess.Popen(
-            worker_command(options, index, config_path), env=env, stdout=subprocess.PIPE,
+            worker_command(options, index, config_path, config.device), env=env, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True,
         )
         relay = threading.Thread(target=_relay, args=(process, f"[w{index}]", console), daemon=True)
