@@ -252,6 +252,10 @@ def write_report(study: optuna.Study, config: SearchConfig, out_dir: Path) -> Re
     return report
 
 
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
 def summary_markdown(study: optuna.Study, config: SearchConfig, report: Report, n_completed: int) -> str:
     """The markdown summary: counts, objectives, reference point, Pareto table, plot list."""
     failed = len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
@@ -262,14 +266,14 @@ def summary_markdown(study: optuna.Study, config: SearchConfig, report: Report, 
              "accuracy is dev accuracy measured through the runtime, with its 95 % (Wilson) interval.", ""]
     baselines = study.user_attrs.get(verdict.BASELINES_ATTR)
     if baselines:
-        lines += [verdict.baselines_line(baselines).capitalize() + f"; on test ({baselines['n_test']} examples): "
+        lines += [_sentence(verdict.baselines_line(baselines)) + f"; on test ({baselines['n_test']} examples): "
                   + ", ".join(f"{label} {baselines[name]['test']:.3f}" for name, label in verdict.BASELINE_NAMES.items())
                   + ".", ""]
     if report.pareto:
         best = max(report.pareto, key=lambda row: row["accuracy"])
         warning = verdict.front_warning(study, best["accuracy"], best["accuracy_n"] or 0)
         if warning:
-            lines += [f"**{warning.capitalize()}.**", ""]
+            lines += [f"**{_sentence(warning)}.**", ""]
     if report.reference:
         lines += [f"Hypervolume reference point: {', '.join(f'{o}={v:.4g}' for o, v in zip(config.objectives, report.reference))} "
                   f"(accuracy 0; latency and size {REFERENCE_MARGIN}x the worst observed).", ""]
