@@ -199,8 +199,7 @@ def report(
     out: Path = typer.Option(Path("edgenas-report"), "--out", help="directory for plots and tables"),
 ) -> None:
     """Write plots and tables for a study."""
-    from edgenas.search.results.report import load_study, storage_url, write_report
-    from edgenas.search.study.trial import redact
+    from edgenas.search.results.report import dashboard_command, load_study, write_report
 
     loaded, config = load_study(study, storage)
     written = write_report(loaded, config, out)
@@ -208,7 +207,8 @@ def report(
     console.print(f"[green]wrote[/] {len(written.files)} files to {out}")
     for name, why in written.skipped.items():
         console.print(f"[yellow]skipped[/] {name}: {why}", highlight=False)
-    console.print(f"browse the same storage live: optuna-dashboard {redact(storage_url(storage))}", highlight=False)
+    console.print(f"browse the same storage live: {dashboard_command(loaded, storage)}",
+                  highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command()

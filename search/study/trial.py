@@ -56,7 +56,7 @@ def open_storage(url: str, heartbeat_s: int | None = None, max_retry: int = 2, a
     pass must_exist, so a mistyped SQLite path is reported, not created.
     """
     heartbeat_s = heartbeat_s or int(os.environ.get("EDGENAS_HEARTBEAT_S", "20"))
-    database = _sqlite_file(url)
+    database = sqlite_file(url)
     if database is not None:
         if must_exist and not database.is_file():
             raise StudyError(f"no study database at {database}")
@@ -82,7 +82,7 @@ def open_storage(url: str, heartbeat_s: int | None = None, max_retry: int = 2, a
     raise AssertionError("unreachable")
 
 
-def _sqlite_file(url: str) -> Path | None:
+def sqlite_file(url: str) -> Path | None:
     """The file of an SQLite URL (None for other databases and in-memory SQLite)."""
     from sqlalchemy.engine import make_url
 
