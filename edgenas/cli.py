@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
 
 from edgenas.errors import EdgenasError
+
+if TYPE_CHECKING:
+    from edgenas.runtime.predict import Prediction
 
 app = typer.Typer(
     help="Compiler-aware compression search for transformer LMs on edge devices.",
@@ -238,9 +241,15 @@ def predict(
         raise EdgenasError(str(exc)) from None
     for p in predictions:
         if as_json:
-            sys.stdout.write(json.dumps({"text": p.text, "label": p.label, "score": p.score, "scores": p.scores}) + "\n")
+            typer.echo(json.dumps({"text": p.text, "label": p.label, "score": p.score, "scores": p.scores}))
         else:
-            console.print(f"{p.label}\t{p.score:.3f}\t{p.text}", highlight=False, markup=False)
+            typer.echo(prediction_line(p))
+
+
+def prediction_line(prediction: Prediction) -> str:
+    """label<TAB>score<TAB>text on one line (line breaks and tabs inside the text become spaces)."""
+    text = " ".join(prediction.text.replace("\t", " ").splitlines())
+    return f"{prediction.label}\t{prediction.score:.3f}\t{text}"
 
 
 @app.command()
