@@ -94,6 +94,14 @@ def test_cap_is_checked_before_a_trial_starts(tmp_path: Path) -> None:
     assert len(study.trials) == 3
 
 
+def test_failures_of_an_earlier_run_do_not_stop_a_rerun(tmp_path: Path) -> None:
+    study = optuna.create_study(storage=storage(tmp_path))
+    for _ in range(5):
+        study.tell(study.ask(), state=optuna.trial.TrialState.FAIL)
+    cap = TrialCap(2)
+    assert optimize_capped(study, objective, cap, callbacks=[cap]) == 2
+
+
 def test_cap_counts_trials_other_workers_are_running(tmp_path: Path) -> None:
     study = optuna.create_study(storage=storage(tmp_path))
     study.optimize(objective, n_trials=1)

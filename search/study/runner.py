@@ -39,29 +39,37 @@ class SearchOptions:
 
 
 class TrialCap:
-    """At most n completed trials across all workers (or, as a guard, n failed), checked before each start."""
+    """At most n completed trials across all workers, checked before each start; as a guard,
+    stop after n (at least 5) trials failed since this run began."""
 
     def __init__(self, n_trials: int, poll_s: float = 2.0) -> None:
         self.n_trials = n_trials
         self.poll_s = poll_s
+        self.failed_before: int | None = None  # failures already in the study: a rerun may retry after them
 
     def counts(self, study: optuna.Study) -> tuple[int, int, int]:
-        """Completed (or pruned), running and failed trials in the shared storage."""
+        """Completed (or pruned) and running trials in the shared storage, and failures since this run began."""
         def count(*states: TrialState) -> int:
             return len(study.get_trials(deepcopy=False, states=states))
 
-        return count(TrialState.COMPLETE, TrialState.PRUNED), count(TrialState.RUNNING), count(TrialState.FAIL)
+        failed = count(TrialState.FAIL)
+        if self.failed_before is None:
+            self.failed_before = failed
+        return count(TrialState.COMPLETE, TrialState.PRUNED), count(TrialState.RUNNING), failed - self.failed_before
 
     def reached(self, study: optuna.Study) -> bool:
-        """Whether the study has its n completed trials (or too many failures)."""
+        """Whether the study has its n completed trials (or this run too many failures)."""
         complete, _, failed = self.counts(study)
+        return self._full(complete, failed)
+
+    def _full(self, complete: int, failed: int) -> bool:
         return complete >= self.n_trials or failed >= max(self.n_trials, 5)
 
     def room(self, study: optuna.Study, deadline: float | None = None) -> bool:
         """Whether to start another trial; waits while trials other workers run could still fill the cap."""
         while True:
             complete, running, failed = self.counts(study)
-            if complete >= self.n_trials or failed >= max(self.n_trials, 5):
+            if self._full(complete, failed):
                 return False
             if complete + running < self.n_trials:
                 return True
