@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
 
 from edgenas.errors import EdgenasError
+
+if TYPE_CHECKING:
+    from edgenas.runtime.predict import Prediction
 
 app = typer.Typer(
     help="Compiler-aware compression search for transformer LMs on edge devices.",
@@ -199,8 +202,7 @@ def report(
     out: Path = typer.Option(Path("edgenas-report"), "--out", help="directory for plots and tables"),
 ) -> None:
     """Write plots and tables for a study."""
-    from edgenas.search.results.report import load_study, storage_url, write_report
-    from edgenas.search.study.trial import redact
+    from edgenas.search.results.report import dashboard_command, load_study, write_report
 
     loaded, config = load_study(study, storage)
     written = write_report(loaded, config, out)
@@ -208,7 +210,8 @@ def report(
     console.print(f"[green]wrote[/] {len(written.files)} files to {out}")
     for name, why in written.skipped.items():
         console.print(f"[yellow]skipped[/] {name}: {why}", highlight=False)
-    console.print(f"browse the same storage live: optuna-dashboard {redact(storage_url(storage))}", highlight=False)
+    console.print(f"browse the same storage live: {dashboard_command(loaded, storage)}",
+                  highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command()
@@ -238,9 +241,15 @@ def predict(
         raise EdgenasError(str(exc)) from None
     for p in predictions:
         if as_json:
-            sys.stdout.write(json.dumps({"text": p.text, "label": p.label, "score": p.score, "scores": p.scores}) + "\n")
+            typer.echo(json.dumps({"text": p.text, "label": p.label, "score": p.score, "scores": p.scores}))
         else:
-            console.print(f"{p.label}\t{p.score:.3f}\t{p.text}", highlight=False, markup=False)
+            typer.echo(prediction_line(p))
+
+
+def prediction_line(prediction: Prediction) -> str:
+    """label<TAB>score<TAB>text on one line (line breaks and tabs inside the text become spaces)."""
+    text = " ".join(prediction.text.replace("\t", " ").splitlines())
+    return f"{prediction.label}\t{prediction.score:.3f}\t{text}"
 
 
 @app.command()

@@ -65,7 +65,7 @@ def test_user_dev_and_test_files(tmp_path: Path) -> None:
     "content, message",
     [
         (b"text,label\nhello,pos\n,neg\n", "line 3: empty text"),
-        (b"body,label\nhello,pos\n", "line 2: missing column 'text'"),
+        (b"body,label\nhello,pos\n", r"line 2: missing column 'text' \(columns: body, label\)"),
         (b"text,label\nhello,pos\nbad \xff\xfe bytes,neg\n", "line 3: bytes that are not UTF-8"),
         (b"text,label\nhello,pos\nworld,pos\n", "needs at least two classes"),
         (b"text,label\nhello,pos,extra\n", "line 2: more fields than the header"),
@@ -85,6 +85,18 @@ def test_unknown_label_in_dev_names_file_and_row(tmp_path: Path) -> None:
     dev = write_csv(tmp_path / "dev.csv", [("x", "pos"), ("y", "surprise")])
     with pytest.raises(DataError, match=r"dev.csv: row 2: label 'surprise'"):
         load_dataset(str(train), dev=dev)
+
+
+@pytest.mark.parametrize("name, content", [
+    ("d.csv", "text,label\nhello,pos\n"),
+    ("d.jsonl", '{"text": "hello", "label": "pos"}\n'),
+])
+def test_missing_column_lists_the_columns_there_are(tmp_path: Path, name: str, content: str) -> None:
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(DataError) as info:
+        load_dataset(str(path), label_column="category")
+    assert str(info.value).endswith("missing column 'category' (columns: text, label)")
 
 
 def test_bad_jsonl_line(tmp_path: Path) -> None:

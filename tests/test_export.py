@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from edgenas.errors import EdgenasError
-from edgenas.search.results.export import other_runtime, select_trials
+from edgenas.search.results.export import model_card, other_runtime, select_trials
 from edgenas.search.results.report import load_study
 from edgenas.types import QUANT_MODES
 
@@ -58,6 +58,23 @@ def test_export_artifacts_run_in_both_runtimes_and_match_torch(tiny_env) -> None
         measured = record["measurement"]
         assert measured["runtime"] == runtime and measured["median_ms"] > 0
         assert 0 <= measured["dev_accuracy"] <= 1 and 0 <= measured["test_accuracy"] <= 1
+
+
+def measured_section(metrics: dict, runtime: str, mode: str) -> str:
+    """The card's "How it was measured" section for a copy of metrics with one artifact of runtime/mode."""
+    one = {**metrics, "artifacts": {runtime: {**metrics["artifacts"][runtime], "mode": mode}}}
+    return model_card(one).split("## How it was measured")[1].split("## Use")[0]
+
+
+def test_card_lists_only_the_knobs_of_its_runtime(tiny_env) -> None:
+    metrics = json.loads((tiny_env.model_dir / "metrics.json").read_text())
+    onnx = measured_section(metrics, "onnxruntime", "fp32")
+    assert "ONNX Runtime threads 1, graph optimization" in onnx and "XNNPACK" not in onnx and "TFLite" not in onnx
+    tflite = measured_section(metrics, "tflite", "fp32")
+    assert "TFLite threads 1, XNNPACK" in tflite and "graph optimization" not in tflite
+    assert "activation ranges" not in onnx + tflite
+    dynamic = measured_section(metrics, "onnxruntime", "dynamic_int8")
+    assert "activation ranges per batch" in dynamic and "(labels agree); accuracy is measured as is." in dynamic
 
 
 def test_trial_selection_errors_are_one_line(tiny_env) -> None:

@@ -51,6 +51,16 @@ def test_predict_cli_texts_and_file(tiny_env, tmp_path, capsys) -> None:
     assert all(line["label"] in ("neg", "pos") and 0.5 <= line["score"] <= 1 for line in lines)
 
 
+def test_predict_cli_plain_output_is_one_line_per_text(tiny_env, capsys) -> None:
+    long_text = " ".join(["the phone is good and the service was great"] * 8)  # wider than any terminal
+    main(["predict", str(tiny_env.model_dir), "great love", long_text, "awful\nhate"])
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3
+    rows = [line.split("\t") for line in lines]
+    assert [row[2] for row in rows] == ["great love", long_text, "awful hate"]
+    assert all(len(row) == 3 and row[0] in ("neg", "pos") and 0.5 <= float(row[1]) <= 1 for row in rows)
+
+
 def test_predict_errors(tiny_env, tmp_path, capsys) -> None:
     with pytest.raises(PredictError, match="model directory not found"):
         Predictor(tmp_path / "missing")

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import optuna
 import pytest
 
 from edgenas.cli import main
 from edgenas.errors import EdgenasError
-from edgenas.search.results.report import load_study, reference_point, storage_url
+from edgenas.search.results.report import dashboard_command, load_study, reference_point, storage_url
+from edgenas.search.study import trial as st
 
 
 def test_report_cli_writes_plots_and_summary(tiny_env, tmp_path, capsys) -> None:
     out = tmp_path / "report"
     main(["report", "--study", tiny_env.name, "--storage", tiny_env.storage, "--out", str(out)])
     printed = capsys.readouterr().out
-    assert "optuna-dashboard" in printed
+    assert f"optuna-dashboard sqlite:///{tiny_env.out.resolve()}/edgenas.db --artifact-dir " \
+           f"{(tiny_env.out / 'artifacts').resolve()}\n" in printed
     for name in ("pareto_front", "hypervolume_history", "optimization_history_latency"):
         assert (out / f"{name}.html").stat().st_size > 0
         assert (out / f"{name}.png").stat().st_size > 1000
@@ -37,3 +40,11 @@ def test_reference_point_is_zero_accuracy_and_worse_than_every_trial(tiny_env) -
 def test_missing_default_storage_is_a_user_error(tmp_path) -> None:
     with pytest.raises(EdgenasError, match="run `edgenas search` first"):
         storage_url(None, tmp_path)
+
+
+def test_dashboard_command_without_a_recorded_artifact_dir(tmp_path) -> None:
+    url = st.default_storage(tmp_path / "out")
+    study = optuna.create_study(storage=st.open_storage(url), study_name="old")
+    assert dashboard_command(study, url).endswith(f"--artifact-dir {tmp_path / 'out' / 'artifacts'}")
+    study.set_user_attr(st.ARTIFACTS_ATTR, "/shared/artifacts")
+    assert dashboard_command(study, url) == f"optuna-dashboard {url} --artifact-dir /shared/artifacts"

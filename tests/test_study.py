@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import io
+import threading
 from pathlib import Path
 
 import optuna
 import pytest
+from rich.console import Console
 
-from edgenas.config import SearchConfig
+from edgenas.config import SearchConfig, load_config
+from edgenas.errors import EdgenasError
 from edgenas.search.space import space_from_mapping
+from edgenas.search.study import runner
 from edgenas.search.study import trial as st
-from edgenas.search.study.runner import TrialCap
-from edgenas.types import QUANT_MODES
+from edgenas.search.study.runner import SearchOptions, TrialCap, optimize_capped, run_search
+from edgenas.types import Candidate, QUANT_MODES
+from tiny_project import make_tiny_project
 
 SPACE = space_from_mapping({"choices": {
     "num_hidden_layers": [1, 2],
@@ -74,6 +80,78 @@ def test_trial_cap_counts_completed_trials(tmp_path: Path) -> None:
     study = optuna.create_study(storage=storage(tmp_path))
     study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=50, callbacks=[TrialCap(4)])
     assert len(study.trials) == 4
+
+
+def objective(trial: optuna.Trial) -> float:
+    return trial.suggest_float("x", 0, 1)
+
+
+def test_cap_is_checked_before_a_trial_starts(tmp_path: Path) -> None:
+    study = optuna.create_study(storage=storage(tmp_path))
+    cap = TrialCap(3)
+    assert optimize_capped(study, objective, cap, callbacks=[cap]) == 3
+    assert optimize_capped(study, objective, cap, callbacks=[cap]) == 0  # a rerun adds no trial
+    assert len(study.trials) == 3
+
+
+def test_failures_of_an_earlier_run_do_not_stop_a_rerun(tmp_path: Path) -> None:
+    study = optuna.create_study(storage=storage(tmp_path))
+    for _ in range(5):
+        study.tell(study.ask(), state=optuna.trial.TrialState.FAIL)
+    cap = TrialCap(2)
+    assert optimize_capped(study, objective, cap, callbacks=[cap]) == 2
+
+
+def test_cap_counts_trials_other_workers_are_running(tmp_path: Path) -> None:
+    study = optuna.create_study(storage=storage(tmp_path))
+    study.optimize(objective, n_trials=1)
+    other = study.ask()  # another worker's trial, finishing soon
+    threading.Timer(0.3, lambda: study.tell(other, 0.5)).start()
+    assert optimize_capped(study, objective, TrialCap(2, poll_s=0.05)) == 0
+    assert len(study.trials) == 2
+
+
+def test_study_names_its_metrics_in_objective_order(tmp_path: Path) -> None:
+    config = SearchConfig.model_validate({"objectives": ["latency", "accuracy", "size"]})
+    study = st.open_study(storage(tmp_path), "s", config, optuna.samplers.RandomSampler())
+    assert study.metric_names == ["latency_ms", "accuracy", "size_mb"]
+
+
+def finished_tiny_study(root: Path, n_trials: int) -> tuple[SearchConfig, SearchOptions]:
+    """A tiny project whose study already has n completed, measured trials."""
+    config = load_config(make_tiny_project(root / "project"))
+    options = SearchOptions(out_dir=root / "out", study_name="done", n_trials=n_trials, progress=False)
+    study = st.open_study(st.open_storage(st.default_storage(options.out_dir)), "done", config,
+                          optuna.samplers.RandomSampler())
+    arch = runner.load_task_data(config)[0].max_arch()
+    for i in range(n_trials):
+        trial = study.ask()
+        result = {"accuracy": 0.5 + i / 10, "torch_accuracy": 0.5, "median_ms": 1.0 + i, "p90_ms": 2.0 + i,
+                  "size_mb": 1.0}
+        trial.set_user_attr("candidate", Candidate(arch, seq_len=16).to_dict())
+        trial.set_user_attr(st.RESULT_ATTR, result)
+        study.tell(trial, st.objective_values(config, result))
+    return config, options
+
+
+def test_rerun_of_a_finished_search_prints_the_front_and_runs_nothing(
+        tmp_path: Path, isolated_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config, options = finished_tiny_study(tmp_path, n_trials=2)
+    monkeypatch.setattr(runner, "prepare_context", lambda *a, **k: pytest.fail("a finished study prepared trials"))
+    out = io.StringIO()
+    study = run_search(config, options, Console(file=out, width=200))
+    assert len(study.trials) == 2
+    assert "already has 2 completed trials" in out.getvalue() and "Pareto front of done" in out.getvalue()
+
+
+def test_bad_dataset_fails_before_the_study_exists(tmp_path: Path, isolated_cache: Path) -> None:
+    config = load_config(make_tiny_project(tmp_path / "project"))
+    config = config.model_copy(update={"task": config.task.model_copy(update={"dataset": str(tmp_path / "nope.csv")})})
+    url = st.default_storage(tmp_path / "out")
+    with pytest.raises(EdgenasError):
+        run_search(config, SearchOptions(out_dir=tmp_path / "out", storage=url, study_name="bad", progress=False),
+                   Console(file=io.StringIO()))
+    assert optuna.get_all_study_names(st.open_storage(url)) == []
 
 
 def test_samplers_by_name() -> None:

@@ -142,7 +142,8 @@ def read_labelled_file(path: Path, text_column: str, label_column: str) -> tuple
     for line, row in rows:
         for column in (text_column, label_column):
             if column not in row:
-                raise DataError(f"{path}: line {line}: missing column '{column}'")
+                columns = ", ".join(map(str, row)) or "none"
+                raise DataError(f"{path}: line {line}: missing column '{column}' (columns: {columns})")
         text = "" if row[text_column] is None else str(row[text_column]).strip()
         label = "" if row[label_column] is None else str(row[label_column]).strip()
         if not text:

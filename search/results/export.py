@@ -225,6 +225,17 @@ def export_study(study_name: str, storage: str | None, options: ExportOptions, c
 # ---------------------------------------------------------------- model card
 
 
+DYNAMIC_INT8_NOTE = ("ONNX Runtime dynamic_int8 computes activation ranges per batch, so a text's scores can move "
+                     "slightly with the other texts in its batch (labels agree); accuracy is measured as is.")
+
+
+def runtime_knobs(runtime: str, candidate: Candidate) -> str:
+    """The knobs the runtime has: threads and graph optimization (ONNX Runtime), threads and XNNPACK (TFLite)."""
+    if runtime == "onnxruntime":
+        return f"ONNX Runtime threads {candidate.threads}, graph optimization {candidate.graph_optimization}"
+    return f"TFLite threads {candidate.threads}, XNNPACK {'on' if candidate.xnnpack else 'off'}"
+
+
 def model_card(metrics: dict[str, Any]) -> str:
     """A README.md describing architecture, quantization, runtime, accuracy, latency, size and measurement."""
     c = Candidate.from_dict(metrics["candidate"])
@@ -262,14 +273,14 @@ def model_card(metrics: dict[str, Any]) -> str:
         f"{label} dev {metrics['baselines'][name]['dev']:.4f} / test {metrics['baselines'][name]['test']:.4f}"
         for name, label in BASELINE_NAMES.items()) + "."]
     first = next(iter(metrics["artifacts"].values()))["measurement"]
-    knobs = (f"threads {c.threads}, ONNX Runtime graph optimization {c.graph_optimization}, "
-             f"TFLite XNNPACK {'on' if c.xnnpack else 'off'}")
+    knobs = "; ".join(runtime_knobs(runtime, c) for runtime in metrics["artifacts"])
+    dynamic = any(runtime == "onnxruntime" and a["mode"] == "dynamic_int8" for runtime, a in metrics["artifacts"].items())
     lines += [
         "", "## How it was measured", "",
         f"On `{metrics['target']}` ({first.get('device')}, {first.get('cpu_count')} cores, Python {first.get('python')}): "
         f"batch 1, sequence length {metrics['seq_len']}, {knobs}; {first.get('warmup')} warm-up runs then "
         f"{first.get('runs')} timed runs in a fresh process. Accuracy is computed through the runtime on the "
-        "tokenized sets in `data/` (dev, test).", "",
+        "tokenized sets in `data/` (dev, test)." + (f" {DYNAMIC_INT8_NOTE}" if dynamic else ""), "",
         "## Use", "", "```bash", f"edgenas predict {Path('.')} \"some text\"   # through the artifact",
         "edgenas bench model.* --data data/dev.npz", "```", "", "```python",
         "from transformers import AutoTokenizer, MobileBertForSequenceClassification",

@@ -59,6 +59,24 @@ def completed(study: optuna.Study) -> list[FrozenTrial]:
     return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if st.RESULT_ATTR in t.user_attrs]
 
 
+def artifact_dir(study: optuna.Study, storage: str | None = None) -> Path | None:
+    """The study's artifact store: recorded at search time, else `artifacts` beside an SQLite storage."""
+    recorded = study.user_attrs.get(st.ARTIFACTS_ATTR)
+    if recorded:
+        return Path(recorded)
+    database = st.sqlite_file(storage_url(storage))
+    return database.parent / "artifacts" if database is not None else None
+
+
+def dashboard_command(study: optuna.Study, storage: str | None = None) -> str:
+    """The optuna-dashboard command line for the study's storage and artifact store (password hidden)."""
+    import shlex
+
+    command = f"optuna-dashboard {shlex.quote(st.redact(storage_url(storage)))}"
+    artifacts = artifact_dir(study, storage)
+    return command + (f" --artifact-dir {shlex.quote(str(artifacts))}" if artifacts else "")
+
+
 # ---------------------------------------------------------------- tables
 
 

@@ -39,16 +39,64 @@ class SearchOptions:
 
 
 class TrialCap:
-    """Stop once n trials completed across all workers (or, as a guard, n failed)."""
+    """At most n completed trials across all workers, checked before each start; as a guard,
+    stop after n (at least 5) trials failed since this run began."""
 
-    def __init__(self, n_trials: int) -> None:
+    def __init__(self, n_trials: int, poll_s: float = 2.0) -> None:
         self.n_trials = n_trials
+        self.poll_s = poll_s
+        self.failed_before: int | None = None  # failures already in the study: a rerun may retry after them
+
+    def counts(self, study: optuna.Study) -> tuple[int, int, int]:
+        """Completed (or pruned) and running trials in the shared storage, and failures since this run began."""
+        def count(*states: TrialState) -> int:
+            return len(study.get_trials(deepcopy=False, states=states))
+
+        failed = count(TrialState.FAIL)
+        if self.failed_before is None:
+            self.failed_before = failed
+        return count(TrialState.COMPLETE, TrialState.PRUNED), count(TrialState.RUNNING), failed - self.failed_before
+
+    def reached(self, study: optuna.Study) -> bool:
+        """Whether the study has its n completed trials (or this run too many failures)."""
+        complete, _, failed = self.counts(study)
+        return self._full(complete, failed)
+
+    def _full(self, complete: int, failed: int) -> bool:
+        return complete >= self.n_trials or failed >= max(self.n_trials, 5)
+
+    def room(self, study: optuna.Study, deadline: float | None = None) -> bool:
+        """Whether to start another trial; waits while trials other workers run could still fill the cap."""
+        while True:
+            complete, running, failed = self.counts(study)
+            if self._full(complete, failed):
+                return False
+            if complete + running < self.n_trials:
+                return True
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(self.poll_s)
+            optuna.storages.fail_stale_trials(study)  # a dead worker's trial must not hold the cap forever
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
-        failed = len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
-        if complete >= self.n_trials or failed >= max(self.n_trials, 5):
+        if self.reached(study):
             study.stop()
+
+
+def optimize_capped(study: optuna.Study, objective: Any, cap: TrialCap, timeout: float | None = None,
+                    max_starts: int | None = None, **optimize_kwargs: Any) -> int:
+    """Run one trial at a time while the cap has room; stop starting trials after `timeout` s.
+
+    Returns the number of trials started here.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    started = 0
+    while (max_starts is None or started < max_starts) and cap.room(study, deadline):
+        if deadline is not None and time.monotonic() >= deadline:
+            break
+        study.optimize(objective, n_trials=1, **optimize_kwargs)
+        started += 1
+    return started
 
 
 @dataclass
@@ -99,27 +147,51 @@ def load_trained_task(config: SearchConfig, console: Console, progress: bool = T
     return TrainedTask(space, splits, tokenizer, supernet, data)
 
 
-def prepare_context(config: SearchConfig, options: SearchOptions, console: Console) -> st.TrialContext:
-    """Everything trials share; the target is timed once before any training, so a bad one fails fast."""
-    from edgenas.runtime.drift import DriftMonitor
+@dataclass
+class TaskInputs:
+    """The target, space, data splits and tokenizer of a config, checked before any study exists."""
+
+    target: Any
+    space: Any
+    splits: Any
+    tokenizer: Any
+
+
+def load_inputs(config: SearchConfig) -> TaskInputs:
+    """Load (and so validate) what a search needs; bad inputs fail here, leaving no study behind."""
     from edgenas.runtime.targets import target_from_url
 
     target = target_from_url(config.measure.target)
     space, splits, tokenizer = load_task_data(config)
-    artifacts_dir, work_dir = st.study_dirs(options.out_dir)
+    return TaskInputs(target, space, splits, tokenizer)
+
+
+def prepare_context(config: SearchConfig, options: SearchOptions, console: Console,
+                    inputs: TaskInputs | None = None) -> st.TrialContext:
+    """Everything trials share; the target is timed once before any training, so a bad one fails fast."""
+    from edgenas.runtime.drift import DriftMonitor
+
+    inputs = inputs or load_inputs(config)
+    space, splits, tokenizer = inputs.space, inputs.splits, inputs.tokenizer
+    _, work_dir = st.study_dirs(options.out_dir)
     vocab = trimmed_vocabulary(splits, tokenizer) if config.trim_vocab else None
     encoded = st.write_encoded_sets(splits, tokenizer, config, work_dir / "data", vocab)
     reference = reference_artifact(work_dir, config)
-    measurer = DriftMonitor(target, reference, every=config.measure.reference_every)
+    measurer = DriftMonitor(inputs.target, reference, every=config.measure.reference_every)
     reference_ms = measurer.check_reference()
-    console.print(f"[bold]target[/] {target.name}: reference model {reference_ms:.2f} ms")
+    console.print(f"[bold]target[/] {inputs.target.name}: reference model {reference_ms:.2f} ms")
     supernet, data = train_task_supernet(config, space, splits, tokenizer, console, options.progress)
-    store = FileSystemArtifactStore(str(options.artifacts or artifacts_dir))
+    store = FileSystemArtifactStore(str(artifact_dir(options)))
     return st.TrialContext(
         config=config, space=space, supernet=supernet, data=data, splits=splits,
         tokenizer=tokenizer, encoded=encoded, measurer=measurer, artifact_store=store,
         compile_cache=st.compile_cache_dir(), work_dir=work_dir, vocab=vocab,
     )
+
+
+def artifact_dir(options: SearchOptions) -> Path:
+    """The study's artifact store: --artifacts, else `<out>/artifacts` beside the default storage."""
+    return options.artifacts or st.study_dirs(options.out_dir)[0]
 
 
 def trimmed_vocabulary(splits, tokenizer):
@@ -156,35 +228,57 @@ def reference_artifact(work_dir: Path, config: SearchConfig) -> Path:
 
 
 def run_search(config: SearchConfig, options: SearchOptions, console: Console | None = None) -> optuna.Study:
-    """Open (or resume) the study and run trials until the cap or the timeout."""
+    """Open (or resume) the study and run trials until the cap or the timeout.
+
+    Inputs are loaded before the study is created, so a bad one leaves no empty study;
+    a study that already has its n completed trials only prints its Pareto front.
+    """
     console = console or Console()
     quiet_libraries()
     if options.supernet is not None:
         config = adopt_supernet(config, options.supernet, console)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("optuna").setLevel(logging.ERROR)
+    inputs = load_inputs(config)
     url = options.storage or st.default_storage(options.out_dir)
     storage = st.open_storage(url)
     study = st.open_study(storage, options.study_name, config, st.make_sampler(options.sampler, options.seed))
     console.print(f"[bold]study[/] {options.study_name} on {st.redact(url)} ({options.sampler} sampler)")
-    ctx = prepare_context(config, options, console)
-    study.set_user_attr(verdict.BASELINES_ATTR, verdict.study_baselines(ctx.splits, config, st.cache_root() / "baselines"))
+    cap = TrialCap(options.n_trials)
+    if cap.reached(study):
+        return finished_study(study, config, options, console)
+    ctx = prepare_context(config, options, console, inputs)
+    record_study_attrs(study, ctx, options)
     reporter = TrialReporter(console, config, options.n_trials, enabled=options.progress)
     started = time.perf_counter()
     with reporter, storage_outage_is_an_error(url):
-        study.optimize(
-            lambda trial: st.run_trial(trial, ctx),
-            n_trials=None if options.timeout else options.n_trials * 3,
-            timeout=options.timeout,
-            catch=(st.EdgenasError,),
-            callbacks=[reporter, TrialCap(options.n_trials)],
-            gc_after_trial=True,
+        optimize_capped(
+            study, lambda trial: st.run_trial(trial, ctx), cap, timeout=options.timeout,
+            max_starts=None if options.timeout else options.n_trials * 3,
+            catch=(st.EdgenasError,), callbacks=[reporter, cap], gc_after_trial=True,
         )
     console.print(f"[bold]done[/] in {time.perf_counter() - started:.0f} s")
     require_completed_trials(study)
     if options.summary:
         print_summary(study, config, console)
     return study
+
+
+def finished_study(study: optuna.Study, config: SearchConfig, options: SearchOptions, console: Console) -> optuna.Study:
+    """A rerun of a study that has its trials: say so and show the front; no trial runs."""
+    done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    console.print(f"[bold]done[/] study {study.study_name} already has {done} completed trials "
+                  f"(--n-trials {options.n_trials}); raise --n-trials to run more")
+    if options.summary:
+        print_summary(study, config, console)
+    return study
+
+
+def record_study_attrs(study: optuna.Study, ctx: st.TrialContext, options: SearchOptions) -> None:
+    """The baselines and the artifact store's directory, for report, export and the dashboard."""
+    baselines = verdict.study_baselines(ctx.splits, ctx.config, st.cache_root() / "baselines")
+    study.set_user_attr(verdict.BASELINES_ATTR, baselines)
+    study.set_user_attr(st.ARTIFACTS_ATTR, str(artifact_dir(options).resolve()))
 
 
 def print_summary(study: optuna.Study, config: SearchConfig, console: Console) -> None:

@@ -29,6 +29,9 @@ from edgenas.types import Candidate
 SAMPLERS = ("tpe", "nsga2", "gp", "random")
 RESULT_ATTR = "result"
 FAIL_ATTR = "fail_reason"
+ARTIFACTS_ATTR = "artifact_dir"  # the artifact store's directory, for `edgenas report`'s dashboard command
+#: the objectives' names as Optuna metric names (the dashboard's axis labels)
+METRIC_NAMES = {"accuracy": "accuracy", "latency": "latency_ms", "size": "size_mb"}
 
 
 class StudyError(EdgenasError):
@@ -53,7 +56,7 @@ def open_storage(url: str, heartbeat_s: int | None = None, max_retry: int = 2, a
     pass must_exist, so a mistyped SQLite path is reported, not created.
     """
     heartbeat_s = heartbeat_s or int(os.environ.get("EDGENAS_HEARTBEAT_S", "20"))
-    database = _sqlite_file(url)
+    database = sqlite_file(url)
     if database is not None:
         if must_exist and not database.is_file():
             raise StudyError(f"no study database at {database}")
@@ -79,7 +82,7 @@ def open_storage(url: str, heartbeat_s: int | None = None, max_retry: int = 2, a
     raise AssertionError("unreachable")
 
 
-def _sqlite_file(url: str) -> Path | None:
+def sqlite_file(url: str) -> Path | None:
     """The file of an SQLite URL (None for other databases and in-memory SQLite)."""
     from sqlalchemy.engine import make_url
 
@@ -152,6 +155,7 @@ def open_study(storage: RDBStorage, name: str, config: SearchConfig, sampler: op
     if stored is None:
         study.set_user_attr("config", config_json)
         study.set_user_attr("objectives", config.objectives)
+        study.set_metric_names([METRIC_NAMES[name] for name in config.objectives])
     elif _identity(json.loads(stored)) != _identity(json.loads(config_json)):
         raise StudyError(f"study '{name}' was created with a different config; use another --study name")
     return study

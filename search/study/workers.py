@@ -16,7 +16,10 @@ from rich.console import Console
 from edgenas.config import SearchConfig
 from edgenas.errors import EdgenasError
 from edgenas.search.study import trial as st
-from edgenas.search.study.runner import SearchOptions, adopt_supernet, load_trained_task, print_summary, quiet_libraries
+from edgenas.search.study.runner import (
+    SearchOptions, TrialCap, adopt_supernet, finished_study, load_inputs, print_summary, quiet_libraries,
+    train_task_supernet,
+)
 
 STORAGE_ENV = "EDGENAS_STORAGE"  # the URL travels in the environment, never on a command line
 
@@ -55,11 +58,15 @@ def run_workers(config: SearchConfig, options: SearchOptions, workers: int, conf
     quiet_libraries()
     if options.supernet is not None:
         config = adopt_supernet(config, options.supernet, console)
+    inputs = load_inputs(config)  # bad inputs fail before the study exists
     url = options.storage or st.default_storage(options.out_dir)
     storage = st.open_storage(url)
     study = st.open_study(storage, options.study_name, config, st.make_sampler(options.sampler, options.seed))
     console.print(f"[bold]study[/] {options.study_name} on {st.redact(url)}: {workers} workers")
-    load_trained_task(config, console, options.progress)  # trained once here; workers load it from the cache
+    if TrialCap(options.n_trials).reached(study):
+        return finished_study(study, config, options, console)
+    # trained once here; workers load it from the cache
+    train_task_supernet(config, inputs.space, inputs.splits, inputs.tokenizer, console, options.progress)
     env = {**os.environ, STORAGE_ENV: url, "PYTHONUNBUFFERED": "1"}
     processes = []
     for index in range(workers):
