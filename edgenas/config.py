@@ -21,7 +21,7 @@ class ConfigError(EdgenasError):
 
 
 #: the README demo's departures from TrainRecipe's full-budget defaults: minutes on 2 CPU cores
-DEMO_RECIPE: dict[str, Any] = {"steps": 30, "teacher_steps": 240, "teacher_lr": 1.5e-4, "seq_len": 48,
+DEMO_RECIPE: dict[str, Any] = {"steps": 20, "teacher_steps": 210, "teacher_lr": 1.5e-4, "seq_len": 48,
                                "max_train_examples": 3200, "random_subnets_per_step": 1, "importance_examples": 256}
 
 

@@ -51,6 +51,16 @@ def test_candidates_pick_modes_of_their_runtime(tmp_path: Path) -> None:
     assert seen == {"tflite", "onnxruntime"}
 
 
+def test_a_new_study_measures_the_max_subnet_first(tmp_path: Path) -> None:
+    config = SearchConfig()
+    study = optuna.create_study(storage=storage(tmp_path), directions=config.directions())
+    st.start_with_the_max(study, SPACE, config)
+    st.start_with_the_max(study, SPACE, config)  # queued once
+    assert len(study.trials) == 1
+    first = st.suggest_candidate(study.ask(), SPACE, config)
+    assert first.arch == SPACE.max_arch() and (first.runtime, first.quantization) == st.FIRST_MODE
+
+
 def test_duplicates_are_found_and_constraints_set(tmp_path: Path) -> None:
     config = SearchConfig.model_validate({"budgets": {"max_latency_ms": 2.0, "min_accuracy": 0.5}})
     study = optuna.create_study(storage=storage(tmp_path), directions=config.directions())

@@ -243,6 +243,7 @@ def run_search(config: SearchConfig, options: SearchOptions, console: Console | 
     url = options.storage or st.default_storage(options.out_dir)
     storage = st.open_storage(url)
     study = st.open_study(storage, options.study_name, config, st.make_sampler(options.sampler, options.seed))
+    st.start_with_the_max(study, inputs.space, config)
     console.print(f"[bold]study[/] {options.study_name} on {st.redact(url)} ({options.sampler} sampler)")
     cap = TrialCap(options.n_trials)
     if cap.reached(study):

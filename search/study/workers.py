@@ -62,6 +62,7 @@ def run_workers(config: SearchConfig, options: SearchOptions, workers: int, conf
     url = options.storage or st.default_storage(options.out_dir)
     storage = st.open_storage(url)
     study = st.open_study(storage, options.study_name, config, st.make_sampler(options.sampler, options.seed))
+    st.start_with_the_max(study, inputs.space, config)
     console.print(f"[bold]study[/] {options.study_name} on {st.redact(url)}: {workers} workers")
     if TrialCap(options.n_trials).reached(study):
         return finished_study(study, config, options, console)
