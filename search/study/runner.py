@@ -235,11 +235,11 @@ def run_search(config: SearchConfig, options: SearchOptions, console: Console | 
     """
     console = console or Console()
     quiet_libraries()
-    if options.supernet is not None:
-        config = adopt_supernet(config, options.supernet, console)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("optuna").setLevel(logging.ERROR)
     inputs = load_inputs(config)
+    if options.supernet is not None:
+        config = adopt_supernet(config, options.supernet, inputs, console)
     url = options.storage or st.default_storage(options.out_dir)
     storage = st.open_storage(url)
     study = st.open_study(storage, options.study_name, config, st.make_sampler(options.sampler, options.seed))
@@ -294,12 +294,12 @@ def print_summary(study: optuna.Study, config: SearchConfig, console: Console) -
         console.print(f"[yellow]{warning}[/]", highlight=False)
 
 
-def adopt_supernet(config: SearchConfig, directory: Path, console: Console) -> SearchConfig:
+def adopt_supernet(config: SearchConfig, directory: Path, inputs: TaskInputs, console: Console) -> SearchConfig:
     """The config with a portable supernet's recipe, once the directory is checked and in the cache."""
     from edgenas.search.training.portable import adopt_portable
 
-    space, splits, tokenizer = load_task_data(config)
-    adopted = adopt_portable(directory, config, space, splits, tokenizer, st.cache_root() / "supernets")
+    adopted = adopt_portable(directory, config, inputs.space, inputs.splits, inputs.tokenizer,
+                             st.cache_root() / "supernets")
     console.print(f"[bold]supernet[/] from {directory} (matches the space, data and tokenizer)")
     return adopted
 

@@ -56,9 +56,9 @@ def run_workers(config: SearchConfig, options: SearchOptions, workers: int, conf
                 console: Console) -> optuna.Study:
     """Create the study and train the supernet once, then run `workers` processes until the cap."""
     quiet_libraries()
-    if options.supernet is not None:
-        config = adopt_supernet(config, options.supernet, console)
     inputs = load_inputs(config)  # bad inputs fail before the study exists
+    if options.supernet is not None:
+        config = adopt_supernet(config, options.supernet, inputs, console)
     url = options.storage or st.default_storage(options.out_dir)
     storage = st.open_storage(url)
     study = st.open_study(storage, options.study_name, config, st.make_sampler(options.sampler, options.seed))

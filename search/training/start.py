@@ -17,12 +17,13 @@ from edgenas.search.training import loop
 from edgenas.search.training.supernet import MobileBertSupernet
 
 
-def initial_supernet(space: SearchSpace, splits, tokenizer, recipe: TrainRecipe, cache_dir: Path, run_dir: Path,
+def initial_supernet(space: SearchSpace, splits, tokenizer, recipe: TrainRecipe, train_encoded: loop.Encoded,
+                     cache_dir: Path, run_dir: Path,
                      progress: bool = True) -> tuple[MobileBertSupernet, dict, np.ndarray | None]:
     """The supernet before training, a record of how it started, and the teacher's logits on the
-    training set (also written to run_dir, None without a teacher)."""
+    training examples `train_encoded` (also written to run_dir, None without a teacher)."""
     from edgenas.search.training.teacher import load_teacher, resolve_checkpoint, teacher_logits
-    from edgenas.search.training.train import TEACHER_LOGITS, training_set
+    from edgenas.search.training.train import TEACHER_LOGITS
 
     torch.manual_seed(recipe.seed)
     net = MobileBertSupernet(space.max_arch(), len(tokenizer), splits.num_labels, family=space.family,
@@ -31,7 +32,7 @@ def initial_supernet(space: SearchSpace, splits, tokenizer, recipe: TrainRecipe,
     soft, start = None, None
     if recipe.teacher:
         teacher, directory = load_teacher(recipe.teacher, splits, tokenizer, recipe, cache_dir, progress)
-        soft = teacher_logits(teacher, directory, training_set(splits, tokenizer, recipe).encoded, recipe, progress)
+        soft = teacher_logits(teacher, directory, train_encoded, recipe, progress)
         np.save(run_dir / TEACHER_LOGITS, soft)
         record["teacher_dir"] = directory.name
         if recipe.teacher == space.init:

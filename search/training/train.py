@@ -113,9 +113,9 @@ def train_supernet(
     run_dir.mkdir(parents=True, exist_ok=True)
     device = loop.resolve_device(recipe.device)
     started = time.perf_counter()
-    net, start_record, soft = initial_supernet(space, splits, tokenizer, recipe, Path(cache_dir), run_dir, progress)
     data = training_set(splits, tokenizer, recipe)
-    data.soft = soft
+    net, start_record, data.soft = initial_supernet(space, splits, tokenizer, recipe, data.encoded, Path(cache_dir),
+                                                    run_dir, progress)
     net.to(device)
     net.mobilebert.embeddings.word_embeddings.weight.requires_grad_(recipe.train_word_embeddings)
     trained = [p for p in net.parameters() if p.requires_grad]
