@@ -6,6 +6,7 @@ coefficient of variation of the medians; also TFLite with and without XNNPACK.
 
     python benchmarks/runtime_stability.py            # random-init small MobileBERT, 10 x 50 runs
     python benchmarks/runtime_stability.py --quick    # 3 x 20 runs, smaller model
+    python benchmarks/runtime_stability.py --max-runs 50  # a fixed 50 runs: no re-measuring when noisy
     python benchmarks/runtime_stability.py --drift    # also reference-normalised (DriftMonitor) figures
     python benchmarks/runtime_stability.py --artifact model.tflite --ssh ssh://pi@raspberrypi --key ~/.ssh/id_ed25519
 """
@@ -88,13 +89,15 @@ def repeated(target: Target, artifact: Path, repeats: int, **knobs: object) -> d
         medians = medians / np.array([r["reference_median_ms"] for r in results]) * results[0]["reference_baseline_ms"]
     return {"mean_median_ms": float(medians.mean()), "min_median_ms": float(medians.min()),
             "max_median_ms": float(medians.max()), "cv_between": float(medians.std(ddof=1) / medians.mean()),
-            "cv_within": float(np.mean([r["cv"] for r in results])), "n": repeats}
+            "cv_within": float(np.mean([r["cv"] for r in results])), "n": repeats,
+            "noisy": sum(bool(r.get("noisy")) for r in results), "mean_runs": float(np.mean([r["runs"] for r in results]))}
 
 
 def _row(label: str, stats: dict[str, float]) -> str:
     return (f"{label:<44} median {stats['mean_median_ms']:8.3f} ms  [{stats['min_median_ms']:.3f}, "
             f"{stats['max_median_ms']:.3f}]  CV between {stats['cv_between'] * 100:5.2f} %  "
-            f"within {stats['cv_within'] * 100:5.2f} %  (n={stats['n']})")
+            f"within {stats['cv_within'] * 100:5.2f} %  (n={stats['n']}, flagged noisy {stats['noisy']}, "
+            f"{stats['mean_runs']:.0f} runs each on average)")
 
 
 def main() -> None:
@@ -103,6 +106,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="3 repeats x 20 runs on a smaller model")
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--runs", type=int, default=None)
+    parser.add_argument("--max-runs", type=int, default=None,
+                        help="timing goes on up to this while noisy (default 4 x runs; = runs: fixed count)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--ssh", default=None, help="ssh://user@host[:port] (default: a loopback sshd)")
     parser.add_argument("--key", default=None, help="SSH private key for --ssh")
@@ -111,7 +116,8 @@ def main() -> None:
                         help="also: local medians normalised by a reference (the last artifact) timed before each")
     args = parser.parse_args()
     repeats = args.repeats or (3 if args.quick else 10)
-    knobs = {"threads": args.threads, "runs": args.runs or (20 if args.quick else 50), "warmup": 10}
+    knobs = {"threads": args.threads, "runs": args.runs or (20 if args.quick else 50), "warmup": 10,
+             "max_runs": args.max_runs}
     with tempfile.TemporaryDirectory(prefix="edgenas-stability-") as tmp, contextlib.ExitStack() as stack:
         work = Path(tmp)
         artifacts = args.artifact or build_artifacts(work, args.quick)
@@ -123,7 +129,8 @@ def main() -> None:
             url, key = stack.enter_context(loopback_sshd(work / "sshd"))
             targets.append(SSHTarget(url, key_path=key, python=shlex.quote(sys.executable),
                                      known_hosts=work / "known_hosts"))
-        print(f"{repeats} fresh-process measurements x {knobs['runs']} timed runs, batch 1, {args.threads} thread(s)")
+        print(f"{repeats} fresh-process measurements x {knobs['runs']} timed runs (up to "
+              f"{args.max_runs or 4 * knobs['runs']} while noisy), batch 1, {args.threads} thread(s)")
         for artifact in artifacts:
             for target in targets:
                 print(_row(f"{artifact.suffix[1:]} on {target.name}", repeated(target, artifact, repeats, **knobs)),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 from rich.console import Console
@@ -12,6 +12,8 @@ from rich.console import Console
 from edgenas.errors import EdgenasError
 
 if TYPE_CHECKING:
+    from rich.table import Table
+
     from edgenas.runtime.predict import Prediction
 
 app = typer.Typer(
@@ -171,26 +173,15 @@ def compare(
     out: Optional[Path] = typer.Option(None, "--out", help="output directory (default: MODEL_DIR/compare)"),
 ) -> None:
     """Compare TFLite against ONNX Runtime for one exported model."""
-    from rich.table import Table
-
-    from edgenas.search.results.compare import CompareOptions, compare_model, write_outputs
+    from edgenas.search.results.compare import CompareOptions, compare_model, compare_table, write_outputs
+    from edgenas.tables import runtime_mode
 
     options = CompareOptions(target=target, modes=modes.split(",") if modes else None, threads=threads,
                              runs=runs, warmup=warmup)
     rows = compare_model(model_dir, options, progress=lambda r: console.print(
-        f"{r['runtime']}/{r['mode']}: {r['status']}" + (f" ({r['error']})" if r["status"] != "ok" else ""), highlight=False))
-    table = Table(title=f"{model_dir.name}: batch 1, throughput = 1000 / median ms")
-    heads = ("runtime", "mode", "median ms", "p90", "p99", "ex/s", "MB", "dev acc", "agree torch")
-    for head in heads:
-        table.add_column(head, justify="left" if head in ("runtime", "mode") else "right", no_wrap=head == "mode")
-    for r in rows:
-        if r["status"] != "ok":
-            table.add_row(r["runtime"], r["mode"], "failed", *[""] * 6)
-            continue
-        table.add_row(r["runtime"], r["mode"], f"{r['median_ms']:.3f}", f"{r['p90_ms']:.3f}", f"{r['p99_ms']:.3f}",
-                      f"{r['throughput_per_s']:.0f}", f"{r['size_mb']:.2f}", f"{r['dev_accuracy']:.4f}",
-                      f"{r['torch_agreement']:.3f}")
-    console.print(table)
+        f"{runtime_mode(r['runtime'], r['mode'])}: {r['status']}" + (f" ({r['error']})" if r["status"] != "ok" else ""),
+        highlight=False, markup=False))
+    console.print(compare_table(rows, model_dir.name))
     for path in write_outputs(rows, out or model_dir / "compare", f"{model_dir.name} on {target}"):
         console.print(f"[green]wrote[/] {path}")
 
@@ -202,11 +193,11 @@ def report(
     out: Path = typer.Option(Path("edgenas-report"), "--out", help="directory for plots and tables"),
 ) -> None:
     """Write plots and tables for a study."""
-    from edgenas.search.results.report import dashboard_command, load_study, write_report
+    from edgenas.search.results.report import dashboard_command, load_study, terminal_summary, write_report
 
     loaded, config = load_study(study, storage)
     written = write_report(loaded, config, out)
-    console.print((out / "summary.md").read_text(), highlight=False, markup=False)
+    console.print(terminal_summary(loaded, config, written), highlight=False)
     console.print(f"[green]wrote[/] {len(written.files)} files to {out}")
     for name, why in written.skipped.items():
         console.print(f"[yellow]skipped[/] {name}: {why}", highlight=False)
@@ -222,6 +213,10 @@ def predict(
     runtime: Optional[str] = typer.Option(None, "--runtime", help="tflite or onnxruntime (default: the exported one)"),
     threads: int = typer.Option(1, "--threads", min=1, help="runtime threads"),
     as_json: bool = typer.Option(False, "--json", help="one JSON object per text on stdout"),
+    batch_independent: bool = typer.Option(
+        False, "--batch-independent",
+        help="score one text at a time, so no text's scores depend on the others (ONNX Runtime dynamic int8 "
+             "quantizes per batch); how accuracy is measured"),
 ) -> None:
     """Classify texts with an exported model."""
     import json
@@ -236,7 +231,8 @@ def predict(
     if not inputs:
         raise EdgenasError("give texts to classify or --file F")
     try:
-        predictions = Predictor(model_dir, runtime=runtime, threads=threads).predict(inputs)
+        predictor = Predictor(model_dir, runtime=runtime, threads=threads)
+        predictions = predictor.predict(inputs, batch_size=1 if batch_independent else 32)
     except PredictError as exc:
         raise EdgenasError(str(exc)) from None
     for p in predictions:
@@ -269,8 +265,6 @@ def bench(
     """Time one artifact on a target device."""
     import json
 
-    from rich.table import Table
-
     from edgenas.runtime.targets import target_from_url
 
     options = {"python": python} if python else {}
@@ -282,19 +276,27 @@ def bench(
     if as_json:
         sys.stdout.write(json.dumps(result) + "\n")
         return
+    console.print(bench_table(artifact, result, runs))
+
+
+def bench_table(artifact: Path, result: dict[str, Any], runs: int) -> Table:
+    """The figures of one `bench` run, then the knobs it ran with; values are never cut."""
+    from rich.table import Table
+
     table = Table(title=f"{artifact.name} on {result['device']}", min_width=60)
-    table.add_column("figure")
-    table.add_column("value", justify="right")
-    for name in ("median_ms", "p90_ms", "p99_ms", "mean_ms", "cv", "peak_rss_mb", "accuracy", "n_eval"):
+    table.add_column("figure", overflow="fold")
+    table.add_column("value", justify="right", no_wrap=True)
+    for name in ("median_ms", "median_ci95", "p90_ms", "p99_ms", "mean_ms", "cv", "peak_rss_mb", "accuracy", "n_eval"):
         if name in result:
             value = result[name]
             table.add_row(name, f"{value:.4g}" if isinstance(value, float) else str(value))
     knobs = {"runtime": result["runtime"], "threads": result["threads"], "xnnpack": result.get("xnnpack"),
-             "graph_optimization": result.get("graph_optimization"), "seq_len": result["seq_len"], "runs": runs}
+             "graph_optimization": result.get("graph_optimization"), "seq_len": result["seq_len"],
+             "runs": result.get("runs", runs), "noisy": result.get("noisy")}
     for name, value in knobs.items():
         if value is not None:
             table.add_row(name, str(value))
-    console.print(table)
+    return table
 
 
 def main(argv: Optional[list[str]] = None) -> None:

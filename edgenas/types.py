@@ -89,6 +89,17 @@ class ArchConfig:
         )
 
 
+#: what each letter of ArchConfig.short() stands for, in its order
+ARCH_LETTERS = {"L": "layers", "H": "hidden", "B": "bottleneck", "A": "heads", "F": "FFNs", "I": "FFN dim",
+                "E": "embedding"}
+
+
+def arch_legend(codes: list[str]) -> str:
+    """'arch: L layers, H hidden, ...' for the letters the given short() codes use (one line)."""
+    used = {part[0] for code in codes for part in code.split("-")}
+    return "arch: " + ", ".join(f"{letter} {meaning}" for letter, meaning in ARCH_LETTERS.items() if letter in used)
+
+
 @dataclass(frozen=True)
 class Candidate:
     """Everything one trial decides: architecture, runtime, quantization, knobs."""

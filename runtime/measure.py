@@ -26,6 +26,10 @@ from .runners import INPUT_KEYS, GRAPH_OPTIMIZATIONS, Runner, RuntimeLoadError, 
 
 ERROR_EXIT_CODE = 3
 DEFAULT_SEQ_LEN = 128  # latency sequence length for a dynamic-length artifact measured without data
+#: timing goes on (up to max_runs) while the median's 95 % half-width exceeds this share of it
+NOISE_LIMIT = 0.02
+NOISE_BLOCKS = 5  # consecutive blocks whose medians give the median's uncertainty
+T975_4DF = 2.776  # two-sided 95 % Student t quantile for NOISE_BLOCKS - 1 degrees of freedom
 CLS_ID, SEP_ID = 101, 102  # BERT uncased [CLS]/[SEP]; synthetic ids stay inside its 30522 vocab
 
 
@@ -100,13 +104,43 @@ def time_runs(runner: Runner, feeds: dict[str, np.ndarray], warmup: int, runs: i
     return times
 
 
+def median_uncertainty(times_ms: np.ndarray) -> float:
+    """Relative 95 % half-width of the median of times_ms, from the medians of consecutive blocks.
+
+    Blocks rather than single runs: a shared machine's speed drifts over seconds, so
+    neighbouring runs are correlated and single-run statistics would understate the error.
+    """
+    if len(times_ms) < 2 * NOISE_BLOCKS:
+        return float("inf")
+    medians = np.array([np.median(block) for block in np.array_split(times_ms, NOISE_BLOCKS)])
+    return float(T975_4DF * medians.std(ddof=1) / np.sqrt(NOISE_BLOCKS) / np.median(times_ms))
+
+
+def time_until_stable(runner: Runner, feeds: dict[str, np.ndarray], warmup: int, runs: int,
+                      max_runs: int, limit: float = NOISE_LIMIT) -> np.ndarray:
+    """Time `runs` runs, then keep doubling them (up to max_runs) while the median is uncertain beyond limit.
+
+    Every run stays in the result: a noisy machine is measured for longer, never filtered.
+    """
+    times = time_runs(runner, feeds, warmup, runs)
+    while median_uncertainty(times) > limit and len(times) < max_runs:
+        times = np.concatenate([times, time_runs(runner, feeds, 0, min(len(times), max_runs - len(times)))])
+    return times
+
+
 def latency_stats(times_ms: np.ndarray) -> dict[str, float]:
     """Median, p90, p99, mean, sample std and coefficient of variation of timings in ms."""
     mean = float(times_ms.mean())
     std = float(times_ms.std(ddof=1)) if len(times_ms) > 1 else 0.0
     return {"median_ms": float(np.median(times_ms)), "p90_ms": float(np.percentile(times_ms, 90)),
             "p99_ms": float(np.percentile(times_ms, 99)), "mean_ms": mean, "std_ms": std,
-            "min_ms": float(times_ms.min()), "cv": std / mean if mean > 0 else 0.0}
+            "min_ms": float(times_ms.min()), "cv": std / mean if mean > 0 else 0.0,
+            "median_ci95": _finite_or_none(median_uncertainty(times_ms))}
+
+
+def _finite_or_none(value: float) -> float | None:
+    """JSON has no infinity: too few runs to tell is null."""
+    return value if np.isfinite(value) else None
 
 
 def peak_rss_mb() -> float:
@@ -127,18 +161,25 @@ def peak_rss_mb() -> float:
 
 
 def accuracy(runner: Runner, data: dict[str, np.ndarray], batch_size: int) -> float:
-    """Share of rows whose argmax logit equals the label."""
+    """Share of rows whose argmax logit equals the label (batch 1: each row scored as if alone)."""
     feeds = {k: data[k] for k in INPUT_KEYS}
     logits = runner.predict_logits(feeds, batch_size=batch_size)
     return float((logits.argmax(axis=-1) == data["labels"].reshape(-1)).mean())
 
 
 def measure(artifact: str | Path, data: str | Path | None = None, *, threads: int = 1, xnnpack: bool = True,
-            graph_optimization: str = "all", warmup: int = 10, runs: int = 50, batch_size: int = 32,
-            max_eval: int | None = None) -> dict[str, Any]:
-    """Time batch-1 inference (and accuracy if data has labels) of one artifact in this process."""
-    if runs < 1 or warmup < 0 or batch_size < 1:
-        raise ValueError("runs and batch_size must be >= 1 and warmup >= 0")
+            graph_optimization: str = "all", warmup: int = 10, runs: int = 50, max_runs: int | None = None,
+            batch_size: int = 1, max_eval: int | None = None) -> dict[str, Any]:
+    """Time batch-1 inference (and accuracy if data has labels) of one artifact in this process.
+
+    Timing goes on past `runs` (up to max_runs, default 4 x runs) while the median is
+    uncertain by more than NOISE_LIMIT; "noisy" says it stayed so. Accuracy runs at
+    batch_size 1 by default, because ONNX Runtime's dynamic int8 quantizes activations
+    per batch: a row's scores would otherwise depend on its neighbours.
+    """
+    max_runs = 4 * runs if max_runs is None else max_runs
+    if runs < 1 or warmup < 0 or batch_size < 1 or max_runs < runs:
+        raise ValueError("runs and batch_size must be >= 1, warmup >= 0 and max_runs >= runs")
     arrays = load_data(data, max_eval) if data is not None else None
     artifact = Path(artifact)
     start = time.perf_counter()
@@ -148,12 +189,14 @@ def measure(artifact: str | Path, data: str | Path | None = None, *, threads: in
     example = ({k: arrays[k][:1] for k in INPUT_KEYS} if arrays is not None and len(arrays["input_ids"])
                else synthetic_example(seq_len))
     example = fit_seq_len(example, seq_len)
-    stats = latency_stats(time_runs(runner, example, warmup, runs))
+    times = time_until_stable(runner, example, warmup, runs, max_runs)
+    stats = latency_stats(times)
     result: dict[str, Any] = {
         **stats, "peak_rss_mb": peak_rss_mb(), "runtime": runner.runtime, "threads": threads,
         "xnnpack": xnnpack if runner.runtime == "tflite" else None,
         "graph_optimization": graph_optimization if runner.runtime == "onnxruntime" else None,
-        **device_info(), "runs": runs, "warmup": warmup, "seq_len": seq_len, "batch": 1,
+        **device_info(), "runs": len(times), "noisy": stats["median_ci95"] is None or stats["median_ci95"] > NOISE_LIMIT,
+        "warmup": warmup, "seq_len": seq_len, "batch": 1,
         "artifact": artifact.name, "artifact_mb": artifact.stat().st_size / 2**20, "load_ms": load_ms,
     }
     if arrays is not None and "labels" in arrays:
@@ -182,7 +225,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--graph-optimization", default="all", choices=GRAPH_OPTIMIZATIONS)
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--runs", type=int, default=50)
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-runs", type=int, default=None, help="timing goes on up to this while noisy (default 4 x runs)")
+    p.add_argument("--batch-size", type=int, default=1, help="accuracy batch (1: scores independent of batching)")
     p.add_argument("--max-eval", type=int, default=None)
     p.add_argument("--cpus", default=None, help="comma-separated CPU ids to pin this process to")
     return p
@@ -196,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
             os.sched_setaffinity(0, {int(c) for c in args.cpus.split(",")})
         result = measure(args.artifact, args.data, threads=args.threads, xnnpack=args.xnnpack,
                          graph_optimization=args.graph_optimization, warmup=args.warmup, runs=args.runs,
-                         batch_size=args.batch_size, max_eval=args.max_eval)
+                         max_runs=args.max_runs, batch_size=args.batch_size, max_eval=args.max_eval)
     except Exception as exc:  # the caller reads the error from stdout, never a traceback
         message = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(json.dumps({"error": message, "kind": _error_kind(exc), **device_info()}))

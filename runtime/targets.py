@@ -83,7 +83,7 @@ def bundle_sources() -> dict[str, str]:
 def measure_args(artifact: str, data: str | None, knobs: dict[str, Any]) -> list[str]:
     """Command-line arguments of `python -m <bundle>.measure` for these knobs."""
     args = [artifact] + (["--data", data] if data else [])
-    allowed = {"threads", "xnnpack", "graph_optimization", "warmup", "runs", "batch_size", "max_eval", "cpus"}
+    allowed = {"threads", "xnnpack", "graph_optimization", "warmup", "runs", "max_runs", "batch_size", "max_eval", "cpus"}
     unknown = set(knobs) - allowed
     if unknown:
         raise TypeError(f"unknown measurement knobs: {', '.join(sorted(unknown))}")

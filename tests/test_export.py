@@ -74,7 +74,7 @@ def test_card_lists_only_the_knobs_of_its_runtime(tiny_env) -> None:
     assert "TFLite threads 1, XNNPACK" in tflite and "graph optimization" not in tflite
     assert "activation ranges" not in onnx + tflite
     dynamic = measured_section(metrics, "onnxruntime", "dynamic_int8")
-    assert "activation ranges per batch" in dynamic and "(labels agree); accuracy is measured as is." in dynamic
+    assert "activation ranges per batch" in dynamic and "one text at a time (batch 1)" in dynamic
 
 
 def test_trial_selection_errors_are_one_line(tiny_env) -> None:

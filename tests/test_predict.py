@@ -61,6 +61,27 @@ def test_predict_cli_plain_output_is_one_line_per_text(tiny_env, capsys) -> None
     assert all(len(row) == 3 and row[0] in ("neg", "pos") and 0.5 <= float(row[1]) <= 1 for row in rows)
 
 
+def test_predict_cli_batch_independent_scores_one_text_at_a_time(tiny_env, capsys, monkeypatch) -> None:
+    from edgenas.runtime.runners import Runner
+
+    sizes: list[int] = []
+    original = Runner.predict_logits
+
+    def spy(self, arrays, batch_size=32):
+        sizes.append(batch_size)
+        return original(self, arrays, batch_size)
+
+    monkeypatch.setattr(Runner, "predict_logits", spy)
+    texts = ["great love", "awful", "the phone is good"]
+    main(["predict", str(tiny_env.model_dir), *texts, "--json"])
+    batched = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    main(["predict", str(tiny_env.model_dir), *texts, "--json", "--batch-independent"])
+    alone = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert sizes == [32, 1]
+    assert [p["label"] for p in alone] == [p["label"] for p in batched]
+    assert all(abs(a["score"] - b["score"]) < 1e-4 for a, b in zip(alone, batched))  # fp32: same scores
+
+
 def test_predict_errors(tiny_env, tmp_path, capsys) -> None:
     with pytest.raises(PredictError, match="model directory not found"):
         Predictor(tmp_path / "missing")

@@ -17,7 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgenas.cli import main
 from edgenas.runtime.drift import DriftMonitor
-from edgenas.runtime.measure import measure
+from edgenas.runtime.measure import NOISE_LIMIT, measure, median_uncertainty
 from edgenas.runtime.runners import INPUT_KEYS, RuntimeLoadError, load_runner
 from edgenas.runtime.targets import DeviceError, LocalTarget, SSHTarget, target_from_url
 
@@ -286,3 +286,52 @@ def test_peak_memory_is_the_child_own_not_its_parent(tmp_path: Path) -> None:
     child = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
     assert child < 300
     del ballast
+
+
+def test_batch_1_scores_do_not_depend_on_the_other_rows(artifacts: dict[str, Path], tmp_path: Path) -> None:
+    """Dynamic int8 takes activation ranges over the batch; batch 1 (what accuracy uses) removes that."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantized = tmp_path / "tiny_dynamic_int8.onnx"
+    quantize_dynamic(artifacts["onnx"], quantized, weight_type=QuantType.QInt8)
+    runner = load_runner(quantized)
+    data = _data(artifacts["data"])
+    feeds = {k: data[k] for k in INPUT_KEYS}
+    alone = np.concatenate([runner.run({k: v[i:i + 1] for k, v in feeds.items()}) for i in range(8)])
+    np.testing.assert_array_equal(runner.predict_logits(feeds, batch_size=1)[:8], alone)
+    assert not np.array_equal(runner.predict_logits(feeds, batch_size=40)[:8], alone)  # the effect is real
+    assert measure(quantized, artifacts["data"], runs=2, warmup=0)["accuracy"] == float(
+        (runner.predict_logits(feeds, batch_size=1).argmax(1) == data["labels"]).mean())
+
+
+def test_median_uncertainty_sees_drift_between_blocks() -> None:
+    steady = np.tile([5.0, 5.1, 4.9, 5.2, 5.0], 20)
+    drifting = np.repeat([5.0, 5.5, 6.0, 5.2, 6.5], 20)  # same spread of runs in time-ordered blocks
+    assert median_uncertainty(steady) < 0.01 < NOISE_LIMIT < median_uncertainty(drifting)
+    assert median_uncertainty(steady[:9]) == float("inf")  # too few runs to tell
+
+
+def test_timing_goes_on_while_noisy_and_keeps_every_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A noisy start doubles the runs up to max_runs; a steady one stops at runs; nothing is dropped."""
+    import edgenas.runtime.measure as m
+
+    calls: list[int] = []
+
+    def fake_time_runs(runner: object, feeds: object, warmup: int, runs: int) -> np.ndarray:
+        calls.append(runs)
+        return np.repeat([1.0, 3.0], runs // 2) if len(calls) == 1 else np.full(runs, 2.0)
+
+    monkeypatch.setattr(m, "time_runs", fake_time_runs)
+    times = m.time_until_stable(None, {}, warmup=0, runs=20, max_runs=200)  # type: ignore[arg-type]
+    assert calls == [20, 20, 40, 80] and len(times) == 160 and times.min() == 1.0 and times.max() == 3.0
+    calls.clear()
+    assert len(m.time_until_stable(None, {}, warmup=0, runs=20, max_runs=30)) == 30  # type: ignore[arg-type]
+    assert calls == [20, 10]
+
+
+def test_measure_reports_its_noise(artifacts: dict[str, Path]) -> None:
+    result = measure(artifacts["onnx"], runs=20, warmup=1, max_runs=40)
+    assert 20 <= result["runs"] <= 40 and result["median_ci95"] >= 0
+    assert result["noisy"] == (result["median_ci95"] > NOISE_LIMIT)
+    with pytest.raises(ValueError, match="max_runs"):
+        measure(artifacts["onnx"], runs=20, max_runs=10)

@@ -14,8 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich.console import Group
+from rich.text import Text
 
 from edgenas.errors import EdgenasError
+from edgenas.tables import RUNTIME_CODES, narrow_table, number_column, runtime_mode, text_column
 from edgenas.types import QUANT_MODES
 
 COLUMNS = ("runtime", "mode", "status", "median_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "throughput_per_s",
@@ -41,11 +44,16 @@ def plan(options: CompareOptions) -> list[tuple[str, str]]:
     if not options.modes:
         return pairs
     wanted = set(options.modes)
-    known = {m for _, m in pairs} | {f"{rt}/{m}" for rt, m in pairs}
+    known = {name for rt, m in pairs for name in _names(rt, m)}
     unknown = sorted(wanted - known)
     if unknown:
         raise EdgenasError(f"unknown mode {unknown[0]!r} (modes: {', '.join(sorted({m for _, m in pairs}))}, or runtime/mode)")
-    return [(rt, m) for rt, m in pairs if m in wanted or f"{rt}/{m}" in wanted]
+    return [(rt, m) for rt, m in pairs if wanted & _names(rt, m)]
+
+
+def _names(runtime: str, mode: str) -> set[str]:
+    """What --modes accepts for one pair: the mode, runtime/mode, and the tables' short runtime/mode."""
+    return {mode, f"{runtime}/{mode}", runtime_mode(runtime, mode)}
 
 
 def model_inputs(model_dir: Path) -> tuple[int, dict[str, Path]]:
@@ -87,7 +95,8 @@ def compare_one(model_dir: Path, runtime: str, mode: str, seq_len: int, data: di
         return {**row, "status": "failed", "error": str(exc).splitlines()[0]}
     arrays = load_npz(data["dev"])
     arrays.pop("labels")
-    logits = load_runner(artifact.path, threads=options.threads).predict_logits(arrays)
+    # batch 1, as the accuracy: ONNX Runtime's dynamic int8 would otherwise score each row with its neighbours' ranges
+    logits = load_runner(artifact.path, threads=options.threads).predict_logits(arrays, batch_size=1)
     row |= {k: measured[k] for k in ("median_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms")}
     row |= {"status": "ok", "throughput_per_s": 1000.0 / measured["median_ms"], "size_mb": artifact.meta["size_bytes"] / 1e6,
             "dev_accuracy": measured["accuracy"], "torch_accuracy": float((reference.argmax(-1) == labels).mean()),
@@ -119,6 +128,34 @@ def compare_model(model_dir: Path, options: CompareOptions, progress=None) -> li
     return rows
 
 
+#: numeric columns of the terminal table: heading, least width, row key, format
+TABLE_NUMBERS = (
+    ("median\nms", 6, "median_ms", "{:.3f}"),
+    ("p90\nms", 6, "p90_ms", "{:.3f}"),
+    ("p99\nms", 6, "p99_ms", "{:.3f}"),
+    ("ex/s", 5, "throughput_per_s", "{:.0f}"),
+    ("MB", 6, "size_mb", "{:.2f}"),
+    ("dev\nacc", 6, "dev_accuracy", "{:.4f}"),
+    ("agree\ntorch", 5, "torch_agreement", "{:.3f}"),
+)
+#: the line under the terminal table (at most 80 characters)
+TABLE_NOTE = "batch 1; ex/s = 1000 / median ms; agree torch: dev predictions equal to torch's"
+
+
+def compare_table(rows: list[dict[str, Any]], title: str) -> Group:
+    """One line per runtime/mode, in 80 columns, and a note; a failed mode says so under the median."""
+    table = narrow_table(title)
+    text_column(table, "runtime/mode")
+    for heading, width, _, _ in TABLE_NUMBERS:
+        number_column(table, heading, width)
+    for r in rows:
+        if r["status"] != "ok":
+            table.add_row(runtime_mode(r["runtime"], r["mode"]), "failed", *[""] * (len(TABLE_NUMBERS) - 1))
+            continue
+        table.add_row(runtime_mode(r["runtime"], r["mode"]), *(fmt.format(r[key]) for _, _, key, fmt in TABLE_NUMBERS))
+    return Group(table, Text(TABLE_NOTE))
+
+
 def write_outputs(rows: list[dict[str, Any]], out_dir: Path, title: str) -> list[Path]:
     """compare.csv, compare.png (matplotlib) and compare.html (plotly): latency distribution vs accuracy."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -132,35 +169,92 @@ def write_outputs(rows: list[dict[str, Any]], out_dir: Path, title: str) -> list
 
 
 _XLABEL = "latency, batch 1 (ms): dot median, thick bar to p90, line to p99"
+#: colour and marker of each runtime in compare.png
+RUNTIME_STYLE = {"tflite": ("tab:blue", "o"), "onnxruntime": ("tab:orange", "s")}
+#: least distance between two mode labels beside the accuracy panel, in axes fraction (a 9 pt line and a half)
+LABEL_GAP = 0.06
 
 
 def _png(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
-    """Left: each mode's latency distribution (median, p90, p99); right: dev accuracy vs median latency."""
+    """compare.png: the compare figure at 120 dpi."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (dist, acc) = plt.subplots(1, 2, figsize=(12, max(4.0, 0.4 * len(rows) + 1.5)))
-    colours = {"tflite": "tab:blue", "onnxruntime": "tab:orange"}
-    for y, r in enumerate(rows):
-        colour = colours[r["runtime"]]
-        dist.plot([r["median_ms"], r["p99_ms"]], [y, y], color=colour, lw=1)
-        dist.plot([r["median_ms"], r["p90_ms"]], [y, y], color=colour, lw=5, solid_capstyle="butt")
-        dist.plot(r["median_ms"], y, "o", color="black", ms=4)
-        acc.scatter(r["median_ms"], r["dev_accuracy"], color=colour, marker="o" if r["runtime"] == "tflite" else "s")
-        acc.annotate(r["mode"], (r["median_ms"], r["dev_accuracy"]), fontsize=7, xytext=(4, 4), textcoords="offset points")
-    dist.set_yticks(range(len(rows)), [f"{r['runtime']}/{r['mode']}" for r in rows], fontsize=8)
-    dist.invert_yaxis()
-    dist.set_xlabel(_XLABEL)
-    acc.set_xlabel("median latency, batch 1 (ms)")
-    acc.set_ylabel("dev accuracy (through the runtime)")
-    for ax in (dist, acc):
-        ax.grid(alpha=0.3)
-    fig.suptitle(title)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    fig = compare_figure(rows, title)
+    fig.savefig(path, dpi=120, bbox_inches="tight")  # tight: keeps the labels beside the right panel
     plt.close(fig)
     return path
+
+
+def compare_figure(rows: list[dict[str, Any]], title: str) -> Any:
+    """Left: each mode's latency distribution (median, p90, p99); right: dev accuracy vs median latency.
+
+    Colours are the runtimes, named in a legend under the panels.
+    """
+    import matplotlib.pyplot as plt
+
+    fig, (dist, acc) = plt.subplots(1, 2, figsize=(12, max(4.5, 0.35 * len(rows) + 2.5)), layout="constrained")
+    _latency_panel(dist, rows)
+    _accuracy_panel(acc, rows)
+    runtimes = [rt for rt in RUNTIME_STYLE if any(r["runtime"] == rt for r in rows)]
+    if runtimes:
+        fig.legend(handles=[_runtime_handle(rt) for rt in runtimes], loc="outside lower center", ncol=len(runtimes))
+    fig.suptitle(title)
+    return fig
+
+
+def _runtime_handle(runtime: str) -> Any:
+    """The legend entry of one runtime: its colour and marker."""
+    from matplotlib.lines import Line2D
+
+    colour, marker = RUNTIME_STYLE[runtime]
+    code = RUNTIME_CODES.get(runtime, runtime)
+    return Line2D([], [], color=colour, marker=marker, lw=5, label=runtime if code == runtime else f"{code} ({runtime})")
+
+
+def _latency_panel(ax: Any, rows: list[dict[str, Any]]) -> None:
+    """One row per runtime/mode: a dot at the median, a thick bar to p90 and a line to p99."""
+    for y, r in enumerate(rows):
+        colour = RUNTIME_STYLE[r["runtime"]][0]
+        ax.plot([r["median_ms"], r["p99_ms"]], [y, y], color=colour, lw=1)
+        ax.plot([r["median_ms"], r["p90_ms"]], [y, y], color=colour, lw=5, solid_capstyle="butt")
+        ax.plot(r["median_ms"], y, "o", color="black", ms=4)
+    ax.set_yticks(range(len(rows)), [runtime_mode(r["runtime"], r["mode"]) for r in rows], fontsize=9)
+    ax.invert_yaxis()
+    ax.set_xlabel(_XLABEL)
+    ax.grid(alpha=0.3)
+
+
+def _accuracy_panel(ax: Any, rows: list[dict[str, Any]]) -> None:
+    """Dev accuracy against median latency; each point's mode is named in a column to the right of the panel."""
+    for r in rows:
+        colour, marker = RUNTIME_STYLE[r["runtime"]]
+        ax.scatter(r["median_ms"], r["dev_accuracy"], color=colour, marker=marker, zorder=3)
+    # modes often share an accuracy and nearly a latency, so labels beside their points would overlap:
+    # they stand in a column right of the panel, each as level with its point as the others allow
+    by_height = sorted(rows, key=lambda r: (r["dev_accuracy"], -r["median_ms"]))  # ties: leftmost point highest
+    low, high = ax.get_ylim()
+    heights = [(r["dev_accuracy"] - low) / (high - low) for r in by_height]
+    for r, y in zip(by_height, spread(heights, gap=min(LABEL_GAP, 1 / max(len(rows), 1)))):
+        ax.annotate(r["mode"], (r["median_ms"], r["dev_accuracy"]), xytext=(1.03, y), textcoords="axes fraction",
+                    va="center", fontsize=9, color=RUNTIME_STYLE[r["runtime"]][0],
+                    arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.6, "shrinkA": 2, "shrinkB": 4})
+    ax.set_xlabel("median latency, batch 1 (ms)")
+    ax.set_ylabel("dev accuracy (through the runtime)")
+    ax.grid(alpha=0.3)
+
+
+def spread(heights: list[float], gap: float) -> list[float]:
+    """Label heights (axes fraction, ascending) moved the least so that they are `gap` apart within 0-1."""
+    placed: list[float] = []
+    for y in heights:  # push up past the label below
+        placed.append(max(y, placed[-1] + gap) if placed else max(y, gap / 2))
+    top = 1 - gap / 2
+    for i in reversed(range(len(placed))):  # then down, below the top and the label above
+        placed[i] = min(placed[i], top if i == len(placed) - 1 else placed[i + 1] - gap)
+    return placed
 
 
 def _html(rows: list[dict[str, Any]], path: Path, title: str) -> Path:

@@ -225,8 +225,9 @@ def export_study(study_name: str, storage: str | None, options: ExportOptions, c
 # ---------------------------------------------------------------- model card
 
 
-DYNAMIC_INT8_NOTE = ("ONNX Runtime dynamic_int8 computes activation ranges per batch, so a text's scores can move "
-                     "slightly with the other texts in its batch (labels agree); accuracy is measured as is.")
+DYNAMIC_INT8_NOTE = ("ONNX Runtime dynamic_int8 computes activation ranges per batch, so in a batch a text's scores "
+                     "can move slightly with the other texts in it. Accuracy here is measured one text at a time "
+                     "(batch 1), as `edgenas predict --batch-independent` scores.")
 
 
 def runtime_knobs(runtime: str, candidate: Candidate) -> str:

@@ -14,6 +14,8 @@ from typing import Any, Callable
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
+from rich.console import Group
+from rich.text import Text
 
 from edgenas.config import OBJECTIVES, SearchConfig
 from edgenas.errors import EdgenasError
@@ -276,6 +278,26 @@ def _sentence(text: str) -> str:
 
 def summary_markdown(study: optuna.Study, config: SearchConfig, report: Report, n_completed: int) -> str:
     """The markdown summary: counts, objectives, reference point, Pareto table, plot list."""
+    lines = summary_prose(study, config, report, n_completed)
+    lines += ["## Pareto front (feasible, fastest first)", "", markdown_table(report.pareto, PARETO_COLUMNS[:-1]), "## Plots", ""]
+    lines += [f"- [{p.name}]({p.name})" for p in report.files if p.suffix in (".html", ".png")]
+    lines += [f"- {name}: not drawn ({why})" for name, why in report.skipped.items()]
+    return "\n".join(lines) + "\n"
+
+
+def terminal_summary(study: optuna.Study, config: SearchConfig, report: Report) -> Group:
+    """The summary for a terminal: its prose, then the Pareto front as a table that fits 80 columns.
+
+    summary.md's markdown table has every column, too many for a terminal.
+    """
+    from edgenas.search.study.runner import pareto_table
+
+    prose = "\n".join(summary_prose(study, config, report, len(completed(study))))
+    return Group(Text(prose), pareto_table(study, config, baselines=False))  # the prose names the baselines
+
+
+def summary_prose(study: optuna.Study, config: SearchConfig, report: Report, n_completed: int) -> list[str]:
+    """The summary's lines above the Pareto table: counts, objectives, baselines, warning, reference point."""
     failed = len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
     lines = [f"# Study {study.study_name}", "",
              f"{n_completed} completed trials, {failed} failed. Objectives: "
@@ -295,7 +317,4 @@ def summary_markdown(study: optuna.Study, config: SearchConfig, report: Report, 
     if report.reference:
         lines += [f"Hypervolume reference point: {', '.join(f'{o}={v:.4g}' for o, v in zip(config.objectives, report.reference))} "
                   f"(accuracy 0; latency and size {REFERENCE_MARGIN}x the worst observed).", ""]
-    lines += ["## Pareto front (feasible, fastest first)", "", markdown_table(report.pareto, PARETO_COLUMNS[:-1]), "## Plots", ""]
-    lines += [f"- [{p.name}]({p.name})" for p in report.files if p.suffix in (".html", ".png")]
-    lines += [f"- {name}: not drawn ({why})" for name, why in report.skipped.items()]
-    return "\n".join(lines) + "\n"
+    return lines

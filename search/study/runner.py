@@ -12,13 +12,16 @@ from typing import Any, Iterator
 import optuna
 from optuna.artifacts import FileSystemArtifactStore
 from optuna.trial import FrozenTrial, TrialState
-from rich.console import Console
+from rich.console import Console, Group
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from rich.text import Text
 
 from edgenas.config import SearchConfig
 from edgenas.search.study import trial as st
 from edgenas.search.study import verdict
+from edgenas.tables import narrow_table, number_column, runtime_mode, text_column
+from edgenas.types import arch_legend
 
 
 @dataclass
@@ -366,45 +369,78 @@ class TrialReporter:
         self.progress.stop()
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        self.console.print(trial_line(study, trial), highlight=False)
+        # soft wrap: a long failure reason stays one line in a log or a pipe (the terminal wraps it)
+        self.console.print(trial_line(study, trial, self.console.width), highlight=False, soft_wrap=True)
         done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
         self.progress.update(self.task, completed=done)
 
 
-def trial_line(study: optuna.Study, trial: FrozenTrial) -> str:
-    """#7 L2-H128-... onnxruntime/dynamic_int8 seq64 | acc 0.712 | 1.23 ms | 4.1 MB  pareto"""
+def trial_line(study: optuna.Study, trial: FrozenTrial, width: int = 80) -> str:
+    """#7   L2-H128-... onnx/dynamic_int8 seq64 t1 | acc 0.712 | 1.23 ms | 4.1 MB  pareto
+
+    The figures go on a second, indented line when one line would be wider than `width`.
+    """
     candidate = trial.user_attrs.get("candidate")
-    what = "?"
+    what = f"#{trial.number:<3} ?"
     if candidate:
         c = st.Candidate.from_dict(candidate)
-        what = f"{c.arch.short()} {c.runtime}/{c.quantization} seq{c.seq_len} t{c.threads}"
+        what = f"#{trial.number:<3} {c.arch.short()} {runtime_mode(c.runtime, c.quantization)} seq{c.seq_len} t{c.threads}"
     if trial.state != TrialState.COMPLETE:
         reason = trial.user_attrs.get(st.FAIL_ATTR, trial.state.name.lower())
-        return f"[red]#{trial.number:<3} {what} | failed: {reason}[/]"
+        return f"[red]{_two_lines(what, f'failed: {escape(reason)}', width)}[/]"
     result = trial.user_attrs.get(st.RESULT_ATTR, {})
     on_front = any(best.number == trial.number for best in study.best_trials)
     dup = f" (= #{result['duplicate_of']})" if "duplicate_of" in result else ""
-    mark = "  [green]pareto[/]" if on_front else ""
-    return (
-        f"#{trial.number:<3} {what} | acc {verdict.accuracy_text(result.get('accuracy', float('nan')), result.get('accuracy_n'))} | "
-        f"{result.get('median_ms', float('nan')):.2f} ms | {result.get('size_mb', float('nan')):.1f} MB{dup}{mark}"
-    )
+    figures = (f"acc {verdict.accuracy_text(result.get('accuracy', float('nan')), result.get('accuracy_n'))} | "
+               f"{latency_text(result)} ms | {result.get('size_mb', float('nan')):.1f} MB{dup}")
+    mark = "  pareto" if on_front else ""
+    line = _two_lines(what, figures + mark, width)
+    return line.removesuffix(mark) + "  [green]pareto[/]" if mark else line
 
 
-def pareto_table(study: optuna.Study, config: SearchConfig) -> Table:
-    """The feasible Pareto-optimal trials, fastest first."""
-    baselines = study.user_attrs.get(verdict.BASELINES_ATTR)
-    table = Table(title=f"Pareto front of {study.study_name}",
-                  caption=verdict.baselines_line(baselines) if baselines else None)
-    for column in ("#", "architecture", "runtime/mode", "seq", "acc", "torch", "ms", "p90", "MB"):
-        table.add_column(column, justify="left" if column in ("architecture", "runtime/mode") else "right")
-    for trial in st.pareto_trials(study):
+def _two_lines(what: str, figures: str, width: int) -> str:
+    """`what | figures` on one line if it fits, else figures under it (a wrapped line would split a figure)."""
+    line = f"{what} | {figures}"
+    return line if len(line) <= width else f"{what}\n     {figures}"
+
+
+NOISY_MARK = "~"
+NOISY_NOTE = (f"{NOISY_MARK} latency still uncertain by more than 2 % after 4x the timed runs (a busy machine?): "
+              "compare it with care, or time it again with `edgenas bench`")
+
+
+def latency_text(result: dict[str, Any]) -> str:
+    """The median latency in ms, marked when the measurement stayed noisy."""
+    return f"{result.get('median_ms', float('nan')):.2f}" + (NOISY_MARK if result.get("noisy") else "")
+
+
+#: numeric columns of the Pareto table: heading and least width (a space more than most values need)
+PARETO_NUMBERS = {"seq": 4, "acc": 12, "torch": 6, "ms": 7, "p90": 6, "MB": 6}
+
+
+def pareto_table(study: optuna.Study, config: SearchConfig, baselines: bool = True) -> Group:
+    """The feasible Pareto-optimal trials, fastest first, in 80 columns, and notes under them.
+
+    Each candidate takes two lines, its architecture over its runtime/mode, so
+    both show in full; a legend under the table spells out the architecture code,
+    then a line names the baselines (unless `baselines` is False).
+    """
+    trials = st.pareto_trials(study)
+    candidates = [st.Candidate.from_dict(t.user_attrs["candidate"]) for t in trials]
+    table = narrow_table(f"Pareto front of {study.study_name}")
+    number_column(table, "#", 2)
+    text_column(table, "architecture\nruntime/mode")
+    for heading, width in PARETO_NUMBERS.items():
+        number_column(table, heading, width)
+    for trial, c in zip(trials, candidates):
         r = trial.user_attrs[st.RESULT_ATTR]
-        c = st.Candidate.from_dict(trial.user_attrs["candidate"])
         table.add_row(
-            str(trial.number), c.arch.short(), f"{c.runtime}/{c.quantization}", str(c.seq_len),
+            str(trial.number), f"{c.arch.short()}\n{runtime_mode(c.runtime, c.quantization)}", str(c.seq_len),
             verdict.accuracy_text(r["accuracy"], r.get("accuracy_n")), f"{r['torch_accuracy']:.3f}",
-            f"{r['median_ms']:.2f}", f"{r['p90_ms']:.2f}",
-            f"{r['size_mb']:.2f}",
+            latency_text(r), f"{r['p90_ms']:.2f}", f"{r['size_mb']:.2f}",
         )
-    return table
+    notes = [arch_legend([c.arch.short() for c in candidates])] if candidates else []
+    notes += [NOISY_NOTE] if any(t.user_attrs[st.RESULT_ATTR].get("noisy") for t in trials) else []
+    recorded = study.user_attrs.get(verdict.BASELINES_ATTR)
+    notes += [verdict.baselines_line(recorded)] if baselines and recorded else []
+    return Group(table, *(Text(note) for note in notes))
