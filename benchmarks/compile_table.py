@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from edgenas.compile import CompileError, compile_artifact
-from edgenas.types import QUANT_MODES
+from edgenas.runtime.backends import BACKENDS
 
 
 def _tokenized(dataset: str, seq_len: int, n_calib: int, n_dev: int, out: Path) -> tuple[Path, Path]:
@@ -51,7 +51,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         calib, dev = _tokenized(args.dataset, args.seq_len, args.n_calib, args.n_dev, Path(tmp))
         cache = args.cache_dir or Path(tmp) / "cache"
-        rows = [(rt, mode, "default") for rt, modes in QUANT_MODES.items() for mode in modes]
+        rows = [(name, mode, "default") for name, backend in BACKENDS.items() for mode in backend.mode_names]
         rows += [("onnxruntime", "fp32", "tf2onnx"), ("onnxruntime", "dynamic_int8", "tf2onnx")]
         print(f"model {args.model_dir}, seq_len {args.seq_len}, dev n={args.n_dev}, calibration n={args.n_calib}\n")
         print("| runtime | mode | converter | compile s (child wall) | size MB | dev acc (runtime) | dev acc (torch) "

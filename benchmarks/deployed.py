@@ -25,7 +25,8 @@ import numpy as np
 
 import common
 from edgenas.config import SearchConfig
-from edgenas.search.data.fetch import cache_root
+from edgenas.paths import cache_root
+from edgenas.types import Candidate
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -169,6 +170,7 @@ def _build(work: Path, setup: Setup) -> dict[str, Any]:
 def exported_models(model_dir: Path) -> list[dict[str, Any]]:
     """One entry per artifact of an `edgenas export` directory (its runtime-measured dev/test accuracy)."""
     metrics = json.loads((model_dir / "metrics.json").read_text())
+    candidate = Candidate.from_dict(metrics["candidate"])
     out = []
     for runtime, a in metrics["artifacts"].items():
         m = a["measurement"]
@@ -176,7 +178,7 @@ def exported_models(model_dir: Path) -> list[dict[str, Any]]:
                     "runtime": runtime, "mode": a["mode"], "artifact": str(model_dir / a["file"]),
                     "size_bytes": (model_dir / a["file"]).stat().st_size, "dev_accuracy": m["dev_accuracy"],
                     "test_accuracy": m["test_accuracy"], "export_median_ms": m["median_ms"],
-                    "knobs": {k: metrics["candidate"][k] for k in ("threads", "xnnpack", "graph_optimization")}})
+                    "knobs": {"threads": candidate.threads, **candidate.knobs}})
     return out
 
 
@@ -185,7 +187,7 @@ def build_reference(out: Path, trained, config: SearchConfig, space_name: str) -
     from edgenas.runtime.targets import LocalTarget
     from edgenas.search.results.export import compile_into, write_data
     from edgenas.search.space import SearchSpace, load_space
-    from edgenas.search.study.trial import cache_root as study_cache
+    from edgenas.paths import cache_root as study_cache
     from edgenas.search.training.train import train_supernet
 
     space = load_space(space_name)
@@ -223,7 +225,7 @@ def teacher_accuracy(trained, config: SearchConfig, spec: str, seq_len: int) -> 
     """The teacher fine-tuned with the search's recipe (load_teacher, cached); its torch dev/test accuracy."""
     from dataclasses import replace
 
-    from edgenas.search.study.trial import cache_root as study_cache
+    from edgenas.paths import cache_root as study_cache
     from edgenas.search.training.loop import accuracy, encode_split
     from edgenas.search.training.teacher import load_teacher
 

@@ -122,7 +122,7 @@ def kendall(rows: list[dict[str, Any]], split: str) -> float:
 
 def teacher_accuracy(trained, config, sets) -> dict[str, float]:
     """The search's teacher (from the cache) on the same examples."""
-    from edgenas.search.study.trial import cache_root
+    from edgenas.paths import cache_root
     from edgenas.search.training.teacher import load_teacher
 
     recipe = config.recipe()
@@ -143,7 +143,7 @@ def one_layer_figures(trained, sets) -> dict[str, Any]:
 
 def baseline_figures(trained, limit: int | None) -> dict[str, dict[str, float]]:
     from edgenas.search.data.baselines import load_baselines
-    from edgenas.search.study.trial import cache_root
+    from edgenas.paths import cache_root
 
     baselines = load_baselines(trained.splits, cache_root() / "baselines")
     if limit is None:

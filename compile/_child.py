@@ -2,7 +2,8 @@
 or `... _child --serve`: a warm server reading one request path per stdin line and
 answering each with one line (its exit-like code) on stdout.
 
-Converts, checks parity against torch, writes <build>/model.{onnx,tflite} and
+Converts with the backend's registered converter, checks parity against torch,
+writes <build>/model<suffix> and
 meta.json, or <build>/error.json with a one-line reason; the converters' output
 goes to <build>/compile.log. Run from api.py only.
 
@@ -30,7 +31,9 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from edgenas.compile.converters import converter
 from edgenas.compile.errors import CompileError
+from edgenas.runtime.backends import backend_for, get_backend, load_runner
 from edgenas.runtime.runners import INPUT_KEYS as INPUT_NAMES
 from edgenas.runtime.runners import fit_seq_len
 
@@ -57,27 +60,15 @@ def _load_npz(path: str | None) -> dict[str, np.ndarray] | None:
 
 
 def build(req: dict[str, Any], build_dir: Path, work: Path) -> Path:
-    """Convert per the request; return the artifact path inside build_dir."""
-    model_dir, mode, seq_len = Path(req["model_dir"]), req["mode"], int(req["seq_len"])
+    """Convert per the request with the backend's registered converter; return the artifact path."""
+    backend = get_backend(req["runtime"])
+    seq_len = int(req["seq_len"])
     calibration = _load_npz(req["calibration"])
     if calibration is not None:
         calibration = fit_seq_len({k: v for k, v in calibration.items() if k in INPUT_NAMES}, seq_len)
-    if req["runtime"] == "tflite":
-        from edgenas.compile import tflite as tflite_compile  # TensorFlow loads only on this path
-
-        out = build_dir / "model.tflite"
-        tflite_compile.convert(model_dir, out, mode, seq_len, calibration)
-        return out
-    from edgenas.compile import onnx as onnx_compile
-
-    raw, fp32 = work / "raw.onnx", work / "fp32.onnx"
-    if req["converter"] == "tf2onnx":
-        onnx_compile.export_tf2onnx(model_dir, raw)
-    else:
-        onnx_compile.export_torch(model_dir, raw, seq_len)
-    onnx_compile.check_and_optimize(raw, fp32)
-    out = build_dir / "model.onnx"
-    onnx_compile.quantize(fp32, out, mode, work, calibration)
+    out = build_dir / backend.artifact_file
+    converter(backend.name).convert(Path(req["model_dir"]), out, backend.mode(req["mode"]), seq_len, calibration,
+                                    work, req["converter"])
     return out
 
 
@@ -98,8 +89,6 @@ def torch_logits(model_dir: Path, arrays: dict[str, np.ndarray], batch_size: int
 
 def check(artifact: Path, model_dir: Path, data: dict[str, np.ndarray], seq_len: int) -> dict[str, Any]:
     """Parity vs torch fp32 and accuracy, both through the runtime that will run the artifact."""
-    from edgenas.runtime.runners import load_runner
-
     data = fit_seq_len(data, seq_len)  # labels are 1-D: left as they are
     got = load_runner(artifact, threads=1).predict_logits({n: data[n] for n in INPUT_NAMES})
     ref = torch_logits(model_dir, data)
@@ -110,35 +99,6 @@ def check(artifact: Path, model_dir: Path, data: dict[str, np.ndarray], seq_len:
         out["accuracy"] = float((got.argmax(1) == data["labels"]).mean())
         out["torch_accuracy"] = float((ref.argmax(1) == data["labels"]).mean())
     return out
-
-
-def describe(artifact: Path) -> dict[str, Any]:
-    """Inputs, outputs (and opset) as the artifact itself declares them."""
-    if artifact.suffix == ".onnx":
-        import onnx
-
-        model = onnx.load(str(artifact), load_external_data=False)
-
-        def io(values: Any) -> list[dict[str, Any]]:
-            return [{"name": v.name,
-                     "shape": [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim],
-                     "dtype": onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type).name}
-                    for v in values]
-
-        opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
-        return {"inputs": io(model.graph.input), "outputs": io(model.graph.output), "opset": int(opset),
-                "dynamic_batch": True}
-    from ai_edge_litert.interpreter import Interpreter
-
-    interp = Interpreter(model_path=str(artifact))
-
-    def details(ds: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return [{"name": d["name"], "shape": [int(s) for s in d["shape_signature"]], "dtype": np.dtype(d["dtype"]).name,
-                 "quantization": [float(d["quantization"][0]), int(d["quantization"][1])]} for d in ds]
-
-    inputs = details(interp.get_input_details())
-    return {"inputs": inputs, "outputs": details(interp.get_output_details()), "opset": None,
-            "dynamic_batch": inputs[0]["shape"][0] < 0}
 
 
 def _die_with_parent(poll_s: float = 0.5) -> None:
@@ -169,7 +129,8 @@ def run_request(request_path: str) -> int:
         compile_time = time.perf_counter() - start
         meta = {k: req[k] for k in ("runtime", "mode", "converter", "seq_len")}
         meta |= {"file": artifact.name, "size_bytes": artifact.stat().st_size,
-                 "sha256": hashlib.sha256(artifact.read_bytes()).hexdigest(), **describe(artifact),
+                 "sha256": hashlib.sha256(artifact.read_bytes()).hexdigest(),
+                 **converter(backend_for(artifact).name).describe(artifact),
                  "versions": req["versions"], "compile_time_s": round(compile_time, 3),
                  "parity": None, "accuracy": None}
         if req["check_data"]:

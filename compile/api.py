@@ -1,4 +1,4 @@
-"""compile_artifact: a saved MobileBERT -> a checked, cached .onnx/.tflite artifact.
+"""compile_artifact: a saved MobileBERT -> a checked, cached artifact for one backend of the catalog.
 
 The conversion runs in a child process (edgenas.compile._child) under a time
 limit, so a converter that crashes or hangs fails one candidate, not the caller.
@@ -26,18 +26,18 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from edgenas.compile.converters import CONVERTERS, EXPORTERS
 from edgenas.compile.errors import CompileError
-from edgenas.types import QUANT_MODES
+from edgenas.runtime.backends import UnknownBackendError, get_backend
+from edgenas.runtime.runners import DEFAULT_SEQ_LEN
 
 #: bump when the produced artifacts change for the same inputs (invalidates the cache)
 COMPILER_VERSION = "6"
-CONVERTERS = ("default", "tf2onnx")
-STATIC_MODES = ("static_int8_minmax", "static_int8_entropy", "static_int8_percentile", "full_int8")
-SUFFIX = {"onnxruntime": ".onnx", "tflite": ".tflite"}
 #: distributions whose versions go into every meta record and cache key
 VERSIONED = {"torch": ("torch",), "transformers": ("transformers",), "onnx": ("onnx",),
              "onnxruntime": ("onnxruntime",), "tensorflow": ("tensorflow-cpu", "tensorflow"),
-             "tf2onnx": ("tf2onnx",), "ai_edge_litert": ("ai-edge-litert",)}
+             "tf2onnx": ("tf2onnx",), "ai_edge_litert": ("ai-edge-litert",), "executorch": ("executorch",),
+             "torchao": ("torchao",)}
 
 
 @dataclass
@@ -64,19 +64,20 @@ def versions() -> dict[str, str | None]:
 
 def _validate(model_dir: Path, runtime: str, mode: str, converter: str, seq_len: int,
               calibration: Path | None, check_data: Path | None) -> None:
-    if runtime not in QUANT_MODES:
-        raise CompileError(f"unknown runtime {runtime!r}; choose one of {', '.join(QUANT_MODES)}")
-    if mode not in QUANT_MODES[runtime]:
-        raise CompileError(f"unknown {runtime} mode {mode!r}; choose one of {', '.join(QUANT_MODES[runtime])}")
-    if converter not in CONVERTERS:
-        raise CompileError(f"unknown converter {converter!r}; choose one of {', '.join(CONVERTERS)}")
-    if converter == "tf2onnx" and runtime != "onnxruntime":
-        raise CompileError("converter 'tf2onnx' produces ONNX; use it with runtime 'onnxruntime'")
+    try:
+        quant_mode = get_backend(runtime).mode(mode)
+    except UnknownBackendError as exc:
+        raise CompileError(str(exc)) from None
+    if runtime not in CONVERTERS:
+        raise CompileError(f"no converter is registered for {runtime}")
+    exporters = EXPORTERS.get(runtime, ("default",))
+    if converter not in exporters:
+        raise CompileError(f"{runtime} has no converter {converter!r}; choose one of {', '.join(exporters)}")
     if seq_len < 2:
         raise CompileError(f"seq_len must be at least 2, got {seq_len}")
     if not (model_dir / "config.json").is_file() or not (model_dir / "model.safetensors").is_file():
         raise CompileError(f"{model_dir} is not a save_pretrained dir (needs config.json and model.safetensors)")
-    if mode in STATIC_MODES and calibration is None:
+    if quant_mode.needs_calibration and calibration is None:
         raise CompileError(f"mode {mode} needs calibration data: pass calibration=<.npz of training samples>")
     for name, path in (("calibration", calibration), ("check_data", check_data)):
         if path is not None and not Path(path).is_file():
@@ -101,7 +102,7 @@ def content_key(model_dir: Path, request: dict[str, Any], calibration: Path | No
     return digest.hexdigest()[:32]
 
 
-def compile_artifact(model_dir: Path, runtime: str, mode: str, *, seq_len: int = 128,
+def compile_artifact(model_dir: Path, runtime: str, mode: str, *, seq_len: int = DEFAULT_SEQ_LEN,
                      calibration: Path | None = None, check_data: Path | None = None, cache_dir: Path,
                      timeout_s: float = 600.0, converter: str = "default") -> Artifact:
     """Compile model_dir for runtime/mode in a time-limited child, check it against torch, cache it."""

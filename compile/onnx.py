@@ -13,6 +13,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from edgenas.compile.errors import CompileError
+from edgenas.runtime.backends import QuantMode
 from edgenas.runtime.runners import INPUT_KEYS as INPUT_NAMES
 
 #: ONNX opset for both exporters (tf2onnx 1.17 defaults to 17 too), so the two paths compare like for like
@@ -21,6 +22,35 @@ OPSET = 17
 #: the mask add, softmax and NoNorm in float keeps padded rows exact.
 _STATIC_OPS = ["MatMul", "Gemm", "Gather"]
 _DYNAMIC_AXES = {**{n: {0: "batch", 1: "sequence"} for n in INPUT_NAMES}, "logits": {0: "batch"}}
+
+
+def convert(model_dir: Path, out: Path, mode: QuantMode, seq_len: int, calibration: dict[str, np.ndarray] | None,
+            work: Path, exporter: str = "default") -> None:
+    """Export (torch, or the TF twin through tf2onnx), check and optimise, then quantize into out."""
+    raw, fp32 = work / "raw.onnx", work / "fp32.onnx"
+    if exporter == "tf2onnx":
+        export_tf2onnx(model_dir, raw)
+    else:
+        export_torch(model_dir, raw, seq_len)
+    check_and_optimize(raw, fp32)
+    quantize(fp32, out, mode, work, calibration)
+
+
+def describe(artifact: Path) -> dict[str, Any]:
+    """Inputs, outputs and opset as the graph declares them."""
+    import onnx
+
+    model = onnx.load(str(artifact), load_external_data=False)
+
+    def io(values: Any) -> list[dict[str, Any]]:
+        return [{"name": v.name,
+                 "shape": [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim],
+                 "dtype": onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type).name}
+                for v in values]
+
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    return {"inputs": io(model.graph.input), "outputs": io(model.graph.output), "opset": int(opset),
+            "dynamic_batch": True}
 
 
 def export_torch(model_dir: Path, out: Path, seq_len: int) -> None:
@@ -108,14 +138,14 @@ class _Calibration:
         return next(self._rows, None)
 
 
-def quantize(fp32: Path, out: Path, mode: str, work: Path, calibration: dict[str, np.ndarray] | None) -> None:
+def quantize(fp32: Path, out: Path, mode: QuantMode, work: Path, calibration: dict[str, np.ndarray] | None) -> None:
     """Write the ORT artifact for one quantization mode (fp32 is copied as is)."""
     import shutil
 
-    if mode == "fp32":
+    if mode.weights == "fp32":
         shutil.copyfile(fp32, out)
         return
-    if mode == "fp16":
+    if mode.weights == "fp16":
         import onnx
         from onnxruntime.transformers.float16 import convert_float_to_float16
 
@@ -129,13 +159,13 @@ def quantize(fp32: Path, out: Path, mode: str, work: Path, calibration: dict[str
     # auto_merge: MobileBERT's symbolic shapes do not infer without it
     pre = work / "pre.onnx"
     quant_pre_process(str(fp32), str(pre), auto_merge=True, skip_optimization=False)
-    if mode.startswith("dynamic_int8"):
-        quantize_dynamic(str(pre), str(out), weight_type=QuantType.QInt8, per_channel=mode.endswith("per_channel"))
+    if not mode.needs_calibration:
+        quantize_dynamic(str(pre), str(out), weight_type=QuantType.QInt8, per_channel=mode.per_channel)
         return
     if calibration is None:
-        raise CompileError(f"mode {mode} needs calibration data (an .npz of training samples)")
+        raise CompileError(f"mode {mode.name} needs calibration data (an .npz of training samples)")
     method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-              "percentile": CalibrationMethod.Percentile}[mode.rsplit("_", 1)[1]]
+              "percentile": CalibrationMethod.Percentile}[mode.calibration]
     ranges = work / "ranges.json"
     _calibrate(pre, calibration, method, work, ranges)
     # U8 activations / S8 weights in QDQ: ORT's recommended x86 format.

@@ -43,8 +43,9 @@ app.add_typer(data_app, name="data")
 #: the options of the commands that read a finished study
 StudyName = Annotated[str, typer.Option("--study", help="study name")]
 StoredStudyURL = Annotated[Optional[str], typer.Option(
-    "--storage", envvar="EDGENAS_STORAGE", show_envvar=True, help="Optuna storage URL (default: edgenas-out/edgenas.db)",
+    "--storage", envvar="EDGENAS_STORAGE", show_envvar=True, help="Optuna storage URL (default: the SQLite file in --from)",
 )]
+SearchDir = Annotated[Path, typer.Option("--from", help="the directory `edgenas search --out` wrote")]
 
 console = Console()
 err_console = Console(stderr=True)
@@ -141,11 +142,13 @@ def search(
 def export(
     study: StudyName = "edgenas-demo",
     storage: StoredStudyURL = None,
+    search_dir: SearchDir = Path("edgenas-out"),
     trials: str = typer.Option("pareto", "--trials", help="'pareto' or trial numbers, e.g. 3,7,12"),
     out: Path = typer.Option(Path("edgenas-export"), "--out", help="directory for the model directories"),
     steps: int = typer.Option(300, "--steps", min=0, help="final fine-tune steps (distilled from the max subnet)"),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="fine-tune batch size"),
-    other_runtime: bool = typer.Option(False, "--other-runtime", help="also compile for the other runtime"),
+    other_runtime: bool = typer.Option(False, "--other-runtimes", "--other-runtime",
+                                       help="also compile for every other installed runtime, in its nearest mode"),
     target: Optional[str] = typer.Option(None, "--target", help="measure here (default: the study's target)"),
     trim_vocab: bool = typer.Option(False, "--trim-vocab",
                                     help="keep only the tokens the training text uses (others become [UNK])"),
@@ -154,11 +157,12 @@ def export(
 ) -> None:
     """Export Pareto-optimal models with model cards."""
     from edgenas.search.results.export import ExportOptions, export_study
+    from edgenas.search.results.report import storage_url
 
     options = ExportOptions(out_dir=out, trials=trials, steps=steps, batch_size=batch_size,
                             other_runtime=other_runtime, target=target, progress=not no_progress,
                             trim_vocab=trim_vocab, device=device)
-    for directory in export_study(study, storage, options, console):
+    for directory in export_study(study, storage_url(storage, search_dir), options, console):
         console.print(f"[green]wrote[/] {directory}")
 
 
@@ -190,11 +194,14 @@ def compare(
 def report(
     study: StudyName = "edgenas-demo",
     storage: StoredStudyURL = None,
+    search_dir: SearchDir = Path("edgenas-out"),
     out: Path = typer.Option(Path("edgenas-report"), "--out", help="directory for plots and tables"),
 ) -> None:
     """Write plots and tables for a study."""
-    from edgenas.search.results.report import dashboard_command, load_study, terminal_summary, write_report
+    from edgenas.search.results.report import (dashboard_command, load_study, storage_url, terminal_summary,
+                                               write_report)
 
+    storage = storage_url(storage, search_dir)
     loaded, config = load_study(study, storage)
     written = write_report(loaded, config, out)
     console.print(terminal_summary(loaded, config, written), highlight=False)
@@ -210,7 +217,8 @@ def predict(
     model_dir: Path = typer.Argument(..., help="a directory written by `edgenas export`"),
     texts: Optional[list[str]] = typer.Argument(None, help="texts to classify"),
     file: Optional[Path] = typer.Option(None, "--file", help="a text file, one text per line"),
-    runtime: Optional[str] = typer.Option(None, "--runtime", help="tflite or onnxruntime (default: the exported one)"),
+    runtime: Optional[str] = typer.Option(None, "--runtime", help="a runtime of the model directory: tflite, onnxruntime "
+                                          "or executorch (default: the exported one)"),
     threads: int = typer.Option(1, "--threads", min=1, help="runtime threads"),
     as_json: bool = typer.Option(False, "--json", help="one JSON object per text on stdout"),
     batch_independent: bool = typer.Option(
@@ -250,7 +258,7 @@ def prediction_line(prediction: Prediction) -> str:
 
 @app.command()
 def bench(
-    artifact: Path = typer.Argument(..., help="a .tflite or .onnx artifact"),
+    artifact: Path = typer.Argument(..., help="an artifact: .tflite, .onnx or .pte"),
     target: str = typer.Option("local", help="local or ssh://user@host[:port]"),
     threads: int = typer.Option(1, min=1, help="runtime threads"),
     runs: int = typer.Option(50, min=1, help="timed runs"),
@@ -290,8 +298,10 @@ def bench_table(artifact: Path, result: dict[str, Any], runs: int) -> Table:
         if name in result:
             value = result[name]
             table.add_row(name, f"{value:.4g}" if isinstance(value, float) else str(value))
-    knobs = {"runtime": result["runtime"], "threads": result["threads"], "xnnpack": result.get("xnnpack"),
-             "graph_optimization": result.get("graph_optimization"), "seq_len": result["seq_len"],
+    from edgenas.runtime.backends import KNOBS
+
+    knobs = {"runtime": result["runtime"], "threads": result["threads"],
+             **{name: result.get(name) for name in KNOBS}, "seq_len": result["seq_len"],
              "runs": result.get("runs", runs), "noisy": result.get("noisy")}
     for name, value in knobs.items():
         if value is not None:

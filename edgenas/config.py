@@ -6,13 +6,12 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edgenas.errors import EdgenasError
 from edgenas.recipe import DEVICES, TrainRecipe
-from edgenas.types import QUANT_MODES
+from edgenas.runtime.backends import BACKENDS, KNOBS, UnknownBackendError, get_backend
 
-GRAPH_LEVELS = ("disable", "basic", "extended", "all")
 OBJECTIVES = {"accuracy": "maximize", "latency": "minimize", "size": "minimize"}
 
 
@@ -41,19 +40,33 @@ class TaskConfig(_Strict):
     split_seed: int = 0
 
 
-class CandidateConfig(_Strict):
-    """What a trial may pick besides the architecture."""
+def searched_modes() -> dict[str, list[str]]:
+    """Each installed backend with the modes the catalog marks as searched by default."""
+    return {name: [m.name for m in backend.modes if m.searched]
+            for name, backend in BACKENDS.items() if backend.missing() is None}
 
-    runtimes: dict[Literal["tflite", "onnxruntime"], list[str]] = Field(
-        default_factory=lambda: {
-            "onnxruntime": ["fp32", "dynamic_int8", "static_int8_minmax"],
-            "tflite": ["fp32", "dynamic_int8", "fp16", "full_int8"],
-        }
-    )
+
+class CandidateConfig(_Strict):
+    """What a trial may pick besides the architecture: runtimes and their modes, sequence length, knobs."""
+
+    runtimes: dict[str, list[str]] = Field(default_factory=searched_modes)
     seq_lens: list[int] = Field(default_factory=lambda: [48, 64])  # tweets: median 33 tokens, p99 61
     threads: list[int] = Field(default_factory=lambda: [1])
-    graph_optimization: list[str] = Field(default_factory=lambda: ["all"])
-    xnnpack: list[bool] = Field(default_factory=lambda: [True])
+    #: each runtime knob of the backend catalog and the values a trial may choose (default: the knob's default)
+    knobs: dict[str, list[Any]] = Field(default_factory=lambda: {name: [k.default] for name, k in KNOBS.items()})
+
+    @model_validator(mode="before")
+    @classmethod
+    def _knobs_at_top_level(cls, values: Any) -> Any:
+        """`graph_optimization: [...]` and `xnnpack: [...]` directly under candidates, as before the catalog."""
+        if isinstance(values, dict) and any(name in values for name in KNOBS):
+            values = dict(values)
+            knobs = dict(values.get("knobs") or {})
+            for name in KNOBS:
+                if name in values:
+                    knobs[name] = values.pop(name)
+            values["knobs"] = knobs
+        return values
 
     @field_validator("runtimes")
     @classmethod
@@ -63,10 +76,12 @@ class CandidateConfig(_Strict):
         for runtime, modes in runtimes.items():
             if not modes:
                 raise ValueError(f"{runtime}: empty list of quantization modes")
-            for mode in modes:
-                if mode not in QUANT_MODES[runtime]:
-                    valid = ", ".join(QUANT_MODES[runtime])
-                    raise ValueError(f"'{mode}' is not a quantization mode of {runtime} (valid: {valid})")
+            try:
+                backend = get_backend(runtime)
+                for mode in modes:
+                    backend.mode(mode)
+            except UnknownBackendError as exc:
+                raise ValueError(str(exc)) from None
         return runtimes
 
     @field_validator("seq_lens", "threads")
@@ -76,19 +91,32 @@ class CandidateConfig(_Strict):
             raise ValueError("needs a non-empty list of positive integers")
         return values
 
-    @field_validator("graph_optimization")
+    @field_validator("knobs")
     @classmethod
-    def _graph_levels(cls, values: list[str]) -> list[str]:
-        if not values or any(v not in GRAPH_LEVELS for v in values):
-            raise ValueError(f"needs a non-empty list drawn from {', '.join(GRAPH_LEVELS)}")
-        return values
+    def _knob_values(cls, knobs: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        for name, values in knobs.items():
+            if name not in KNOBS:
+                raise ValueError(f"unknown knob {name!r}; the runtimes have {', '.join(KNOBS)}")
+            if not values:
+                raise ValueError(f"{name}: needs a non-empty list")
+            try:
+                for value in values:
+                    KNOBS[name].check(value)
+            except UnknownBackendError as exc:
+                raise ValueError(str(exc)) from None
+        return {name: knobs.get(name, [knob.default]) for name, knob in KNOBS.items()}
 
-    @field_validator("xnnpack")
-    @classmethod
-    def _non_empty(cls, values: list[bool]) -> list[bool]:
-        if not values:
-            raise ValueError("needs a non-empty list")
-        return values
+    def choices(self, knob: str) -> list[Any]:
+        """The values a trial may choose for one knob of the catalog."""
+        return self.knobs.get(knob, [KNOBS[knob].default])
+
+    def installed(self) -> tuple["CandidateConfig", dict[str, str]]:
+        """This config less the runtimes that cannot run here, and why each was left out."""
+        missing = {name: why for name in self.runtimes if (why := get_backend(name).missing())}
+        if missing and len(missing) == len(self.runtimes):
+            raise ConfigError(f"none of the configured runtimes is installed: {'; '.join(missing.values())}")
+        kept = {name: modes for name, modes in self.runtimes.items() if name not in missing}
+        return self.model_copy(update={"runtimes": kept}), missing
 
 
 class Budgets(_Strict):

@@ -10,8 +10,10 @@ from __future__ import annotations
 from rich import box
 from rich.table import Table
 
-#: runtime names where columns are short: the same as the `.onnx` / `.tflite` artifacts
-RUNTIME_CODES = {"onnxruntime": "onnx", "tflite": "tflite"}
+from edgenas.runtime.backends import BACKENDS
+
+#: runtime names where columns are short (the catalog's short names, e.g. onnx for onnxruntime)
+RUNTIME_CODES = {name: backend.short for name, backend in BACKENDS.items()}
 
 
 def narrow_table(title: str) -> Table:

@@ -5,21 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-Runtime = Literal["tflite", "onnxruntime"]
-
-#: quantization modes each runtime's compiler can produce
-QUANT_MODES: dict[str, tuple[str, ...]] = {
-    "onnxruntime": (
-        "fp32",
-        "dynamic_int8",
-        "dynamic_int8_per_channel",
-        "static_int8_minmax",
-        "static_int8_entropy",
-        "static_int8_percentile",
-        "fp16",
-    ),
-    "tflite": ("fp32", "dynamic_int8", "fp16", "full_int8"),
-}
+from edgenas.runtime.runners import DEFAULT_SEQ_LEN
 
 ARCH_KEYS = (
     "num_hidden_layers",
@@ -100,17 +86,24 @@ def arch_legend(codes: list[str]) -> str:
     return "arch: " + ", ".join(f"{letter} {meaning}" for letter, meaning in ARCH_LETTERS.items() if letter in used)
 
 
+#: where Candidate kept its knobs before the backend catalog: read from stored trials into `knobs`
+_LEGACY_KNOBS = ("graph_optimization", "xnnpack")
+
+
 @dataclass(frozen=True)
 class Candidate:
-    """Everything one trial decides: architecture, runtime, quantization, knobs."""
+    """Everything one trial decides: architecture, runtime, quantization, knobs.
+
+    knobs: the runtime's own settings, named as in the backend catalog
+    (edgenas.runtime.backends); threads is common to every runtime.
+    """
 
     arch: ArchConfig
-    runtime: Runtime = "onnxruntime"
+    runtime: str = "onnxruntime"
     quantization: str = "fp32"
-    seq_len: int = 128
+    seq_len: int = DEFAULT_SEQ_LEN
     threads: int = 1
-    graph_optimization: str = "all"
-    xnnpack: bool = True
+    knobs: dict[str, Any] = field(default_factory=dict, hash=False)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -119,15 +112,6 @@ class Candidate:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "Candidate":
-        rest = {k: v for k, v in values.items() if k != "arch"}
-        return cls(arch=ArchConfig.from_dict(values["arch"]), **rest)
-
-
-@dataclass
-class Objectives:
-    """What a trial reports back; filled from runtime measurements."""
-
-    accuracy: float
-    latency_ms: float
-    size_mb: float
-    extra: dict[str, Any] = field(default_factory=dict)
+        rest = {k: v for k, v in values.items() if k not in ("arch", "knobs", *_LEGACY_KNOBS)}
+        knobs = {k: values[k] for k in _LEGACY_KNOBS if k in values} | dict(values.get("knobs") or {})
+        return cls(arch=ArchConfig.from_dict(values["arch"]), knobs=knobs, **rest)

@@ -2,8 +2,8 @@
 
 Runnable as ``python -m edgenas.runtime.measure ARTIFACT [--data NPZ] ...``: prints
 one JSON object on stdout; on failure prints {"error": ..., "kind": ...} and exits 3.
-Imports only numpy and runners.py (same folder), so a target can copy both files
-to a device and run them there.
+Imports only numpy, runners.py and backends.py (same folder), so a target can copy
+them to a device and run them there.
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from .runners import INPUT_KEYS, GRAPH_OPTIMIZATIONS, Runner, RuntimeLoadError, RuntimeMissingError, fit_seq_len, load_runner
+from .backends import KNOBS, backend_for, load_runner
+from .runners import DEFAULT_SEQ_LEN, INPUT_KEYS, Runner, RuntimeLoadError, RuntimeMissingError, fit_seq_len
 
 ERROR_EXIT_CODE = 3
-DEFAULT_SEQ_LEN = 128  # latency sequence length for a dynamic-length artifact measured without data
 #: timing goes on (up to max_runs) while the median's 95 % half-width exceeds this share of it
 NOISE_LIMIT = 0.02
 NOISE_BLOCKS = 5  # consecutive blocks whose medians give the median's uncertainty
@@ -167,10 +167,13 @@ def accuracy(runner: Runner, data: dict[str, np.ndarray], batch_size: int) -> fl
     return float((logits.argmax(axis=-1) == data["labels"].reshape(-1)).mean())
 
 
-def measure(artifact: str | Path, data: str | Path | None = None, *, threads: int = 1, xnnpack: bool = True,
-            graph_optimization: str = "all", warmup: int = 10, runs: int = 50, max_runs: int | None = None,
-            batch_size: int = 1, max_eval: int | None = None) -> dict[str, Any]:
+def measure(artifact: str | Path, data: str | Path | None = None, *, threads: int = 1, warmup: int = 10,
+            runs: int = 50, max_runs: int | None = None, batch_size: int = 1, max_eval: int | None = None,
+            **knobs: Any) -> dict[str, Any]:
     """Time batch-1 inference (and accuracy if data has labels) of one artifact in this process.
+
+    knobs: runtime settings from the backend catalog (e.g. xnnpack, graph_optimization);
+    those of other backends are ignored, so one set serves every artifact.
 
     Timing goes on past `runs` (up to max_runs, default 4 x runs) while the median is
     uncertain by more than NOISE_LIMIT; "noisy" says it stayed so. Accuracy runs at
@@ -183,7 +186,8 @@ def measure(artifact: str | Path, data: str | Path | None = None, *, threads: in
     arrays = load_data(data, max_eval) if data is not None else None
     artifact = Path(artifact)
     start = time.perf_counter()
-    runner = load_runner(artifact, threads=threads, xnnpack=xnnpack, graph_optimization=graph_optimization)
+    own_knobs = backend_for(artifact).own_knobs(knobs)
+    runner = load_runner(artifact, threads=threads, **own_knobs)
     load_ms = (time.perf_counter() - start) * 1e3
     seq_len = runner.seq_len or (arrays["input_ids"].shape[1] if arrays is not None else DEFAULT_SEQ_LEN)
     example = ({k: arrays[k][:1] for k in INPUT_KEYS} if arrays is not None and len(arrays["input_ids"])
@@ -192,9 +196,7 @@ def measure(artifact: str | Path, data: str | Path | None = None, *, threads: in
     times = time_until_stable(runner, example, warmup, runs, max_runs)
     stats = latency_stats(times)
     result: dict[str, Any] = {
-        **stats, "peak_rss_mb": peak_rss_mb(), "runtime": runner.runtime, "threads": threads,
-        "xnnpack": xnnpack if runner.runtime == "tflite" else None,
-        "graph_optimization": graph_optimization if runner.runtime == "onnxruntime" else None,
+        **stats, "peak_rss_mb": peak_rss_mb(), "runtime": runner.runtime, "threads": threads, **own_knobs,
         **device_info(), "runs": len(times), "noisy": stats["median_ci95"] is None or stats["median_ci95"] > NOISE_LIMIT,
         "warmup": warmup, "seq_len": seq_len, "batch": 1,
         "artifact": artifact.name, "artifact_mb": artifact.stat().st_size / 2**20, "load_ms": load_ms,
@@ -221,8 +223,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("artifact")
     p.add_argument("--data", default=None, help="tokenized .npz (input_ids, attention_mask, token_type_ids, labels)")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--no-xnnpack", dest="xnnpack", action="store_false")
-    p.add_argument("--graph-optimization", default="all", choices=GRAPH_OPTIMIZATIONS)
+    for knob in KNOBS.values():  # each backend's knobs, from the catalog
+        p.add_argument(f"--{knob.name.replace('_', '-')}", type=knob.parse, default=None, help=knob.help)
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--runs", type=int, default=50)
     p.add_argument("--max-runs", type=int, default=None, help="timing goes on up to this while noisy (default 4 x runs)")
@@ -238,9 +240,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.cpus:
             os.sched_setaffinity(0, {int(c) for c in args.cpus.split(",")})
-        result = measure(args.artifact, args.data, threads=args.threads, xnnpack=args.xnnpack,
-                         graph_optimization=args.graph_optimization, warmup=args.warmup, runs=args.runs,
-                         max_runs=args.max_runs, batch_size=args.batch_size, max_eval=args.max_eval)
+        knobs = {name: getattr(args, name) for name in KNOBS}
+        result = measure(args.artifact, args.data, threads=args.threads, warmup=args.warmup, runs=args.runs,
+                         max_runs=args.max_runs, batch_size=args.batch_size, max_eval=args.max_eval, **knobs)
     except Exception as exc:  # the caller reads the error from stdout, never a traceback
         message = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(json.dumps({"error": message, "kind": _error_kind(exc), **device_info()}))

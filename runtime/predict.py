@@ -14,10 +14,12 @@ from typing import Any
 
 import numpy as np
 
-from .runners import Runner, RuntimeLoadError, load_runner
+from .backends import BACKENDS, load_runner
+from .runners import DEFAULT_SEQ_LEN, Runner, RuntimeLoadError
 
 METRICS_FILE = "metrics.json"
-ARTIFACT_FILES = {"onnxruntime": "model.onnx", "tflite": "model.tflite"}
+#: each backend's artifact file inside an exported model directory
+ARTIFACT_FILES = {name: backend.artifact_file for name, backend in BACKENDS.items()}
 
 
 class PredictError(ValueError):
@@ -103,7 +105,7 @@ class Predictor:
         if not self.model_dir.is_dir():
             raise PredictError(f"{self.model_dir}: model directory not found")
         self.artifact = choose_artifact(self.model_dir, runtime)
-        self.seq_len = int(_read_json(self.model_dir / METRICS_FILE).get("seq_len", 128))
+        self.seq_len = int(_read_json(self.model_dir / METRICS_FILE).get("seq_len", DEFAULT_SEQ_LEN))
         self.labels = label_names(self.model_dir)
         try:
             self.runner: Runner = load_runner(self.artifact, threads=threads)

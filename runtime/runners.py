@@ -1,8 +1,9 @@
-"""Load a .tflite or .onnx artifact and run it on tokenized inputs.
+"""Runners: one class per backend that loads its artifact and runs it on tokenized inputs.
 
 Self-contained on purpose: imports only numpy here and the runtime library
-(onnxruntime or ai_edge_litert) when an artifact is loaded, never anything from
-edgenas, so targets can copy this file to a device and run it there.
+(onnxruntime, ai_edge_litert or executorch) when an artifact is loaded, never
+anything from edgenas, so targets can copy this file to a device and run it
+there. Which runner serves which artifact is declared in backends.py.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import numpy as np
 
 #: Canonical input names of the artifact I/O convention, in positional order.
 INPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
-GRAPH_OPTIMIZATIONS = ("disable", "basic", "extended", "all")
+#: the sequence length an artifact is compiled for, and timed at, when nothing else says
+DEFAULT_SEQ_LEN = 128
 
 
 class RuntimeLoadError(Exception):
@@ -75,6 +77,12 @@ class Runner:
             outputs.append(self.run(batch)[:size])
         return np.concatenate(outputs).astype(np.float32, copy=False)
 
+    def _rows_at_a_time(self, selected: dict[str, np.ndarray], fixed_batch: int) -> np.ndarray:
+        """Run a batch through a model whose batch size is fixed, one slice of fixed_batch rows at a time."""
+        batch = len(selected[self._keys[0]])
+        return np.concatenate([self.run({k: v[i:i + fixed_batch] for k, v in selected.items()})
+                               for i in range(0, batch, fixed_batch)])
+
     def _select(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Keep the feeds this model declares; a missing declared input is an error."""
         missing = [k for k in self._keys if k not in feeds]
@@ -93,8 +101,6 @@ class OnnxRunner(Runner):
             import onnxruntime as ort
         except ImportError as exc:
             raise RuntimeMissingError(f"onnxruntime is not installed ({exc}); pip install onnxruntime") from exc
-        if graph_optimization not in GRAPH_OPTIMIZATIONS:
-            raise RuntimeLoadError(f"graph_optimization must be one of {', '.join(GRAPH_OPTIMIZATIONS)}, got {graph_optimization!r}")
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
@@ -170,9 +176,7 @@ class TfliteRunner(Runner):
         batch = len(selected[self._keys[0]])
         fixed_batch = int(self._inputs[0]["shape"][0])
         if batch != fixed_batch and not self._dynamic_batch:
-            # The model's batch is fixed (usually 1): run the rows one slice at a time.
-            return np.concatenate([self.run({k: v[i:i + fixed_batch] for k, v in selected.items()})
-                                   for i in range(0, batch, fixed_batch)])
+            return self._rows_at_a_time(selected, fixed_batch)
         self._reshape(selected)
         for detail, key in zip(self._inputs, self._keys):
             self._interp.set_tensor(detail["index"], np.ascontiguousarray(selected[key], dtype=detail["dtype"]))
@@ -197,23 +201,41 @@ class TfliteRunner(Runner):
             self._output = next(d for d in self._interp.get_output_details() if d["index"] == self._output["index"])
 
 
+class ExecutorchRunner(Runner):
+    """An ExecuTorch program (XNNPACK delegate) through ExecuTorch's Python runtime; fixed shapes."""
+
+    runtime = "executorch"
+
+    def __init__(self, path: Path, threads: int = 1) -> None:
+        try:
+            import torch  # ExecuTorch's Python runtime takes and returns torch tensors
+            from executorch.extension.pybindings import portable_lib
+            from executorch.runtime import Runtime
+        except ImportError as exc:
+            raise RuntimeMissingError(f"executorch is not installed ({exc}); pip install executorch") from exc
+        self._torch = torch
+        # XNNPACK's thread pool is process-wide: size it to the measured thread count
+        portable_lib._unsafe_reset_threadpool(threads)
+        try:
+            self._method = Runtime.get().load_program(str(path)).load_method("forward")
+        except Exception as exc:  # the runtime raises RuntimeError/ValueError with its own codes
+            raise RuntimeLoadError(f"ExecuTorch rejected {path.name}: {_first_line(exc)}") from exc
+        meta = self._method.metadata
+        self.input_names = list(INPUT_KEYS[:meta.num_inputs()])
+        self._keys = list(self.input_names)
+        self._batch, self.seq_len = (int(n) for n in meta.input_tensor_meta(0).sizes())
+
+    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        """Run one batch and return float32 logits."""
+        selected = self._select(feeds)
+        if len(selected[self._keys[0]]) != self._batch:
+            return self._rows_at_a_time(selected, self._batch)
+        inputs = [self._torch.from_numpy(np.ascontiguousarray(selected[key], dtype=np.int64)) for key in self._keys]
+        (logits,) = self._method.execute(inputs)
+        return logits.numpy().astype(np.float32, copy=False)
+
+
 def _first_line(exc: BaseException) -> str:
     """The first non-empty line of an exception message (runtimes add long dumps)."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return lines[0] if lines else type(exc).__name__
-
-
-def load_runner(path: str | Path, threads: int = 1, xnnpack: bool = True, graph_optimization: str = "all") -> Runner:
-    """Load an artifact by suffix (.onnx -> onnxruntime, .tflite -> LiteRT)."""
-    path = Path(path)
-    if not path.is_file():
-        raise RuntimeLoadError(f"artifact {path} does not exist")
-    if threads < 1:
-        raise RuntimeLoadError(f"threads must be at least 1, got {threads}")
-    suffix = path.suffix.lower()
-    if suffix == ".onnx":
-        return OnnxRunner(path, threads=threads, graph_optimization=graph_optimization)
-    if suffix == ".tflite":
-        return TfliteRunner(path, threads=threads, xnnpack=xnnpack)
-    raise RuntimeLoadError(f"{path.name}: unknown artifact type {suffix or '(no suffix)'!r}; expected .onnx or .tflite")
-

@@ -1,6 +1,6 @@
 """Where a measurement runs: this machine (a fresh child process) or a host over SSH.
 
-Both targets run the same self-contained bundle (runners.py + measure.py copied
+Both targets run the same self-contained bundle (runners.py, backends.py and measure.py copied
 into a temporary package), so what runs locally is exactly what runs on a device
 that has only numpy and the runtime libraries.
 """
@@ -23,11 +23,12 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from edgenas.errors import EdgenasError
+from edgenas.paths import cache_root
 
-from .runners import GRAPH_OPTIMIZATIONS
+from .backends import KNOBS, UnknownBackendError
 
 BUNDLE_PACKAGE = "edgenas_device_runtime"
-BUNDLE_FILES = ("runners.py", "measure.py")
+BUNDLE_FILES = ("runners.py", "backends.py", "measure.py")
 REMOTE_LOCK = "/tmp/edgenas-device.lock"
 _KIND_TEXT = {"missing_runtime": "runtime library missing on device", "rejected": "artifact rejected",
               "data": "bad data"}
@@ -47,21 +48,10 @@ class Target(Protocol):
         ...
 
 
-def cache_dir() -> Path:
-    """$EDGENAS_CACHE_DIR or the user cache dir (XDG), falling back to the temp dir if unwritable."""
-    base = Path(os.environ.get("EDGENAS_CACHE_DIR")
-                or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edgenas")
-    try:
-        base.mkdir(parents=True, exist_ok=True)
-        return base
-    except OSError:
-        return Path(tempfile.gettempdir()) / "edgenas"
-
-
 @contextlib.contextmanager
 def device_lock(device: str) -> Iterator[None]:
     """Hold an exclusive lock named after the device, so one measurement times it at a time."""
-    lock_dir = cache_dir() / "locks"
+    lock_dir = cache_root() / "locks"
     lock_dir.mkdir(parents=True, exist_ok=True)
     path = lock_dir / (re.sub(r"[^A-Za-z0-9_.-]+", "_", device) + ".lock")
     with open(path, "a") as handle:
@@ -83,18 +73,19 @@ def bundle_sources() -> dict[str, str]:
 def measure_args(artifact: str, data: str | None, knobs: dict[str, Any]) -> list[str]:
     """Command-line arguments of `python -m <bundle>.measure` for these knobs."""
     args = [artifact] + (["--data", data] if data else [])
-    allowed = {"threads", "xnnpack", "graph_optimization", "warmup", "runs", "max_runs", "batch_size", "max_eval", "cpus"}
+    allowed = {"threads", "warmup", "runs", "max_runs", "batch_size", "max_eval", "cpus", *KNOBS}
     unknown = set(knobs) - allowed
     if unknown:
         raise TypeError(f"unknown measurement knobs: {', '.join(sorted(unknown))}")
-    if knobs.get("graph_optimization", "all") not in GRAPH_OPTIMIZATIONS:
-        raise EdgenasError(f"graph optimization must be one of {', '.join(GRAPH_OPTIMIZATIONS)}, "
-                           f"got {knobs['graph_optimization']!r}")
     for key, value in knobs.items():
         if value is None:
             continue
-        if key == "xnnpack":
-            args += [] if value else ["--no-xnnpack"]
+        if key in KNOBS:
+            try:
+                KNOBS[key].check(value)
+            except UnknownBackendError as exc:
+                raise EdgenasError(str(exc)) from None
+            args += [f"--{key.replace('_', '-')}", KNOBS[key].spell(value)]
         elif key == "cpus":
             args += ["--cpus", ",".join(str(c) for c in value)]
         else:
@@ -187,7 +178,7 @@ class SSHTarget:
         self.connect_timeout = connect_timeout
         self.timeout = timeout
         # Hosts first seen are remembered here, never written into the user's ~/.ssh/known_hosts.
-        self.known_hosts = Path(known_hosts) if known_hosts else cache_dir() / "known_hosts"
+        self.known_hosts = Path(known_hosts) if known_hosts else cache_root() / "known_hosts"
         self.name = f"{self.user}@{self.host}" + (f":{self.port}" if self.port != 22 else "")
 
     def _apply_ssh_config(self) -> None:

@@ -37,7 +37,7 @@ TWO_CLASSES = {"pos": ["good", "great", "love", "fine"], "neg": ["bad", "awful",
 
 
 class TinyStudy:
-    """A finished 2-trial search on tiny data, and one trial exported with both runtimes."""
+    """A finished 2-trial search on tiny data, and one trial exported with every runtime."""
 
     def __init__(self, root: Path) -> None:
         self.root = root

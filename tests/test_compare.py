@@ -9,12 +9,12 @@ import pytest
 from edgenas.cli import main
 from edgenas.errors import EdgenasError
 from edgenas.search.results.compare import CompareOptions, plan
-from edgenas.types import QUANT_MODES
+from edgenas.runtime.backends import BACKENDS
 
 
 def test_plan_covers_every_mode_or_the_subset() -> None:
-    assert len(plan(CompareOptions())) == sum(len(m) for m in QUANT_MODES.values())
-    assert plan(CompareOptions(modes=["fp32"])) == [("tflite", "fp32"), ("onnxruntime", "fp32")]
+    assert len(plan(CompareOptions())) == sum(len(b.modes) for b in BACKENDS.values())
+    assert plan(CompareOptions(modes=["fp32"])) == [("tflite", "fp32"), ("onnxruntime", "fp32"), ("executorch", "fp32")]
     assert plan(CompareOptions(modes=["onnxruntime/fp16", "full_int8"])) == [("tflite", "full_int8"), ("onnxruntime", "fp16")]
     with pytest.raises(EdgenasError, match="unknown mode 'int3'"):
         plan(CompareOptions(modes=["int3"]))
@@ -25,10 +25,11 @@ def test_compare_cli_writes_table_csv_and_plots(tiny_env, tmp_path, capsys) -> N
     # the modes the export compiled: compile-cache hits keep this fast
     main(["compare", str(tiny_env.model_dir), "--modes", "fp32", "--runs", "3", "--warmup", "0", "--out", str(out)])
     printed = capsys.readouterr().out
-    assert "tflite/fp32" in printed and "onnx/fp32" in printed  # the table's short runtime names
+    assert all(f"{code}/fp32" in printed for code in ("tflite", "onnx", "executorch"))  # short runtime names
     with (out / "compare.csv").open() as fh:
         rows = list(csv.DictReader(fh))
-    assert [(r["runtime"], r["mode"], r["status"]) for r in rows] == [("tflite", "fp32", "ok"), ("onnxruntime", "fp32", "ok")]
+    assert [(r["runtime"], r["mode"], r["status"]) for r in rows] == [
+        ("tflite", "fp32", "ok"), ("onnxruntime", "fp32", "ok"), ("executorch", "fp32", "ok")]
     for row in rows:
         assert float(row["throughput_per_s"]) == pytest.approx(1000 / float(row["median_ms"]))
         assert float(row["median_ms"]) <= float(row["p90_ms"]) <= float(row["p99_ms"])
@@ -42,3 +43,15 @@ def test_compare_refuses_a_non_export_dir(tmp_path) -> None:
 
     with pytest.raises(EdgenasError, match="not an `edgenas export` model directory"):
         model_inputs(tmp_path)
+
+
+def test_compare_skips_a_runtime_missing_here_with_its_reason(tiny_env, tmp_path, capsys, monkeypatch) -> None:
+    from edgenas.runtime.backends import Backend
+
+    monkeypatch.setattr(Backend, "missing", lambda self: "executorch is not installed (pip install executorch)"
+                        if self.name == "executorch" else None)
+    main(["compare", str(tiny_env.model_dir), "--modes", "fp32", "--runs", "3", "--warmup", "0",
+          "--out", str(tmp_path / "cmp")])
+    printed = capsys.readouterr().out
+    assert "executorch/fp32: skipped (executorch is not installed (pip install executorch))" in printed
+    assert "onnx/fp32: ok" in printed

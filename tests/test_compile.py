@@ -10,7 +10,8 @@ import pytest
 
 from edgenas.compile import CompileError, compile_artifact
 from edgenas.compile import _child
-from edgenas.types import QUANT_MODES
+from edgenas.compile import converters
+from edgenas.runtime.backends import BACKENDS
 
 SEQ = 16
 N = 24
@@ -94,7 +95,7 @@ def test_tf_twin_matches_torch(int8_mask: bool, model_fixture: str, npz: tuple[P
     np.testing.assert_allclose(got.numpy(), ref, atol=1e-4)
 
 
-CASES = [(rt, mode, "default") for rt, modes in QUANT_MODES.items() for mode in modes]
+CASES = [(name, mode, "default") for name, backend in BACKENDS.items() for mode in backend.mode_names]
 CASES += [("onnxruntime", "fp32", "tf2onnx"), ("onnxruntime", "dynamic_int8", "tf2onnx")]
 
 
@@ -120,16 +121,18 @@ def test_every_mode_converts_and_agrees(runtime: str, mode: str, converter: str,
     else:  # int8 / fp16 on a tiny random model: close, not exact
         assert parity["argmax_agreement"] >= 0.75 and parity["max_abs_logit_diff"] < 0.1
     assert 0.0 <= record["accuracy"] <= 1.0
-    described = _child.describe(artifact)
-    assert described["dynamic_batch"]
+    described = converters.converter(runtime).describe(artifact)
     names = sorted(i["name"] for i in described["inputs"])
     assert names == ["attention_mask", "input_ids", "token_type_ids"]
     assert [o["name"] for o in described["outputs"]] == ["logits"]
     if runtime == "onnxruntime":
-        assert described["opset"] == 17
+        assert described["opset"] == 17 and described["dynamic_batch"]
         assert all(i["dtype"] == "int64" and i["shape"] == ["batch", "sequence"] for i in described["inputs"])
-    else:
-        assert all(i["shape"] == [-1, SEQ] for i in described["inputs"])
+    elif runtime == "tflite":
+        assert described["dynamic_batch"] and all(i["shape"] == [-1, SEQ] for i in described["inputs"])
+    else:  # an ExecuTorch program has fixed shapes
+        assert not described["dynamic_batch"]
+        assert all(i["dtype"] == "int64" and i["shape"] == [1, SEQ] for i in described["inputs"])
 
 
 def test_compile_artifact_end_to_end_and_cache(tiny_model: Path, npz: tuple[Path, Path], tmp_path: Path,

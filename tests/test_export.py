@@ -8,16 +8,8 @@ import numpy as np
 import pytest
 
 from edgenas.errors import EdgenasError
-from edgenas.search.results.export import model_card, other_runtime, select_trials
+from edgenas.search.results.export import model_card, select_trials
 from edgenas.search.results.report import load_study
-from edgenas.types import QUANT_MODES
-
-
-def test_other_runtime_maps_every_mode_to_a_real_mode() -> None:
-    for runtime, modes in QUANT_MODES.items():
-        for mode in modes:
-            other, other_mode = other_runtime(runtime, mode)
-            assert other != runtime and other_mode in QUANT_MODES[other]
 
 
 def test_export_dir_loads_with_plain_transformers(tiny_env) -> None:
@@ -40,10 +32,10 @@ def test_export_dir_loads_with_plain_transformers(tiny_env) -> None:
         assert section in card
 
 
-def test_export_artifacts_run_in_both_runtimes_and_match_torch(tiny_env) -> None:
+def test_export_artifacts_run_in_every_runtime_and_match_torch(tiny_env) -> None:
     from transformers import AutoModelForSequenceClassification
 
-    from edgenas.runtime.runners import load_runner
+    from edgenas.runtime.backends import load_runner
     from edgenas.search.training.loop import predict_logits
 
     model_dir = tiny_env.model_dir
@@ -51,10 +43,10 @@ def test_export_artifacts_run_in_both_runtimes_and_match_torch(tiny_env) -> None
     with np.load(model_dir / "data" / "dev.npz") as npz:
         arrays = {k: npz[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
     reference = predict_logits(AutoModelForSequenceClassification.from_pretrained(model_dir), arrays)
-    assert set(metrics["artifacts"]) == {"onnxruntime", "tflite"}
+    assert set(metrics["artifacts"]) == {"onnxruntime", "tflite", "executorch"}  # --other-runtimes
     for runtime, record in metrics["artifacts"].items():
         logits = load_runner(model_dir / record["file"]).predict_logits(arrays)
-        np.testing.assert_allclose(logits, reference, atol=1e-3)  # fp32 in both runtimes
+        np.testing.assert_allclose(logits, reference, atol=1e-3)  # fp32 in every runtime
         measured = record["measurement"]
         assert measured["runtime"] == runtime and measured["median_ms"] > 0
         assert 0 <= measured["dev_accuracy"] <= 1 and 0 <= measured["test_accuracy"] <= 1
@@ -69,9 +61,9 @@ def measured_section(metrics: dict, runtime: str, mode: str) -> str:
 def test_card_lists_only_the_knobs_of_its_runtime(tiny_env) -> None:
     metrics = json.loads((tiny_env.model_dir / "metrics.json").read_text())
     onnx = measured_section(metrics, "onnxruntime", "fp32")
-    assert "ONNX Runtime threads 1, graph optimization" in onnx and "XNNPACK" not in onnx and "TFLite" not in onnx
+    assert "onnxruntime threads 1, graph_optimization all" in onnx and "xnnpack" not in onnx and "tflite" not in onnx
     tflite = measured_section(metrics, "tflite", "fp32")
-    assert "TFLite threads 1, XNNPACK" in tflite and "graph optimization" not in tflite
+    assert "tflite threads 1, xnnpack true" in tflite and "graph_optimization" not in tflite
     assert "activation ranges" not in onnx + tflite
     dynamic = measured_section(metrics, "onnxruntime", "dynamic_int8")
     assert "activation ranges per batch" in dynamic and "one text at a time (batch 1)" in dynamic
@@ -95,5 +87,15 @@ def test_export_cli_without_a_study_is_a_one_line_error(tmp_path, monkeypatch, c
     with pytest.raises(SystemExit) as exit_info:
         main(["export", "--out", str(tmp_path / "x")])
     assert exit_info.value.code == 2
-    assert "no study storage at edgenas-out/edgenas.db" in capsys.readouterr().err
+    assert "no study storage at edgenas-out/edgenas.db: run `edgenas search` first, or pass --from DIR" in capsys.readouterr().err
     assert not (tmp_path / "edgenas-out").exists()  # nothing created by a failed lookup
+
+
+def test_report_finds_a_study_by_the_directory_search_wrote(tiny_study, tmp_path, monkeypatch, capsys) -> None:
+    from edgenas.cli import main
+
+    monkeypatch.chdir(tmp_path)  # no edgenas-out here: only --from leads to the study
+    monkeypatch.setenv("EDGENAS_CACHE_DIR", str(tiny_study.cache))
+    main(["report", "--study", tiny_study.name, "--from", str(tiny_study.out), "--out", str(tmp_path / "rep")])
+    assert (tmp_path / "rep" / "summary.md").is_file()
+    assert "Pareto front of tiny" in capsys.readouterr().out

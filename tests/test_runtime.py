@@ -18,12 +18,14 @@ from onnx import TensorProto, helper, numpy_helper
 from edgenas.cli import main
 from edgenas.runtime.drift import DriftMonitor
 from edgenas.runtime.measure import NOISE_LIMIT, measure, median_uncertainty
-from edgenas.runtime.runners import INPUT_KEYS, RuntimeLoadError, load_runner
+from edgenas.runtime.backends import load_runner
+from edgenas.runtime.runners import INPUT_KEYS, RuntimeLoadError
 from edgenas.runtime.targets import DeviceError, LocalTarget, SSHTarget, target_from_url
 
 VOCAB, HIDDEN, LABELS, SEQ = 5000, 8, 3, 16
 RESULT_KEYS = {"median_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "cv", "peak_rss_mb", "runtime", "threads",
-               "xnnpack", "graph_optimization", "device", "runs", "seq_len"}
+               "device", "runs", "seq_len"}
+OWN_KNOB = {"onnx": "graph_optimization", "tflite": "xnnpack"}  # each result names its runtime's knobs only
 HEAVY = ("torch", "tensorflow", "transformers", "optuna", "keras", "tf_keras", "jax")
 
 
@@ -163,7 +165,7 @@ def test_load_runner_rejects_bad_artifacts(tmp_path: Path) -> None:
 @pytest.mark.parametrize("kind", ["onnx", "tflite"])
 def test_measure_reports_latency_and_accuracy(artifacts: dict[str, Path], kind: str) -> None:
     result = measure(artifacts[kind], artifacts["data"], runs=5, warmup=1)
-    assert RESULT_KEYS <= set(result)
+    assert RESULT_KEYS <= set(result) and OWN_KNOB[kind] in result and set(OWN_KNOB.values()) - {OWN_KNOB[kind]} - set(result)
     assert result["accuracy"] == 1.0 and result["n_eval"] == 40 and result["seq_len"] == SEQ
     assert 0 < result["median_ms"] <= result["p90_ms"] <= result["p99_ms"]
     assert result["peak_rss_mb"] > 0 and result["cv"] >= 0
@@ -272,7 +274,7 @@ def test_bench_table_and_error(artifacts: dict[str, Path], tmp_path: Path, capsy
     assert "artifact rejected" in err and "local:" in err and "Traceback" not in err
     with pytest.raises(SystemExit):
         main(["bench", str(artifacts["onnx"]), "--graph-optimization", "max"])
-    assert "graph optimization must be one of disable, basic, extended, all" in capsys.readouterr().err
+    assert "graph_optimization must be one of disable, basic, extended, all" in capsys.readouterr().err
 
 
 def test_peak_memory_is_the_child_own_not_its_parent(tmp_path: Path) -> None:

@@ -16,7 +16,8 @@ from edgenas.search.space import space_from_mapping
 from edgenas.search.study import runner
 from edgenas.search.study import trial as st
 from edgenas.search.study.runner import SearchOptions, TrialCap, optimize_capped, run_search
-from edgenas.types import Candidate, QUANT_MODES
+from edgenas.runtime.backends import get_backend
+from edgenas.types import Candidate
 from tiny_project import make_tiny_project
 
 SPACE = space_from_mapping({"choices": {
@@ -43,12 +44,12 @@ def test_candidates_pick_modes_of_their_runtime(tmp_path: Path) -> None:
         trial = study.ask()
         candidate = st.suggest_candidate(trial, SPACE, config)
         assert candidate.quantization in config.candidates.runtimes[candidate.runtime]
-        assert candidate.quantization in QUANT_MODES[candidate.runtime]
+        assert candidate.quantization in get_backend(candidate.runtime).mode_names
         assert ("xnnpack" in trial.params) == (candidate.runtime == "tflite")
         assert ("graph_optimization" in trial.params) == (candidate.runtime == "onnxruntime")
         seen.add(candidate.runtime)
         study.tell(trial, [0.5, 1.0, 1.0])
-    assert seen == {"tflite", "onnxruntime"}
+    assert seen == {"tflite", "onnxruntime", "executorch"}  # every installed backend is sampled
 
 
 def test_a_new_study_measures_the_max_subnet_first(tmp_path: Path) -> None:

@@ -195,7 +195,7 @@ def test_compare_png_has_a_runtime_legend_and_labels_apart() -> None:
         r["p90_ms"], r["p99_ms"] = r["median_ms"] + 0.2, r["median_ms"] + 0.5
     fig = compare_figure(rows, "tiny on local")
     fig.canvas.draw()
-    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["tflite", "onnx (onnxruntime)"]
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["tflite", "onnx (onnxruntime)", "executorch"]
     labels = fig.axes[1].texts
     assert sorted(t.get_text() for t in labels) == sorted(r["mode"] for r in rows)
     boxes = [Text.get_window_extent(t) for t in labels]  # the text alone: an Annotation's box takes in its line

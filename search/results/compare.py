@@ -1,4 +1,4 @@
-"""`edgenas compare`: one exported model through TFLite and ONNX Runtime in every quantization mode.
+"""`edgenas compare`: one exported model through every runtime of the backend catalog, in every mode.
 
 Each mode is compiled from the directory's transformers weights, timed on the
 target (batch 1, so throughput = 1000 / median ms examples per second), scored
@@ -19,7 +19,7 @@ from rich.text import Text
 
 from edgenas.errors import EdgenasError
 from edgenas.tables import RUNTIME_CODES, narrow_table, number_column, runtime_mode, text_column
-from edgenas.types import QUANT_MODES
+from edgenas.runtime.backends import BACKENDS, get_backend
 
 COLUMNS = ("runtime", "mode", "status", "median_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "throughput_per_s",
            "size_mb", "dev_accuracy", "torch_accuracy", "torch_agreement", "max_abs_logit_diff", "error")
@@ -30,8 +30,8 @@ class CompareOptions:
     """The `edgenas compare` flags."""
 
     target: str = "local"
-    modes: list[str] | None = None  # names from QUANT_MODES, or runtime/mode; None: all
-    runtimes: tuple[str, ...] = ("tflite", "onnxruntime")
+    modes: list[str] | None = None  # mode names, or runtime/mode; None: all
+    runtimes: tuple[str, ...] = tuple(BACKENDS)
     threads: int = 1
     warmup: int = 5
     runs: int = 50
@@ -40,7 +40,7 @@ class CompareOptions:
 
 def plan(options: CompareOptions) -> list[tuple[str, str]]:
     """(runtime, mode) pairs to build: every mode of each runtime, or the requested subset."""
-    pairs = [(rt, m) for rt in options.runtimes for m in QUANT_MODES[rt]]
+    pairs = [(rt, m) for rt in options.runtimes for m in get_backend(rt).mode_names]
     if not options.modes:
         return pairs
     wanted = set(options.modes)
@@ -82,7 +82,7 @@ def compare_one(model_dir: Path, runtime: str, mode: str, seq_len: int, data: di
                 options: CompareOptions, reference: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
     """Compile, time and score one runtime/mode; a failure becomes a row with its error."""
     from edgenas.compile import compile_artifact
-    from edgenas.runtime.runners import load_runner
+    from edgenas.runtime.backends import load_runner
     from edgenas.search.study.trial import compile_cache_dir, load_npz
 
     row: dict[str, Any] = {"runtime": runtime, "mode": mode}
@@ -122,7 +122,9 @@ def compare_model(model_dir: Path, options: CompareOptions, progress=None) -> li
     reference = torch_logits(model_dir, arrays)
     rows = []
     for runtime, mode in pairs:
-        rows.append(compare_one(model_dir, runtime, mode, seq_len, data, target, options, reference, labels))
+        why = get_backend(runtime).missing()
+        rows.append({"runtime": runtime, "mode": mode, "status": "skipped", "error": why} if why else
+                    compare_one(model_dir, runtime, mode, seq_len, data, target, options, reference, labels))
         if progress is not None:
             progress(rows[-1])
     return rows
@@ -150,7 +152,7 @@ def compare_table(rows: list[dict[str, Any]], title: str) -> Group:
         number_column(table, heading, width)
     for r in rows:
         if r["status"] != "ok":
-            table.add_row(runtime_mode(r["runtime"], r["mode"]), "failed", *[""] * (len(TABLE_NUMBERS) - 1))
+            table.add_row(runtime_mode(r["runtime"], r["mode"]), r["status"], *[""] * (len(TABLE_NUMBERS) - 1))
             continue
         table.add_row(runtime_mode(r["runtime"], r["mode"]), *(fmt.format(r[key]) for _, _, key, fmt in TABLE_NUMBERS))
     return Group(table, Text(TABLE_NOTE))
@@ -169,8 +171,9 @@ def write_outputs(rows: list[dict[str, Any]], out_dir: Path, title: str) -> list
 
 
 _XLABEL = "latency, batch 1 (ms): dot median, thick bar to p90, line to p99"
-#: colour and marker of each runtime in compare.png
-RUNTIME_STYLE = {"tflite": ("tab:blue", "o"), "onnxruntime": ("tab:orange", "s")}
+#: colour and marker of each runtime in compare.png, in catalog order
+RUNTIME_STYLE = dict(zip(BACKENDS, zip(("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple"),
+                                       ("o", "s", "^", "D", "v"))))
 #: least distance between two mode labels beside the accuracy panel, in axes fraction (a 9 pt line and a half)
 LABEL_GAP = 0.06
 

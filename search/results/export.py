@@ -19,6 +19,7 @@ from optuna.trial import FrozenTrial
 from rich.console import Console
 
 from edgenas.config import SearchConfig
+from edgenas.paths import cache_root
 from edgenas.errors import EdgenasError
 from edgenas.runtime.predict import ARTIFACT_FILES
 from edgenas.search.data.baselines import load_baselines
@@ -26,18 +27,8 @@ from edgenas.search.study import trial as st
 from edgenas.search.study.verdict import BASELINE_NAMES
 from edgenas.search.uncertainty import wilson_interval
 from edgenas.search.results.report import completed, load_study
+from edgenas.runtime.backends import PER_BATCH, get_backend
 from edgenas.types import Candidate
-
-#: the nearest mode of the other runtime, for `--other-runtime`
-OTHER_MODE = {
-    ("onnxruntime", "fp32"): "fp32", ("onnxruntime", "fp16"): "fp16",
-    ("onnxruntime", "dynamic_int8"): "dynamic_int8", ("onnxruntime", "dynamic_int8_per_channel"): "dynamic_int8",
-    ("onnxruntime", "static_int8_minmax"): "full_int8", ("onnxruntime", "static_int8_entropy"): "full_int8",
-    ("onnxruntime", "static_int8_percentile"): "full_int8",
-    ("tflite", "fp32"): "fp32", ("tflite", "fp16"): "fp16", ("tflite", "dynamic_int8"): "dynamic_int8",
-    ("tflite", "full_int8"): "static_int8_minmax",
-}
-
 
 @dataclass
 class ExportOptions:
@@ -54,9 +45,16 @@ class ExportOptions:
     device: str | None = None  # where the fine-tune runs (default: the study config's)
 
 
-def other_runtime(runtime: str, mode: str) -> tuple[str, str]:
-    """The other runtime and its closest quantization mode."""
-    return ("tflite" if runtime == "onnxruntime" else "onnxruntime"), OTHER_MODE[(runtime, mode)]
+def other_builds(runtime: str, mode: str, console: Console) -> list[tuple[str, str]]:
+    """Every other backend of the catalog with its mode nearest to runtime/mode; one not installed is skipped."""
+    builds = []
+    for name, nearest in get_backend(runtime).mode(mode).nearest.items():
+        why = get_backend(name).missing()
+        if why:
+            console.print(f"  [yellow]skipping[/] {name}: {why}", highlight=False)
+        else:
+            builds.append((name, nearest))
+    return builds
 
 
 def select_trials(study: optuna.Study, spec: str) -> list[FrozenTrial]:
@@ -112,8 +110,7 @@ def compile_into(model_dir: Path, runtime: str, mode: str, seq_len: int, data: d
 
 def measure_artifact(target, path: Path, data: dict[str, Path], candidate: Candidate, config: SearchConfig) -> dict[str, Any]:
     """Latency and dev accuracy on the target with the trial's knobs; test accuracy through the same runtime."""
-    knobs = {"threads": candidate.threads, "xnnpack": candidate.xnnpack,
-             "graph_optimization": candidate.graph_optimization}
+    knobs = {"threads": candidate.threads, **candidate.knobs}
     dev = target.measure(path, data["dev"], warmup=config.measure.warmup, runs=config.measure.runs, **knobs)
     test = target.measure(path, data["test"], warmup=0, runs=1, **knobs)
     return {**dev, "dev_accuracy": dev["accuracy"], "test_accuracy": test["accuracy"], "n_test": test.get("n_eval")}
@@ -160,7 +157,7 @@ def export_trial(trial: FrozenTrial, trained, config: SearchConfig, options: Exp
         torch_acc[f"{split}_accuracy"] = evaluate_accuracy(model, arrays, split_labels)
     builds = [(candidate.runtime, candidate.quantization)]
     if options.other_runtime:
-        builds.append(other_runtime(candidate.runtime, candidate.quantization))
+        builds += other_builds(candidate.runtime, candidate.quantization, console)
     artifacts = {}
     for runtime, mode in builds:
         meta = compile_into(model_dir, runtime, mode, seq_len, data, config.measure.compile_timeout_s)
@@ -179,7 +176,7 @@ def export_trial(trial: FrozenTrial, trained, config: SearchConfig, options: Exp
                      "train_examples": int(len(trained.data.labels)), "dev_accuracy_inherited": dev_before,
                      "dev_accuracy_finetuned": dev_after, "kept": kept},
         "data": {"dataset": config.task.dataset, "n_dev": len(trained.splits.dev), "n_test": len(trained.splits.test)},
-        "baselines": load_baselines(trained.splits, st.cache_root() / "baselines").table(trained.splits),
+        "baselines": load_baselines(trained.splits, cache_root() / "baselines").table(trained.splits),
         "search_result": trial.user_attrs[st.RESULT_ATTR], "target": options.target or config.measure.target,
         "config": json.loads(config.model_dump_json()),
     }
@@ -225,16 +222,17 @@ def export_study(study_name: str, storage: str | None, options: ExportOptions, c
 # ---------------------------------------------------------------- model card
 
 
-DYNAMIC_INT8_NOTE = ("ONNX Runtime dynamic_int8 computes activation ranges per batch, so in a batch a text's scores "
+DYNAMIC_INT8_NOTE = ("ONNX Runtime's dynamic int8 computes activation ranges per batch, so in a batch a text's scores "
                      "can move slightly with the other texts in it. Accuracy here is measured one text at a time "
                      "(batch 1), as `edgenas predict --batch-independent` scores.")
 
 
 def runtime_knobs(runtime: str, candidate: Candidate) -> str:
-    """The knobs the runtime has: threads and graph optimization (ONNX Runtime), threads and XNNPACK (TFLite)."""
-    if runtime == "onnxruntime":
-        return f"ONNX Runtime threads {candidate.threads}, graph optimization {candidate.graph_optimization}"
-    return f"TFLite threads {candidate.threads}, XNNPACK {'on' if candidate.xnnpack else 'off'}"
+    """The knobs the runtime has (threads, and its own from the catalog) with the trial's values."""
+    backend = get_backend(runtime)
+    own = backend.own_knobs(candidate.knobs)
+    return f"{runtime} threads {candidate.threads}" + "".join(
+        f", {name} {backend.knob(name).spell(value)}" for name, value in own.items())
 
 
 def model_card(metrics: dict[str, Any]) -> str:
@@ -275,7 +273,8 @@ def model_card(metrics: dict[str, Any]) -> str:
         for name, label in BASELINE_NAMES.items()) + "."]
     first = next(iter(metrics["artifacts"].values()))["measurement"]
     knobs = "; ".join(runtime_knobs(runtime, c) for runtime in metrics["artifacts"])
-    dynamic = any(runtime == "onnxruntime" and a["mode"] == "dynamic_int8" for runtime, a in metrics["artifacts"].items())
+    dynamic = any(get_backend(runtime).mode(a["mode"]).activations == PER_BATCH
+                  for runtime, a in metrics["artifacts"].items())
     lines += [
         "", "## How it was measured", "",
         f"On `{metrics['target']}` ({first.get('device')}, {first.get('cpu_count')} cores, Python {first.get('python')}): "

@@ -37,7 +37,8 @@ def storage_url(storage: str | None, out_dir: Path = DEFAULT_OUT) -> str:
         return storage
     db = out_dir / "edgenas.db"
     if not db.is_file():
-        raise EdgenasError(f"no study storage at {db}: run `edgenas search` first or pass --storage URL")
+        raise EdgenasError(f"no study storage at {db}: run `edgenas search` first, or pass --from DIR "
+                           f"(the search's --out) or --storage URL")
     return st.default_storage(out_dir)
 
 

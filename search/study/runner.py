@@ -18,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.text import Text
 
 from edgenas.config import SearchConfig
+from edgenas.paths import cache_root
 from edgenas.search.study import trial as st
 from edgenas.search.study import verdict
 from edgenas.tables import narrow_table, number_column, runtime_mode, text_column
@@ -138,7 +139,7 @@ def train_task_supernet(config: SearchConfig, space: Any, splits: Any, tokenizer
     recipe = config.recipe()
     console.print(f"[bold]supernet[/] {space.name}: max {space.max_arch().short()}, {splits.name} data "
                   f"({len(splits.train)} train / {len(splits.dev)} dev), {recipe.steps} steps")
-    cache = st.cache_root() / "supernets"
+    cache = cache_root() / "supernets"
     net = train_supernet(space, splits, tokenizer, recipe, cache, progress=progress)
     return net, training_set(splits, tokenizer, recipe, supernet_dir(space, splits, tokenizer, recipe, cache))
 
@@ -240,6 +241,7 @@ def run_search(config: SearchConfig, options: SearchOptions, console: Console | 
     quiet_libraries()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("optuna").setLevel(logging.ERROR)
+    config = runnable_here(config, console)
     inputs = load_inputs(config)
     if options.supernet is not None:
         config = adopt_supernet(config, options.supernet, inputs, console)
@@ -268,6 +270,14 @@ def run_search(config: SearchConfig, options: SearchOptions, console: Console | 
     return study
 
 
+def runnable_here(config: SearchConfig, console: Console) -> SearchConfig:
+    """The config less the runtimes whose package is missing here, each skipped with its reason."""
+    candidates, missing = config.candidates.installed()
+    for name, why in missing.items():
+        console.print(f"[yellow]skipping[/] {name}: {why}", highlight=False)
+    return config.model_copy(update={"candidates": candidates}) if missing else config
+
+
 def finished_study(study: optuna.Study, config: SearchConfig, options: SearchOptions, console: Console) -> optuna.Study:
     """A rerun of a study that has its trials: say so and show the front; no trial runs."""
     done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
@@ -280,7 +290,7 @@ def finished_study(study: optuna.Study, config: SearchConfig, options: SearchOpt
 
 def record_study_attrs(study: optuna.Study, ctx: st.TrialContext, options: SearchOptions) -> None:
     """The baselines and the artifact store's directory, for report, export and the dashboard."""
-    baselines = verdict.study_baselines(ctx.splits, ctx.config, st.cache_root() / "baselines")
+    baselines = verdict.study_baselines(ctx.splits, ctx.config, cache_root() / "baselines")
     study.set_user_attr(verdict.BASELINES_ATTR, baselines)
     study.set_user_attr(st.ARTIFACTS_ATTR, str(artifact_dir(options).resolve()))
 
@@ -302,7 +312,7 @@ def adopt_supernet(config: SearchConfig, directory: Path, inputs: TaskInputs, co
     from edgenas.search.training.portable import adopt_portable
 
     adopted = adopt_portable(directory, config, inputs.space, inputs.splits, inputs.tokenizer,
-                             st.cache_root() / "supernets")
+                             cache_root() / "supernets")
     console.print(f"[bold]supernet[/] from {directory} (matches the space, data and tokenizer)")
     return adopted
 
@@ -316,7 +326,7 @@ def train_only(config: SearchConfig, out: Path, console: Console, progress: bool
     space, splits, tokenizer = load_task_data(config)
     train_task_supernet(config, space, splits, tokenizer, console, progress)
     recipe = config.recipe()
-    run_dir = supernet_dir(space, splits, tokenizer, recipe, st.cache_root() / "supernets")
+    run_dir = supernet_dir(space, splits, tokenizer, recipe, cache_root() / "supernets")
     return write_portable(run_dir, out, space, splits, tokenizer, recipe)
 
 

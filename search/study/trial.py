@@ -20,7 +20,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from edgenas.config import SearchConfig
 from edgenas.errors import EdgenasError
-from edgenas.search.data.fetch import cache_root
+from edgenas.paths import cache_root
+from edgenas.runtime.backends import get_backend
 from edgenas.search.space import SearchSpace
 from edgenas.search.study.verdict import eval_rows
 from edgenas.search.uncertainty import wilson_interval
@@ -189,18 +190,15 @@ def _identity(config: dict[str, Any]) -> dict[str, Any]:
 def suggest_candidate(trial: optuna.Trial, space: SearchSpace, config: SearchConfig) -> Candidate:
     """Sample architecture, runtime, quantization and runtime knobs for one trial."""
     arch = space.arch({key: trial.suggest_categorical(key, list(space.choices[key])) for key in space.free_keys})
-    knobs = config.candidates
-    runtime = trial.suggest_categorical("runtime", sorted(knobs.runtimes))
+    candidates = config.candidates
+    runtime = trial.suggest_categorical("runtime", sorted(candidates.runtimes))
     # one parameter per runtime: Optuna needs a fixed choice list for each name
-    quantization = trial.suggest_categorical(f"quantization_{runtime}", knobs.runtimes[runtime])
-    seq_len = trial.suggest_categorical("seq_len", knobs.seq_lens)
-    threads = trial.suggest_categorical("threads", knobs.threads)
-    graph_optimization, xnnpack = "all", True
-    if runtime == "onnxruntime":
-        graph_optimization = trial.suggest_categorical("graph_optimization", knobs.graph_optimization)
-    else:
-        xnnpack = trial.suggest_categorical("xnnpack", knobs.xnnpack)
-    return Candidate(arch, runtime, quantization, seq_len, threads, graph_optimization, xnnpack)
+    quantization = trial.suggest_categorical(f"quantization_{runtime}", candidates.runtimes[runtime])
+    seq_len = trial.suggest_categorical("seq_len", candidates.seq_lens)
+    threads = trial.suggest_categorical("threads", candidates.threads)
+    knobs = {knob.name: trial.suggest_categorical(knob.name, candidates.choices(knob.name))
+             for knob in get_backend(runtime).knobs}
+    return Candidate(arch, runtime, quantization, seq_len, threads, knobs)
 
 
 def find_duplicate(study: optuna.Study, params: dict[str, Any], number: int | None = None,
@@ -392,8 +390,7 @@ def _measure_candidate(trial: optuna.Trial, candidate: Candidate, ctx: TrialCont
                 artifact.path,
                 ctx.encoded.eval[seq_len],
                 threads=candidate.threads,
-                xnnpack=candidate.xnnpack,
-                graph_optimization=candidate.graph_optimization,
+                **candidate.knobs,
                 warmup=ctx.config.measure.warmup,
                 runs=ctx.config.measure.runs,
             )

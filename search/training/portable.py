@@ -17,7 +17,8 @@ import torch
 
 from edgenas.errors import EdgenasError
 from edgenas.recipe import NOT_HASHED, TrainRecipe
-from edgenas.search.training.train import RECORD, TEACHER_LOGITS, WEIGHTS, load_supernet, save_supernet, supernet_key
+from edgenas.search.training.teacher import TEACHER_LOGITS
+from edgenas.search.training.train import RECORD, WEIGHTS, load_supernet, save_supernet, supernet_key
 
 
 def write_portable(run_dir: Path, out: Path, space, splits, tokenizer, recipe: TrainRecipe) -> int:

@@ -22,8 +22,7 @@ def initial_supernet(space: SearchSpace, splits, tokenizer, recipe: TrainRecipe,
                      progress: bool = True) -> tuple[MobileBertSupernet, dict, np.ndarray | None]:
     """The supernet before training, a record of how it started, and the teacher's logits on the
     training examples `train_encoded` (also written to run_dir, None without a teacher)."""
-    from edgenas.search.training.teacher import load_teacher, resolve_checkpoint, teacher_logits
-    from edgenas.search.training.train import TEACHER_LOGITS
+    from edgenas.search.training.teacher import TEACHER_LOGITS, load_teacher, resolve_checkpoint, teacher_logits
 
     torch.manual_seed(recipe.seed)
     net = MobileBertSupernet(space.max_arch(), len(tokenizer), splits.num_labels, family=space.family,

@@ -21,6 +21,8 @@ from edgenas.recipe import TrainRecipe
 from edgenas.search.training import loop
 
 TEACHER_VERSION = "teacher-v2"
+#: the teacher's logits over the training examples, saved beside the supernet that distils from them
+TEACHER_LOGITS = "teacher_logits.npy"
 #: recipe fields that shape the teacher's fine-tune
 TEACHER_FIELDS = ("teacher_steps", "teacher_lr", "batch_size", "seq_len", "max_train_examples", "weight_decay",
                   "warmup_fraction", "train_word_embeddings", "seed")

@@ -33,18 +33,16 @@ from edgenas.recipe import TrainRecipe
 from edgenas.search.space import SearchSpace
 from edgenas.search.training import loop
 from edgenas.search.training.supernet import MobileBertSupernet
+from edgenas.search.training.teacher import TEACHER_LOGITS, checkpoint_hash, vocab_hash
 from edgenas.types import ArchConfig
 
 CACHE_VERSION = "supernet-v3"
 WEIGHTS = "supernet.safetensors"
 RECORD = "supernet.json"
-TEACHER_LOGITS = "teacher_logits.npy"
 
 
 def supernet_key(space: SearchSpace, splits, tokenizer, recipe: TrainRecipe, task: str = "classification") -> str:
     """Content hash of (space, data, tokenizer vocab, recipe, the weights it starts from): the cache key."""
-    from edgenas.search.training.teacher import checkpoint_hash, vocab_hash
-
     body = {
         "version": CACHE_VERSION,
         "space": space.content_hash(),
@@ -196,8 +194,6 @@ def save_supernet(net: MobileBertSupernet, directory: Path, space: SearchSpace, 
                   recipe: TrainRecipe, training: dict, dtype: torch.dtype = torch.float32) -> None:
     """Write weights (safetensors) and the JSON record that says what they are."""
     from safetensors.torch import save_file
-
-    from edgenas.search.training.teacher import vocab_hash
 
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to(dtype).contiguous() for k, v in net.state_dict().items()}
