@@ -120,7 +120,7 @@ def search(
 ) -> None:
     """Run the compiler-aware architecture search (demo defaults; resumable)."""
     from edgenas.search.study.runner import SearchOptions, run_search
-    from edgenas.search.study.trial import SAMPLERS
+    from edgenas.search.study.storage import SAMPLERS
 
     search_config = _config(config, device)
     if sampler not in SAMPLERS:

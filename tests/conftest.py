@@ -56,7 +56,7 @@ def tiny_study(tmp_path_factory: pytest.TempPathFactory) -> TinyStudy:
 
     from edgenas.config import load_config
     from edgenas.search.results.export import ExportOptions, export_study
-    from edgenas.search.study.trial import pareto_trials
+    from edgenas.search.study.objectives import pareto_trials
     from edgenas.search.study.runner import SearchOptions, run_search
 
     tiny = TinyStudy(tmp_path_factory.mktemp("tiny-study"))

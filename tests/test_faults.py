@@ -14,7 +14,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from edgenas.search.study import trial as st
+from edgenas.search.study.objectives import FAIL_ATTR, RESULT_ATTR
+from edgenas.search.study.storage import StudyError, open_storage, redact
 from tiny_project import make_tiny_project
 
 POSTGRES_URL = os.environ.get("EDGENAS_TEST_POSTGRES_URL", "postgresql://edgenas:edgenas@127.0.0.1:55432/edgenas")
@@ -100,7 +101,7 @@ def test_converter_fault_fails_the_trial_with_its_reason(project: dict, fault: s
     assert result.returncode == 2
     assert "no trial completed" in result.stderr and "Traceback" not in result.stderr
     failed = load(storage, fault).get_trials(states=(TrialState.FAIL,))
-    assert failed and all(reason in t.user_attrs[st.FAIL_ATTR] for t in failed)
+    assert failed and all(reason in t.user_attrs[FAIL_ATTR] for t in failed)
     assert reason in result.stdout  # shown on the trial's line
 
 
@@ -112,7 +113,7 @@ def test_hanging_converter_times_out(project: dict, tmp_path: Path) -> None:
     result = search(config, env, storage, "hang", 1)
     assert result.returncode == 2, result.stdout
     failed = load(storage, "hang").get_trials(states=(TrialState.FAIL,))
-    assert failed and all("time" in t.user_attrs[st.FAIL_ATTR] for t in failed)
+    assert failed and all("time" in t.user_attrs[FAIL_ATTR] for t in failed)
 
 
 def late_forwarder(target_port: int, delay_s: float) -> int:
@@ -156,18 +157,18 @@ def test_storage_briefly_unreachable_is_retried() -> None:
     url = make_url(postgres_or_skip())
     port = late_forwarder(url.port, delay_s=1.5)
     late = url.set(port=port).render_as_string(hide_password=False)
-    storage = st.open_storage(late, attempts=6, first_delay_s=0.3)
+    storage = open_storage(late, attempts=6, first_delay_s=0.3)
     assert optuna.create_study(storage=storage).study_name
 
 
 def test_storage_down_for_good_is_one_line() -> None:
-    with pytest.raises(st.StudyError, match="cannot open storage") as info:
-        st.open_storage("postgresql://edgenas:secret@127.0.0.1:1/edgenas", attempts=2, first_delay_s=0.1)
+    with pytest.raises(StudyError, match="cannot open storage") as info:
+        open_storage("postgresql://edgenas:secret@127.0.0.1:1/edgenas", attempts=2, first_delay_s=0.1)
     assert "\n" not in str(info.value) and "secret" not in str(info.value)
 
 
 def test_sqlite_folder_is_created(tmp_path: Path) -> None:
-    storage = st.open_storage(f"sqlite:///{tmp_path / 'new' / 'study.db'}")
+    storage = open_storage(f"sqlite:///{tmp_path / 'new' / 'study.db'}")
     assert optuna.create_study(storage=storage) and (tmp_path / "new" / "study.db").is_file()
 
 
@@ -187,7 +188,7 @@ def postgres_or_skip() -> str:
     try:
         sqlalchemy.create_engine(POSTGRES_URL, connect_args={"connect_timeout": 3}).connect().close()
     except Exception:
-        pytest.skip(f"no PostgreSQL at {st.redact(POSTGRES_URL)} (.ci/start-postgres starts one in CI)")
+        pytest.skip(f"no PostgreSQL at {redact(POSTGRES_URL)} (.ci/start-postgres starts one in CI)")
     return POSTGRES_URL
 
 
@@ -208,5 +209,5 @@ def test_many_workers_share_one_postgres_study(project: dict) -> None:
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     assert len(complete) >= 4
     assert "[w0]" in result.stdout and "[w1]" in result.stdout
-    measured = [t for t in complete if "duplicate_of" not in t.user_attrs[st.RESULT_ATTR]]
+    measured = [t for t in complete if "duplicate_of" not in t.user_attrs[RESULT_ATTR]]
     assert len({tuple(sorted(t.params.items())) for t in measured}) == len(measured)

@@ -8,7 +8,7 @@ import pytest
 from edgenas.cli import main
 from edgenas.errors import EdgenasError
 from edgenas.search.results.report import dashboard_command, load_study, reference_point, storage_url
-from edgenas.search.study import trial as st
+from edgenas.search.study.storage import ARTIFACTS_ATTR, default_storage, open_storage
 
 
 def test_report_cli_writes_plots_and_summary(tiny_env, tmp_path, capsys) -> None:
@@ -43,8 +43,8 @@ def test_missing_default_storage_is_a_user_error(tmp_path) -> None:
 
 
 def test_dashboard_command_without_a_recorded_artifact_dir(tmp_path) -> None:
-    url = st.default_storage(tmp_path / "out")
-    study = optuna.create_study(storage=st.open_storage(url), study_name="old")
+    url = default_storage(tmp_path / "out")
+    study = optuna.create_study(storage=open_storage(url), study_name="old")
     assert dashboard_command(study, url).endswith(f"--artifact-dir {tmp_path / 'out' / 'artifacts'}")
-    study.set_user_attr(st.ARTIFACTS_ATTR, "/shared/artifacts")
+    study.set_user_attr(ARTIFACTS_ATTR, "/shared/artifacts")
     assert dashboard_command(study, url) == f"optuna-dashboard {url} --artifact-dir /shared/artifacts"

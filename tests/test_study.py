@@ -14,7 +14,11 @@ from edgenas.config import SearchConfig, load_config
 from edgenas.errors import EdgenasError
 from edgenas.search.space import space_from_mapping
 from edgenas.search.study import runner
-from edgenas.search.study import trial as st
+from edgenas.search.study.candidates import FIRST_MODE, find_duplicate, start_with_the_max, suggest_candidate
+from edgenas.search.study.objectives import RESULT_ATTR, objective_values, set_constraints
+from edgenas.search.study.storage import (
+    SAMPLERS, StudyError, default_storage, make_sampler, open_storage, open_study, redact,
+)
 from edgenas.search.study.runner import SearchOptions, TrialCap, optimize_capped, run_search
 from edgenas.runtime.backends import get_backend
 from edgenas.types import Candidate
@@ -32,7 +36,7 @@ SPACE = space_from_mapping({"choices": {
 
 
 def storage(tmp_path: Path) -> optuna.storages.RDBStorage:
-    return st.open_storage(st.default_storage(tmp_path))
+    return open_storage(default_storage(tmp_path))
 
 
 def test_candidates_pick_modes_of_their_runtime(tmp_path: Path) -> None:
@@ -42,7 +46,7 @@ def test_candidates_pick_modes_of_their_runtime(tmp_path: Path) -> None:
     seen = set()
     for _ in range(30):
         trial = study.ask()
-        candidate = st.suggest_candidate(trial, SPACE, config)
+        candidate = suggest_candidate(trial, SPACE, config)
         assert candidate.quantization in config.candidates.runtimes[candidate.runtime]
         assert candidate.quantization in get_backend(candidate.runtime).mode_names
         assert ("xnnpack" in trial.params) == (candidate.runtime == "tflite")
@@ -55,11 +59,11 @@ def test_candidates_pick_modes_of_their_runtime(tmp_path: Path) -> None:
 def test_a_new_study_measures_the_max_subnet_first(tmp_path: Path) -> None:
     config = SearchConfig()
     study = optuna.create_study(storage=storage(tmp_path), directions=config.directions())
-    st.start_with_the_max(study, SPACE, config)
-    st.start_with_the_max(study, SPACE, config)  # queued once
+    start_with_the_max(study, SPACE, config)
+    start_with_the_max(study, SPACE, config)  # queued once
     assert len(study.trials) == 1
-    first = st.suggest_candidate(study.ask(), SPACE, config)
-    assert first.arch == SPACE.max_arch() and (first.runtime, first.quantization) == st.FIRST_MODE
+    first = suggest_candidate(study.ask(), SPACE, config)
+    assert first.arch == SPACE.max_arch() and (first.runtime, first.quantization) == FIRST_MODE
 
 
 def test_duplicates_are_found_and_constraints_set(tmp_path: Path) -> None:
@@ -67,24 +71,24 @@ def test_duplicates_are_found_and_constraints_set(tmp_path: Path) -> None:
     study = optuna.create_study(storage=storage(tmp_path), directions=config.directions())
     first = study.ask({"runtime": optuna.distributions.CategoricalDistribution(["tflite"])})
     result = {"accuracy": 0.7, "median_ms": 3.0, "size_mb": 1.0}
-    first.set_user_attr(st.RESULT_ATTR, result)
-    st.set_constraints(first, config, result)
-    study.tell(first, st.objective_values(config, result))
+    first.set_user_attr(RESULT_ATTR, result)
+    set_constraints(first, config, result)
+    study.tell(first, objective_values(config, result))
     done = study.trials[0]
     assert done.constraints == {"latency": 1.0, "accuracy": pytest.approx(-0.2)}
-    assert st.find_duplicate(study, {"runtime": "tflite"}).number == 0
-    assert st.find_duplicate(study, {"runtime": "onnxruntime"}) is None
+    assert find_duplicate(study, {"runtime": "tflite"}).number == 0
+    assert find_duplicate(study, {"runtime": "onnxruntime"}) is None
     assert study.best_trials == []  # infeasible: over the latency budget
 
 
 def test_resume_refuses_another_config(tmp_path: Path) -> None:
     rdb = storage(tmp_path)
-    st.open_study(rdb, "s", SearchConfig(), optuna.samplers.RandomSampler())
-    again = st.open_study(rdb, "s", SearchConfig(), optuna.samplers.RandomSampler())
+    open_study(rdb, "s", SearchConfig(), optuna.samplers.RandomSampler())
+    again = open_study(rdb, "s", SearchConfig(), optuna.samplers.RandomSampler())
     assert again.study_name == "s"
     other = SearchConfig.model_validate({"measure": {"runs": 7}})
-    with pytest.raises(st.StudyError, match="different config"):
-        st.open_study(rdb, "s", other, optuna.samplers.RandomSampler())
+    with pytest.raises(StudyError, match="different config"):
+        open_study(rdb, "s", other, optuna.samplers.RandomSampler())
 
 
 def test_trial_cap_counts_completed_trials(tmp_path: Path) -> None:
@@ -124,7 +128,7 @@ def test_cap_counts_trials_other_workers_are_running(tmp_path: Path) -> None:
 
 def test_study_names_its_metrics_in_objective_order(tmp_path: Path) -> None:
     config = SearchConfig.model_validate({"objectives": ["latency", "accuracy", "size"]})
-    study = st.open_study(storage(tmp_path), "s", config, optuna.samplers.RandomSampler())
+    study = open_study(storage(tmp_path), "s", config, optuna.samplers.RandomSampler())
     assert study.metric_names == ["latency_ms", "accuracy", "size_mb"]
 
 
@@ -132,7 +136,7 @@ def finished_tiny_study(root: Path, n_trials: int) -> tuple[SearchConfig, Search
     """A tiny project whose study already has n completed, measured trials."""
     config = load_config(make_tiny_project(root / "project"))
     options = SearchOptions(out_dir=root / "out", study_name="done", n_trials=n_trials, progress=False)
-    study = st.open_study(st.open_storage(st.default_storage(options.out_dir)), "done", config,
+    study = open_study(open_storage(default_storage(options.out_dir)), "done", config,
                           optuna.samplers.RandomSampler())
     arch = runner.load_task_data(config)[0].max_arch()
     for i in range(n_trials):
@@ -140,8 +144,8 @@ def finished_tiny_study(root: Path, n_trials: int) -> tuple[SearchConfig, Search
         result = {"accuracy": 0.5 + i / 10, "torch_accuracy": 0.5, "median_ms": 1.0 + i, "p90_ms": 2.0 + i,
                   "size_mb": 1.0}
         trial.set_user_attr("candidate", Candidate(arch, seq_len=16).to_dict())
-        trial.set_user_attr(st.RESULT_ATTR, result)
-        study.tell(trial, st.objective_values(config, result))
+        trial.set_user_attr(RESULT_ATTR, result)
+        study.tell(trial, objective_values(config, result))
     return config, options
 
 
@@ -158,28 +162,28 @@ def test_rerun_of_a_finished_search_prints_the_front_and_runs_nothing(
 def test_bad_dataset_fails_before_the_study_exists(tmp_path: Path, isolated_cache: Path) -> None:
     config = load_config(make_tiny_project(tmp_path / "project"))
     config = config.model_copy(update={"task": config.task.model_copy(update={"dataset": str(tmp_path / "nope.csv")})})
-    url = st.default_storage(tmp_path / "out")
+    url = default_storage(tmp_path / "out")
     with pytest.raises(EdgenasError):
         run_search(config, SearchOptions(out_dir=tmp_path / "out", storage=url, study_name="bad", progress=False),
                    Console(file=io.StringIO()))
-    assert optuna.get_all_study_names(st.open_storage(url)) == []
+    assert optuna.get_all_study_names(open_storage(url)) == []
 
 
 def test_samplers_by_name() -> None:
-    for name in st.SAMPLERS:
-        assert isinstance(st.make_sampler(name, 0), optuna.samplers.BaseSampler)
-    with pytest.raises(st.StudyError, match="unknown sampler"):
-        st.make_sampler("annealing", 0)
+    for name in SAMPLERS:
+        assert isinstance(make_sampler(name, 0), optuna.samplers.BaseSampler)
+    with pytest.raises(StudyError, match="unknown sampler"):
+        make_sampler("annealing", 0)
 
 
 def test_storage_password_is_redacted() -> None:
     url = "postgresql://alice:s3cret@db.example:5432/optuna"
-    assert "s3cret" not in st.redact(url) and "alice" in st.redact(url)
+    assert "s3cret" not in redact(url) and "alice" in redact(url)
 
 
 def test_unreachable_storage_is_one_line_without_password() -> None:
-    with pytest.raises(st.StudyError) as info:
-        st.open_storage("postgresql://bob:hunter2@127.0.0.1:1/nowhere")
+    with pytest.raises(StudyError) as info:
+        open_storage("postgresql://bob:hunter2@127.0.0.1:1/nowhere")
     message = str(info.value)
     assert "hunter2" not in message and "\n" not in message and "cannot open storage" in message
 
@@ -193,11 +197,11 @@ def test_duplicate_of_a_running_twin_waits_for_its_result(tmp_path: Path) -> Non
     later = study.ask(dist)
 
     def finish() -> None:
-        twin.set_user_attr(st.RESULT_ATTR, {"accuracy": 0.9})
+        twin.set_user_attr(RESULT_ATTR, {"accuracy": 0.9})
         study.tell(twin, [0.9])
 
     threading.Timer(0.5, finish).start()
-    found = st.find_duplicate(study, {"runtime": "tflite"}, later.number, wait_s=10, poll_s=0.1)
+    found = find_duplicate(study, {"runtime": "tflite"}, later.number, wait_s=10, poll_s=0.1)
     assert found is not None and found.number == twin.number
 
 
@@ -208,11 +212,11 @@ def test_earlier_trial_never_waits_on_a_later_twin(tmp_path: Path) -> None:
     dist = {"runtime": optuna.distributions.CategoricalDistribution(["tflite"])}
     first, _second = study.ask(dist), study.ask(dist)
     started = time.monotonic()
-    assert st.find_duplicate(study, {"runtime": "tflite"}, first.number, wait_s=10) is None
+    assert find_duplicate(study, {"runtime": "tflite"}, first.number, wait_s=10) is None
     assert time.monotonic() - started < 5
 
 
 def test_readers_do_not_create_a_missing_sqlite_database(tmp_path: Path) -> None:
-    with pytest.raises(st.StudyError, match="no study database at"):
-        st.open_storage(f"sqlite:///{tmp_path / 'typo' / 'study.db'}", must_exist=True)
+    with pytest.raises(StudyError, match="no study database at"):
+        open_storage(f"sqlite:///{tmp_path / 'typo' / 'study.db'}", must_exist=True)
     assert not (tmp_path / "typo").exists()

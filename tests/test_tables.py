@@ -16,7 +16,8 @@ from edgenas.cli import bench_table
 from edgenas.config import SearchConfig
 from edgenas.search.results.compare import TABLE_NOTE, CompareOptions, compare_table, plan, spread
 from edgenas.search.results.report import Report, reference_point, terminal_summary, trial_row
-from edgenas.search.study import trial as st
+from edgenas.search.study.objectives import FAIL_ATTR, RESULT_ATTR, objective_values, pareto_trials
+from edgenas.search.study.storage import open_study
 from edgenas.search.study import verdict
 from edgenas.search.study.runner import pareto_table, trial_line
 from edgenas.types import ArchConfig, Candidate, arch_legend
@@ -40,11 +41,11 @@ def add_front(study: optuna.Study, config: SearchConfig) -> None:
         result = {"accuracy": accuracy, "accuracy_n": 500, "torch_accuracy": accuracy + 0.001, "median_ms": median,
                   "p90_ms": p90, "p99_ms": p90 + 1, "size_mb": size}
         trial.set_user_attr("candidate", Candidate(arch, runtime=runtime, quantization=mode, seq_len=seq_len).to_dict())
-        trial.set_user_attr(st.RESULT_ATTR, result)
-        study.tell(trial, st.objective_values(config, result))
+        trial.set_user_attr(RESULT_ATTR, result)
+        study.tell(trial, objective_values(config, result))
     failed = study.ask()
     failed.set_user_attr("candidate", Candidate(FRONT[0][0], quantization="static_int8_minmax").to_dict())
-    failed.set_user_attr(st.FAIL_ATTR, "compile failed: [onnx] the quantizer ran out of memory on the 24-layer model")
+    failed.set_user_attr(FAIL_ATTR, "compile failed: [onnx] the quantizer ran out of memory on the 24-layer model")
     study.tell(failed, state=optuna.trial.TrialState.FAIL)
     study.set_user_attr(verdict.BASELINES_ATTR, BASELINES)
 
@@ -147,7 +148,7 @@ def test_bench_table_fits_80_columns() -> None:
 
 def test_report_prints_the_front_as_a_table_that_fits(front) -> None:
     study, config = front
-    report = Report(Path("unused"), pareto=[trial_row(t) for t in st.pareto_trials(study)],
+    report = Report(Path("unused"), pareto=[trial_row(t) for t in pareto_trials(study)],
                     reference=reference_point(study, config.objectives))
     text = render(terminal_summary(study, config, report))
     assert_fits(text)
@@ -169,7 +170,7 @@ def test_piped_report_is_complete(tmp_path: Path, columns: str | None) -> None:
     """Piped, rich lays out for 80 columns (or $COLUMNS): the report's table still shows everything."""
     url = f"sqlite:///{tmp_path / 'edgenas.db'}"
     config = SearchConfig()
-    add_front(st.open_study(optuna.storages.RDBStorage(url), "piped", config, optuna.samplers.RandomSampler()), config)
+    add_front(open_study(optuna.storages.RDBStorage(url), "piped", config, optuna.samplers.RandomSampler()), config)
     env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
     env |= {"COLUMNS": columns} if columns else {}
     done = subprocess.run([sys.executable, "-m", "edgenas.cli", "report", "--study", "piped", "--storage", url,
@@ -211,8 +212,8 @@ def test_a_noisy_latency_is_marked_and_explained(front) -> None:
     result = {"accuracy": 0.71, "accuracy_n": 500, "torch_accuracy": 0.71, "median_ms": 0.5, "p90_ms": 0.6,
               "p99_ms": 0.7, "size_mb": 4.0, "noisy": True, "median_ci95": 0.05}
     trial.set_user_attr("candidate", Candidate(arch, runtime=runtime, quantization=mode, seq_len=seq_len).to_dict())
-    trial.set_user_attr(st.RESULT_ATTR, result)
-    study.tell(trial, st.objective_values(config, result))
+    trial.set_user_attr(RESULT_ATTR, result)
+    study.tell(trial, objective_values(config, result))
     text = render(pareto_table(study, config))
     assert_fits(text)
     assert " 0.50~ " in text and "~ latency still uncertain" in text

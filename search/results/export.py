@@ -23,7 +23,8 @@ from edgenas.paths import cache_root
 from edgenas.errors import EdgenasError
 from edgenas.runtime.predict import ARTIFACT_FILES
 from edgenas.search.data.baselines import load_baselines
-from edgenas.search.study import trial as st
+from edgenas.search.study.objectives import RESULT_ATTR, pareto_trials
+from edgenas.search.study.trial import compile_cache_dir, load_npz
 from edgenas.search.study.verdict import BASELINE_NAMES
 from edgenas.search.uncertainty import wilson_interval
 from edgenas.search.results.report import completed, load_study
@@ -60,7 +61,7 @@ def other_builds(runtime: str, mode: str, console: Console) -> list[tuple[str, s
 def select_trials(study: optuna.Study, spec: str) -> list[FrozenTrial]:
     """'pareto' (the feasible front) or a comma list of trial numbers of completed trials."""
     if spec.strip() == "pareto":
-        chosen = st.pareto_trials(study)
+        chosen = pareto_trials(study)
         if not chosen:
             raise EdgenasError(f"study '{study.study_name}' has no feasible Pareto trials")
         return chosen
@@ -103,7 +104,7 @@ def compile_into(model_dir: Path, runtime: str, mode: str, seq_len: int, data: d
     from edgenas.compile import compile_artifact
 
     artifact = compile_artifact(model_dir, runtime, mode, seq_len=seq_len, calibration=data["calibration"],
-                                check_data=data["parity"], cache_dir=st.compile_cache_dir(), timeout_s=timeout_s)
+                                check_data=data["parity"], cache_dir=compile_cache_dir(), timeout_s=timeout_s)
     shutil.copyfile(artifact.path, model_dir / ARTIFACT_FILES[runtime])
     return artifact.meta
 
@@ -131,7 +132,7 @@ def export_trial(trial: FrozenTrial, trained, config: SearchConfig, options: Exp
     console.print(f"[bold]export[/] trial {trial.number}: {candidate.arch.short()} "
                   f"{candidate.runtime}/{candidate.quantization} seq{seq_len} -> {model_dir}")
     data = write_data(trained.splits, trained.tokenizer, config, seq_len, model_dir / "data")
-    dev = st.load_npz(data["dev"])
+    dev = load_npz(data["dev"])
     dev_labels = dev.pop("labels")
     inherited = trained.supernet.extract(candidate.arch)
     recipe = config.recipe()
@@ -152,7 +153,7 @@ def export_trial(trial: FrozenTrial, trained, config: SearchConfig, options: Exp
         trained.tokenizer.save_pretrained(model_dir)
     torch_acc = {}
     for split in ("dev", "test"):
-        arrays = st.load_npz(data[split])
+        arrays = load_npz(data[split])
         split_labels = arrays.pop("labels")
         torch_acc[f"{split}_accuracy"] = evaluate_accuracy(model, arrays, split_labels)
     builds = [(candidate.runtime, candidate.quantization)]
@@ -177,7 +178,7 @@ def export_trial(trial: FrozenTrial, trained, config: SearchConfig, options: Exp
                      "dev_accuracy_finetuned": dev_after, "kept": kept},
         "data": {"dataset": config.task.dataset, "n_dev": len(trained.splits.dev), "n_test": len(trained.splits.test)},
         "baselines": load_baselines(trained.splits, cache_root() / "baselines").table(trained.splits),
-        "search_result": trial.user_attrs[st.RESULT_ATTR], "target": options.target or config.measure.target,
+        "search_result": trial.user_attrs[RESULT_ATTR], "target": options.target or config.measure.target,
         "config": json.loads(config.model_dump_json()),
     }
     (model_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))

@@ -19,7 +19,8 @@ from rich.text import Text
 
 from edgenas.config import OBJECTIVES, SearchConfig
 from edgenas.errors import EdgenasError
-from edgenas.search.study import trial as st
+from edgenas.search.study.objectives import RESULT_ATTR, pareto_trials
+from edgenas.search.study.storage import ARTIFACTS_ATTR, default_storage, open_storage, redact, sqlite_file
 from edgenas.search.study import verdict
 from edgenas.types import Candidate
 
@@ -39,18 +40,18 @@ def storage_url(storage: str | None, out_dir: Path = DEFAULT_OUT) -> str:
     if not db.is_file():
         raise EdgenasError(f"no study storage at {db}: run `edgenas search` first, or pass --from DIR "
                            f"(the search's --out) or --storage URL")
-    return st.default_storage(out_dir)
+    return default_storage(out_dir)
 
 
 def load_study(study_name: str, storage: str | None = None) -> tuple[optuna.Study, SearchConfig]:
     """An existing study and the SearchConfig it was run with."""
     url = storage_url(storage)
-    rdb = st.open_storage(url, must_exist=True)
+    rdb = open_storage(url, must_exist=True)
     try:
         study = optuna.load_study(study_name=study_name, storage=rdb)
     except KeyError:
         names = ", ".join(optuna.get_all_study_names(rdb)) or "none"
-        raise EdgenasError(f"no study '{study_name}' in {st.redact(url)} (studies: {names})") from None
+        raise EdgenasError(f"no study '{study_name}' in {redact(url)} (studies: {names})") from None
     raw = study.user_attrs.get("config")
     if raw is None:
         raise EdgenasError(f"study '{study_name}' was not made by `edgenas search` (no config recorded)")
@@ -59,15 +60,15 @@ def load_study(study_name: str, storage: str | None = None) -> tuple[optuna.Stud
 
 def completed(study: optuna.Study) -> list[FrozenTrial]:
     """Completed trials that carry a measurement record."""
-    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if st.RESULT_ATTR in t.user_attrs]
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if RESULT_ATTR in t.user_attrs]
 
 
 def artifact_dir(study: optuna.Study, storage: str | None = None) -> Path | None:
     """The study's artifact store: recorded at search time, else `artifacts` beside an SQLite storage."""
-    recorded = study.user_attrs.get(st.ARTIFACTS_ATTR)
+    recorded = study.user_attrs.get(ARTIFACTS_ATTR)
     if recorded:
         return Path(recorded)
-    database = st.sqlite_file(storage_url(storage))
+    database = sqlite_file(storage_url(storage))
     return database.parent / "artifacts" if database is not None else None
 
 
@@ -75,7 +76,7 @@ def dashboard_command(study: optuna.Study, storage: str | None = None) -> str:
     """The optuna-dashboard command line for the study's storage and artifact store (password hidden)."""
     import shlex
 
-    command = f"optuna-dashboard {shlex.quote(st.redact(storage_url(storage)))}"
+    command = f"optuna-dashboard {shlex.quote(redact(storage_url(storage)))}"
     artifacts = artifact_dir(study, storage)
     return command + (f" --artifact-dir {shlex.quote(str(artifacts))}" if artifacts else "")
 
@@ -90,7 +91,7 @@ PARETO_COLUMNS = ("trial", "architecture", "runtime", "mode", "seq_len", "thread
 def trial_row(trial: FrozenTrial) -> dict[str, Any]:
     """One trial as a flat record: candidate choices and measured figures."""
     c = Candidate.from_dict(trial.user_attrs["candidate"])
-    r = trial.user_attrs[st.RESULT_ATTR]
+    r = trial.user_attrs[RESULT_ATTR]
     return {"trial": trial.number, "architecture": c.arch.short(), "runtime": c.runtime, "mode": c.quantization,
             "seq_len": c.seq_len, "threads": c.threads, "accuracy": r["accuracy"],
             "accuracy_ci95": "-".join(f"{x:.3f}" for x in r["accuracy_ci95"]) if "accuracy_ci95" in r else "",
@@ -173,7 +174,7 @@ def size_hover(figure: Any, study: optuna.Study) -> None:
     import json
 
     by_number = {t.number: t for t in completed(study)}
-    sizes = [t.user_attrs[st.RESULT_ATTR]["size_mb"] for t in by_number.values()]
+    sizes = [t.user_attrs[RESULT_ATTR]["size_mb"] for t in by_number.values()]
     first = True
     for trace in figure.data:
         texts = trace.text  # Optuna puts each trial's JSON record here and shows it via hovertemplate
@@ -182,7 +183,7 @@ def size_hover(figure: Any, study: optuna.Study) -> None:
         numbers = [json.loads(text.replace("<br>", "\n"))["number"] for text in texts]
         trials = [by_number[n] for n in numbers]
         trace.text = [_short_hover(t) for t in trials]
-        trace.marker.color = [t.user_attrs[st.RESULT_ATTR]["size_mb"] for t in trials]
+        trace.marker.color = [t.user_attrs[RESULT_ATTR]["size_mb"] for t in trials]
         # one shared colour scale; one colour bar for all traces
         trace.marker.update(colorscale="Viridis", cmin=min(sizes), cmax=max(sizes), showscale=first,
                             colorbar={"title": {"text": "size (MB)"}})
@@ -194,7 +195,7 @@ def pareto_figure(study: optuna.Study) -> Any:
     import matplotlib.pyplot as plt
 
     trials = completed(study)
-    front = {t.number for t in st.pareto_trials(study)}
+    front = {t.number for t in pareto_trials(study)}
     rows = [trial_row(t) for t in trials]
     fig, ax = plt.subplots(figsize=(8, 5))
     points = ax.scatter([r["median_ms"] for r in rows], [r["accuracy"] for r in rows], c=[r["size_mb"] for r in rows],
@@ -256,7 +257,7 @@ def write_report(study: optuna.Study, config: SearchConfig, out_dir: Path) -> Re
     if not trials:
         raise EdgenasError(f"study '{study.study_name}' has no completed trials to report")
     logging.getLogger("optuna").setLevel(logging.ERROR)
-    report.pareto = [trial_row(t) for t in st.pareto_trials(study)]
+    report.pareto = [trial_row(t) for t in pareto_trials(study)]
     if len(config.objectives) > 1:
         report.reference = reference_point(study, config.objectives)
     write_plots(study, config.objectives, out_dir, report)

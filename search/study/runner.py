@@ -18,11 +18,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.text import Text
 
 from edgenas.config import SearchConfig
+from edgenas.errors import EdgenasError
 from edgenas.paths import cache_root
-from edgenas.search.study import trial as st
+from edgenas.search.study.candidates import start_with_the_max
+from edgenas.search.study.objectives import FAIL_ATTR, RESULT_ATTR, pareto_trials
+from edgenas.search.study.storage import (
+    ARTIFACTS_ATTR, StudyError, default_storage, make_sampler, open_storage, open_study, redact, scrub, study_dirs,
+)
+from edgenas.search.study.trial import TrialContext, compile_cache_dir, run_trial, write_encoded_sets
 from edgenas.search.study import verdict
 from edgenas.tables import narrow_table, number_column, runtime_mode, text_column
-from edgenas.types import arch_legend
+from edgenas.types import Candidate, arch_legend
 
 
 @dataclass
@@ -171,31 +177,31 @@ def load_inputs(config: SearchConfig) -> TaskInputs:
 
 
 def prepare_context(config: SearchConfig, options: SearchOptions, console: Console,
-                    inputs: TaskInputs | None = None) -> st.TrialContext:
+                    inputs: TaskInputs | None = None) -> TrialContext:
     """Everything trials share; the target is timed once before any training, so a bad one fails fast."""
     from edgenas.runtime.drift import DriftMonitor
 
     inputs = inputs or load_inputs(config)
     space, splits, tokenizer = inputs.space, inputs.splits, inputs.tokenizer
-    _, work_dir = st.study_dirs(options.out_dir)
+    _, work_dir = study_dirs(options.out_dir)
     vocab = trimmed_vocabulary(splits, tokenizer) if config.trim_vocab else None
-    encoded = st.write_encoded_sets(splits, tokenizer, config, work_dir / "data", vocab)
+    encoded = write_encoded_sets(splits, tokenizer, config, work_dir / "data", vocab)
     reference = reference_artifact(work_dir, config)
     measurer = DriftMonitor(inputs.target, reference, every=config.measure.reference_every)
     reference_ms = measurer.check_reference()
     console.print(f"[bold]target[/] {inputs.target.name}: reference model {reference_ms:.2f} ms")
     supernet, data = train_task_supernet(config, space, splits, tokenizer, console, options.progress)
     store = FileSystemArtifactStore(str(artifact_dir(options)))
-    return st.TrialContext(
+    return TrialContext(
         config=config, space=space, supernet=supernet, data=data, splits=splits,
         tokenizer=tokenizer, encoded=encoded, measurer=measurer, artifact_store=store,
-        compile_cache=st.compile_cache_dir(), work_dir=work_dir, vocab=vocab,
+        compile_cache=compile_cache_dir(), work_dir=work_dir, vocab=vocab,
     )
 
 
 def artifact_dir(options: SearchOptions) -> Path:
     """The study's artifact store: --artifacts, else `<out>/artifacts` beside the default storage."""
-    return options.artifacts or st.study_dirs(options.out_dir)[0]
+    return options.artifacts or study_dirs(options.out_dir)[0]
 
 
 def trimmed_vocabulary(splits, tokenizer):
@@ -225,7 +231,7 @@ def reference_artifact(work_dir: Path, config: SearchConfig) -> Path:
         )
         MobileBertForSequenceClassification(reference_config).eval().save_pretrained(model_dir)
     artifact = compile_artifact(
-        model_dir, "onnxruntime", "fp32", seq_len=REFERENCE_SEQ_LEN, cache_dir=st.compile_cache_dir(),
+        model_dir, "onnxruntime", "fp32", seq_len=REFERENCE_SEQ_LEN, cache_dir=compile_cache_dir(),
         timeout_s=config.measure.compile_timeout_s,
     )
     return artifact.path
@@ -245,11 +251,11 @@ def run_search(config: SearchConfig, options: SearchOptions, console: Console | 
     inputs = load_inputs(config)
     if options.supernet is not None:
         config = adopt_supernet(config, options.supernet, inputs, console)
-    url = options.storage or st.default_storage(options.out_dir)
-    storage = st.open_storage(url)
-    study = st.open_study(storage, options.study_name, config, st.make_sampler(options.sampler, options.seed))
-    st.start_with_the_max(study, inputs.space, config)
-    console.print(f"[bold]study[/] {options.study_name} on {st.redact(url)} ({options.sampler} sampler)")
+    url = options.storage or default_storage(options.out_dir)
+    storage = open_storage(url)
+    study = open_study(storage, options.study_name, config, make_sampler(options.sampler, options.seed))
+    start_with_the_max(study, inputs.space, config)
+    console.print(f"[bold]study[/] {options.study_name} on {redact(url)} ({options.sampler} sampler)")
     cap = TrialCap(options.n_trials)
     if cap.reached(study):
         return finished_study(study, config, options, console)
@@ -259,9 +265,9 @@ def run_search(config: SearchConfig, options: SearchOptions, console: Console | 
     started = time.perf_counter()
     with reporter, storage_outage_is_an_error(url):
         optimize_capped(
-            study, lambda trial: st.run_trial(trial, ctx), cap, timeout=options.timeout,
+            study, lambda trial: run_trial(trial, ctx), cap, timeout=options.timeout,
             max_starts=None if options.timeout else options.n_trials * 3,
-            catch=(st.EdgenasError,), callbacks=[reporter, cap], gc_after_trial=True,
+            catch=(EdgenasError,), callbacks=[reporter, cap], gc_after_trial=True,
         )
     console.print(f"[bold]done[/] in {time.perf_counter() - started:.0f} s")
     require_completed_trials(study)
@@ -288,17 +294,17 @@ def finished_study(study: optuna.Study, config: SearchConfig, options: SearchOpt
     return study
 
 
-def record_study_attrs(study: optuna.Study, ctx: st.TrialContext, options: SearchOptions) -> None:
+def record_study_attrs(study: optuna.Study, ctx: TrialContext, options: SearchOptions) -> None:
     """The baselines and the artifact store's directory, for report, export and the dashboard."""
     baselines = verdict.study_baselines(ctx.splits, ctx.config, cache_root() / "baselines")
     study.set_user_attr(verdict.BASELINES_ATTR, baselines)
-    study.set_user_attr(st.ARTIFACTS_ATTR, str(artifact_dir(options).resolve()))
+    study.set_user_attr(ARTIFACTS_ATTR, str(artifact_dir(options).resolve()))
 
 
 def print_summary(study: optuna.Study, config: SearchConfig, console: Console) -> None:
     """The Pareto table, the baselines under it, and a warning when the front does not beat them."""
     console.print(pareto_table(study, config))
-    front = [t.user_attrs[st.RESULT_ATTR] for t in st.pareto_trials(study)]
+    front = [t.user_attrs[RESULT_ATTR] for t in pareto_trials(study)]
     if not front:
         return
     best = max(front, key=lambda r: r["accuracy"])
@@ -335,8 +341,8 @@ def require_completed_trials(study: optuna.Study) -> None:
     if study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         return
     failed = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-    reason = failed[-1].user_attrs.get(st.FAIL_ATTR, "see the trial lines above") if failed else "none ran"
-    raise st.StudyError(f"no trial completed in study '{study.study_name}'; last failure: {reason}")
+    reason = failed[-1].user_attrs.get(FAIL_ATTR, "see the trial lines above") if failed else "none ran"
+    raise StudyError(f"no trial completed in study '{study.study_name}'; last failure: {reason}")
 
 
 @contextmanager
@@ -347,8 +353,8 @@ def storage_outage_is_an_error(url: str) -> Iterator[None]:
     try:
         yield
     except OperationalError as exc:
-        cause = st.scrub(str(exc).splitlines()[0], url)
-        raise st.StudyError(f"lost the storage {st.redact(url)} ({cause}); rerun the same command to resume") from None
+        cause = scrub(str(exc).splitlines()[0], url)
+        raise StudyError(f"lost the storage {redact(url)} ({cause}); rerun the same command to resume") from None
 
 
 def quiet_libraries() -> None:
@@ -393,12 +399,12 @@ def trial_line(study: optuna.Study, trial: FrozenTrial, width: int = 80) -> str:
     candidate = trial.user_attrs.get("candidate")
     what = f"#{trial.number:<3} ?"
     if candidate:
-        c = st.Candidate.from_dict(candidate)
+        c = Candidate.from_dict(candidate)
         what = f"#{trial.number:<3} {c.arch.short()} {runtime_mode(c.runtime, c.quantization)} seq{c.seq_len} t{c.threads}"
     if trial.state != TrialState.COMPLETE:
-        reason = trial.user_attrs.get(st.FAIL_ATTR, trial.state.name.lower())
+        reason = trial.user_attrs.get(FAIL_ATTR, trial.state.name.lower())
         return f"[red]{_two_lines(what, f'failed: {escape(reason)}', width)}[/]"
-    result = trial.user_attrs.get(st.RESULT_ATTR, {})
+    result = trial.user_attrs.get(RESULT_ATTR, {})
     on_front = any(best.number == trial.number for best in study.best_trials)
     dup = f" (= #{result['duplicate_of']})" if "duplicate_of" in result else ""
     figures = (f"acc {verdict.accuracy_text(result.get('accuracy', float('nan')), result.get('accuracy_n'))} | "
@@ -435,22 +441,22 @@ def pareto_table(study: optuna.Study, config: SearchConfig, baselines: bool = Tr
     both show in full; a legend under the table spells out the architecture code,
     then a line names the baselines (unless `baselines` is False).
     """
-    trials = st.pareto_trials(study)
-    candidates = [st.Candidate.from_dict(t.user_attrs["candidate"]) for t in trials]
+    trials = pareto_trials(study)
+    candidates = [Candidate.from_dict(t.user_attrs["candidate"]) for t in trials]
     table = narrow_table(f"Pareto front of {study.study_name}")
     number_column(table, "#", 2)
     text_column(table, "architecture\nruntime/mode")
     for heading, width in PARETO_NUMBERS.items():
         number_column(table, heading, width)
     for trial, c in zip(trials, candidates):
-        r = trial.user_attrs[st.RESULT_ATTR]
+        r = trial.user_attrs[RESULT_ATTR]
         table.add_row(
             str(trial.number), f"{c.arch.short()}\n{runtime_mode(c.runtime, c.quantization)}", str(c.seq_len),
             verdict.accuracy_text(r["accuracy"], r.get("accuracy_n")), f"{r['torch_accuracy']:.3f}",
             latency_text(r), f"{r['p90_ms']:.2f}", f"{r['size_mb']:.2f}",
         )
     notes = [arch_legend([c.arch.short() for c in candidates])] if candidates else []
-    notes += [NOISY_NOTE] if any(t.user_attrs[st.RESULT_ATTR].get("noisy") for t in trials) else []
+    notes += [NOISY_NOTE] if any(t.user_attrs[RESULT_ATTR].get("noisy") for t in trials) else []
     recorded = study.user_attrs.get(verdict.BASELINES_ATTR)
     notes += [verdict.baselines_line(recorded)] if baselines and recorded else []
     return Group(table, *(Text(note) for note in notes))

@@ -1,12 +1,11 @@
-"""The Optuna study: sample a candidate, inherit weights, compile, measure on the target."""
+"""One trial of the study: the data prepared once per study (encoded eval, parity and
+calibration sets), then, per trial: sample a candidate, inherit the supernet's weights, compile,
+measure on the target and record the result (or the failure) on the Optuna trial."""
 
 from __future__ import annotations
 
-import json
-import os
 import tempfile
 import time
-import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,220 +14,16 @@ from typing import Any, Iterator
 import numpy as np
 import optuna
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
-from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
-from optuna.trial import FrozenTrial, TrialState
 
 from edgenas.config import SearchConfig
 from edgenas.errors import EdgenasError
 from edgenas.paths import cache_root
-from edgenas.runtime.backends import get_backend
 from edgenas.search.space import SearchSpace
+from edgenas.search.study.candidates import find_duplicate, suggest_candidate
+from edgenas.search.study.objectives import FAIL_ATTR, RESULT_ATTR, objective_values, set_constraints
 from edgenas.search.study.verdict import eval_rows
 from edgenas.search.uncertainty import wilson_interval
 from edgenas.types import Candidate
-
-SAMPLERS = ("tpe", "nsga2", "gp", "random")
-RESULT_ATTR = "result"
-FAIL_ATTR = "fail_reason"
-ARTIFACTS_ATTR = "artifact_dir"  # the artifact store's directory, for `edgenas report`'s dashboard command
-#: the objectives' names as Optuna metric names (the dashboard's axis labels)
-METRIC_NAMES = {"accuracy": "accuracy", "latency": "latency_ms", "size": "size_mb"}
-
-
-class StudyError(EdgenasError):
-    """A study that cannot be opened or continued as asked."""
-
-
-# ---------------------------------------------------------------- storage and sampler
-
-
-def default_storage(out_dir: Path) -> str:
-    """The embedded default: one SQLite file in the output directory."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{(out_dir / 'edgenas.db').resolve()}"
-
-
-def open_storage(url: str, heartbeat_s: int | None = None, max_retry: int = 2, attempts: int = 5,
-                 first_delay_s: float = 0.5, must_exist: bool = False) -> RDBStorage:
-    """An RDB storage with heartbeats (a dead worker's trial is failed and retried).
-
-    A storage that is briefly unreachable is retried with exponential back-off;
-    a wrong password is not retried. Errors never show the password. Readers
-    pass must_exist, so a mistyped SQLite path is reported, not created.
-    """
-    heartbeat_s = heartbeat_s or int(os.environ.get("EDGENAS_HEARTBEAT_S", "20"))
-    database = sqlite_file(url)
-    if database is not None:
-        if must_exist and not database.is_file():
-            raise StudyError(f"no study database at {database}")
-        database.parent.mkdir(parents=True, exist_ok=True)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    warnings.filterwarnings("ignore", category=FutureWarning, module="optuna")
-    delay = first_delay_s
-    for attempt in range(1, attempts + 1):
-        try:
-            return RDBStorage(
-                url,
-                heartbeat_interval=heartbeat_s,
-                grace_period=heartbeat_s * 3,
-                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=max_retry),
-                engine_kwargs=_engine_kwargs(url),
-            )
-        except Exception as exc:  # sqlalchemy raises many types; the user needs one line
-            cause = scrub(_first_line(exc), url)
-            if attempt == attempts or "authentication failed" in cause or not _transient(exc):
-                raise StudyError(f"cannot open storage {redact(url)}: {cause}") from None
-            time.sleep(delay)
-            delay *= 2
-    raise AssertionError("unreachable")
-
-
-def sqlite_file(url: str) -> Path | None:
-    """The file of an SQLite URL (None for other databases and in-memory SQLite)."""
-    from sqlalchemy.engine import make_url
-
-    try:
-        parsed = make_url(url)
-    except Exception:
-        return None
-    if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
-        return Path(parsed.database).expanduser()
-    return None
-
-
-def _transient(exc: BaseException) -> bool:
-    """Connection-level failures worth retrying (not bad URLs or missing drivers)."""
-    from sqlalchemy.exc import OperationalError
-
-    return isinstance(exc, OperationalError)
-
-
-def scrub(text: str, url: str) -> str:
-    """Remove the URL's password from any message."""
-    from sqlalchemy.engine import make_url
-
-    try:
-        password = make_url(url).password
-    except Exception:
-        return text
-    return text.replace(str(password), "***") if password else text
-
-
-def _engine_kwargs(url: str) -> dict[str, Any]:
-    if url.startswith("sqlite"):
-        return {"connect_args": {"timeout": 60}}
-    return {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
-
-
-def redact(url: str) -> str:
-    """A storage URL with its password replaced, safe to print or log."""
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return url.split("@")[-1] if "@" in url else url
-
-
-def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
-    """One of Optuna's samplers by name; constraints come from trial.set_constraint."""
-    if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=8, multivariate=True, constant_liar=True)
-    if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed, population_size=10)
-    if name == "gp":
-        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=8)
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    raise StudyError(f"unknown sampler '{name}' (choose from {', '.join(SAMPLERS)})")
-
-
-def open_study(storage: RDBStorage, name: str, config: SearchConfig, sampler: optuna.samplers.BaseSampler) -> optuna.Study:
-    """Create the study or resume it; refuse to resume one made with another config."""
-    config_json = config.model_dump_json()
-    try:
-        study = optuna.create_study(
-            storage=storage, study_name=name, directions=config.directions(), sampler=sampler, load_if_exists=True
-        )
-    except Exception as exc:
-        raise StudyError(f"cannot open study '{name}': {_first_line(exc)}") from None
-    stored = study.user_attrs.get("config")
-    if stored is None:
-        study.set_user_attr("config", config_json)
-        study.set_user_attr("objectives", config.objectives)
-        study.set_metric_names([METRIC_NAMES[name] for name in config.objectives])
-    elif _identity(json.loads(stored)) != _identity(json.loads(config_json)):
-        raise StudyError(f"study '{name}' was created with a different config; use another --study name")
-    return study
-
-
-# ---------------------------------------------------------------- candidates
-
-
-#: the max sub-config is first measured in this mode when the config offers it: the quickest to build
-#: for a large model and close to fp32 in accuracy
-FIRST_MODE = ("onnxruntime", "dynamic_int8")
-
-
-def start_with_the_max(study: optuna.Study, space: SearchSpace, config: SearchConfig) -> None:
-    """A new study measures the largest sub-config first: the front's accuracy anchor, which a
-    sampler would rarely draw by chance (the other knobs are sampled)."""
-    if study.trials:
-        return
-    params = {key: getattr(space.max_arch(), key) for key in space.free_keys}
-    runtime, mode = FIRST_MODE
-    if mode in config.candidates.runtimes.get(runtime, []):
-        params |= {"runtime": runtime, f"quantization_{runtime}": mode}
-    study.enqueue_trial(params)
-
-
-def _identity(config: dict[str, Any]) -> dict[str, Any]:
-    """What makes two configs one study: everything but where training runs."""
-    return {key: value for key, value in config.items() if key != "device"}
-
-
-def suggest_candidate(trial: optuna.Trial, space: SearchSpace, config: SearchConfig) -> Candidate:
-    """Sample architecture, runtime, quantization and runtime knobs for one trial."""
-    arch = space.arch({key: trial.suggest_categorical(key, list(space.choices[key])) for key in space.free_keys})
-    candidates = config.candidates
-    runtime = trial.suggest_categorical("runtime", sorted(candidates.runtimes))
-    # one parameter per runtime: Optuna needs a fixed choice list for each name
-    quantization = trial.suggest_categorical(f"quantization_{runtime}", candidates.runtimes[runtime])
-    seq_len = trial.suggest_categorical("seq_len", candidates.seq_lens)
-    threads = trial.suggest_categorical("threads", candidates.threads)
-    knobs = {knob.name: trial.suggest_categorical(knob.name, candidates.choices(knob.name))
-             for knob in get_backend(runtime).knobs}
-    return Candidate(arch, runtime, quantization, seq_len, threads, knobs)
-
-
-def find_duplicate(study: optuna.Study, params: dict[str, Any], number: int | None = None,
-                   wait_s: float = 0.0, poll_s: float = 1.0) -> FrozenTrial | None:
-    """A finished trial with exactly these parameters, so it is not measured twice.
-
-    If another worker is measuring the same candidate right now, wait up to
-    wait_s for its result instead of measuring it a second time.
-    """
-    deadline = time.monotonic() + wait_s
-    while True:
-        twins_running = False
-        for past in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)):
-            if past.number == number or past.params != params:
-                continue
-            if past.state == TrialState.COMPLETE and RESULT_ATTR in past.user_attrs:
-                return past
-            # the lower-numbered twin measures, the others wait: no two workers wait on each other
-            earlier = number is None or past.number < number
-            twins_running = twins_running or (past.state == TrialState.RUNNING and earlier)
-        if not twins_running or time.monotonic() >= deadline:
-            return None
-        time.sleep(poll_s)
-
-
-def pareto_trials(study: optuna.Study) -> list[FrozenTrial]:
-    """The feasible Pareto front (best_trials honours constraints), fastest first, each candidate once."""
-    trials = [t for t in study.best_trials
-              if RESULT_ATTR in t.user_attrs and "duplicate_of" not in t.user_attrs[RESULT_ATTR]]
-    return sorted(trials, key=lambda t: t.user_attrs[RESULT_ATTR]["median_ms"])
 
 
 # ---------------------------------------------------------------- data prepared once per study
@@ -311,23 +106,6 @@ class TrialContext:
     compile_cache: Path
     work_dir: Path
     vocab: Any = None  # a VocabTrim when config.trim_vocab: candidates keep only its rows
-
-
-def objective_values(config: SearchConfig, result: dict[str, Any]) -> list[float]:
-    """The study's objectives in config order, from a trial's result record."""
-    picks = {"accuracy": result["accuracy"], "latency": result["median_ms"], "size": result["size_mb"]}
-    return [float(picks[name]) for name in config.objectives]
-
-
-def set_constraints(trial: optuna.Trial, config: SearchConfig, result: dict[str, Any]) -> None:
-    """Budgets as Optuna constraints: feasible when every value is <= 0."""
-    budgets = config.budgets
-    if budgets.max_latency_ms is not None:
-        trial.set_constraint("latency", result["median_ms"] - budgets.max_latency_ms)
-    if budgets.max_size_mb is not None:
-        trial.set_constraint("size", result["size_mb"] - budgets.max_size_mb)
-    if budgets.min_accuracy is not None:
-        trial.set_constraint("accuracy", budgets.min_accuracy - result["accuracy"])
 
 
 def run_trial(trial: optuna.Trial, ctx: TrialContext) -> list[float]:
@@ -419,19 +197,6 @@ def _measure_candidate(trial: optuna.Trial, candidate: Candidate, ctx: TrialCont
 # ---------------------------------------------------------------- small helpers
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:300]
-
-
-def study_dirs(out_dir: Path) -> tuple[Path, Path]:
-    """The artifact store and scratch directories beside the default storage."""
-    artifacts = out_dir / "artifacts"
-    work = out_dir / "work"
-    artifacts.mkdir(parents=True, exist_ok=True)
-    work.mkdir(parents=True, exist_ok=True)
-    return artifacts, work
-
-
 def compile_cache_dir() -> Path:
+    """The compiled-artifact cache shared by trials, `edgenas compare` and `edgenas export`."""
     return cache_root() / "artifacts"

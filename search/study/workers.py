@@ -15,7 +15,8 @@ from rich.console import Console
 
 from edgenas.config import SearchConfig
 from edgenas.errors import EdgenasError
-from edgenas.search.study import trial as st
+from edgenas.search.study.candidates import start_with_the_max
+from edgenas.search.study.storage import default_storage, make_sampler, open_storage, open_study, redact
 from edgenas.search.study.runner import (
     SearchOptions, TrialCap, adopt_supernet, finished_study, load_inputs, print_summary, quiet_libraries,
     train_task_supernet,
@@ -59,11 +60,11 @@ def run_workers(config: SearchConfig, options: SearchOptions, workers: int, conf
     inputs = load_inputs(config)  # bad inputs fail before the study exists
     if options.supernet is not None:
         config = adopt_supernet(config, options.supernet, inputs, console)
-    url = options.storage or st.default_storage(options.out_dir)
-    storage = st.open_storage(url)
-    study = st.open_study(storage, options.study_name, config, st.make_sampler(options.sampler, options.seed))
-    st.start_with_the_max(study, inputs.space, config)
-    console.print(f"[bold]study[/] {options.study_name} on {st.redact(url)}: {workers} workers")
+    url = options.storage or default_storage(options.out_dir)
+    storage = open_storage(url)
+    study = open_study(storage, options.study_name, config, make_sampler(options.sampler, options.seed))
+    start_with_the_max(study, inputs.space, config)
+    console.print(f"[bold]study[/] {options.study_name} on {redact(url)}: {workers} workers")
     if TrialCap(options.n_trials).reached(study):
         return finished_study(study, config, options, console)
     # trained once here; workers load it from the cache
