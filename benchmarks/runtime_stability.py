@@ -28,12 +28,13 @@ from pathlib import Path
 
 import numpy as np
 
+from edgenas.runtime.backends import BACKENDS
 from edgenas.runtime.drift import DriftMonitor
 from edgenas.runtime.targets import LocalTarget, SSHTarget, Target
 
 
 def build_artifacts(work: Path, quick: bool) -> list[Path]:
-    """A random-init MobileBERT (CONVERSION-FACTS 'small', or smaller with --quick) as fp32 .tflite and .onnx."""
+    """A random-init MobileBERT (CONVERSION-FACTS 'small', or smaller with --quick), fp32, for every installed backend."""
     from transformers import MobileBertConfig, MobileBertForSequenceClassification
 
     from edgenas.compile.api import compile_artifact
@@ -43,8 +44,8 @@ def build_artifacts(work: Path, quick: bool) -> list[Path]:
                               intra_bottleneck_size=bottleneck, num_attention_heads=2, num_labels=3)
     model_dir = work / "model"
     MobileBertForSequenceClassification(config).save_pretrained(model_dir)
-    return [compile_artifact(model_dir, runtime, "fp32", seq_len=128, cache_dir=work / "artifacts").path
-            for runtime in ("tflite", "onnxruntime")]
+    return [compile_artifact(model_dir, name, "fp32", seq_len=128, cache_dir=work / "artifacts").path
+            for name, backend in BACKENDS.items() if backend.missing() is None]
 
 
 def _free_port() -> int:

@@ -1,7 +1,8 @@
-"""edgenas.compile: candidate -> deployable artifacts (.onnx for ONNX Runtime, .tflite for LiteRT).
+"""edgenas.compile: candidate -> a deployable artifact for each backend of the catalog
+(.tflite for LiteRT, .onnx for ONNX Runtime, .pte for ExecuTorch; see converters.py).
 
-Import-light: the converters (torch, TensorFlow, tf2onnx) load only in the
-compile child process.
+Import-light: the converters (torch, TensorFlow, tf2onnx, ExecuTorch) load only in
+the compile child process.
 """
 
 from edgenas.compile.api import Artifact, compile_artifact

@@ -210,8 +210,3 @@ def load_runner(path: str | Path, threads: int = 1, **knobs: Any) -> Runner:
     if threads < 1:
         raise RuntimeLoadError(f"threads must be at least 1, got {threads}")
     return backend.load(path, threads=threads, **knobs)
-
-
-def installed_backends() -> dict[str, str | None]:
-    """Each backend's name -> None when it can run here, else the one-line reason it cannot."""
-    return {name: backend.missing() for name, backend in BACKENDS.items()}

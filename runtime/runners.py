@@ -8,7 +8,12 @@ there. Which runner serves which artifact is declared in backends.py.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
+
 import numpy as np
 
 #: Canonical input names of the artifact I/O convention, in positional order.
@@ -214,10 +219,11 @@ class ExecutorchRunner(Runner):
         except ImportError as exc:
             raise RuntimeMissingError(f"executorch is not installed ({exc}); pip install executorch") from exc
         self._torch = torch
-        # XNNPACK's thread pool is process-wide: size it to the measured thread count
-        portable_lib._unsafe_reset_threadpool(threads)
         try:
-            self._method = Runtime.get().load_program(str(path)).load_method("forward")
+            with _native_stderr_silenced():  # its C++ logs (thread pool, cpuinfo) would reach the user's terminal
+                # XNNPACK's thread pool is process-wide: size it to the measured thread count
+                portable_lib._unsafe_reset_threadpool(threads)
+                self._method = Runtime.get().load_program(str(path)).load_method("forward")
         except Exception as exc:  # the runtime raises RuntimeError/ValueError with its own codes
             raise RuntimeLoadError(f"ExecuTorch rejected {path.name}: {_first_line(exc)}") from exc
         meta = self._method.metadata
@@ -233,6 +239,21 @@ class ExecutorchRunner(Runner):
         inputs = [self._torch.from_numpy(np.ascontiguousarray(selected[key], dtype=np.int64)) for key in self._keys]
         (logits,) = self._method.execute(inputs)
         return logits.numpy().astype(np.float32, copy=False)
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """Send file descriptor 2 to /dev/null for a while (C++ logging bypasses Python's sys.stderr)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -58,14 +58,17 @@ class TrialCap:
         self.failed_before: int | None = None  # failures already in the study: a rerun may retry after them
 
     def counts(self, study: optuna.Study) -> tuple[int, int, int]:
-        """Completed (or pruned) and running trials in the shared storage, and failures since this run began."""
-        def count(*states: TrialState) -> int:
-            return len(study.get_trials(deepcopy=False, states=states))
+        """Completed (or pruned) and running trials in the shared storage, and failures since this run began.
 
-        failed = count(TrialState.FAIL)
+        One read of the trials: counted from separate reads, a trial that finishes in between
+        would be in neither count, and the cap would look as if it had room.
+        """
+        states = [t.state for t in study.get_trials(deepcopy=False)]
+        failed = states.count(TrialState.FAIL)
         if self.failed_before is None:
             self.failed_before = failed
-        return count(TrialState.COMPLETE, TrialState.PRUNED), count(TrialState.RUNNING), failed - self.failed_before
+        done = states.count(TrialState.COMPLETE) + states.count(TrialState.PRUNED)
+        return done, states.count(TrialState.RUNNING), failed - self.failed_before
 
     def reached(self, study: optuna.Study) -> bool:
         """Whether the study has its n completed trials (or this run too many failures)."""
