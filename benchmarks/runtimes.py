@@ -16,8 +16,10 @@ from typing import Any
 import common
 import deployed as dp
 
-#: mode pairs (tflite mode, onnxruntime mode): the same kind of quantization in each runtime
-PAIRS = (("fp32", "fp32"), ("dynamic_int8", "dynamic_int8"), ("fp16", "fp16"), ("full_int8", "static_int8_minmax"))
+from edgenas.runtime.backends import get_backend
+
+#: mode pairs (tflite mode, onnxruntime mode): each TFLite mode and its nearest ONNX Runtime mode in the catalog
+PAIRS = tuple((mode.name, mode.nearest["onnxruntime"]) for mode in get_backend("tflite").modes)
 
 
 def compare(model_dir: str, pairs: tuple[tuple[str, str], ...], runs: int, warmup: int) -> list[dict[str, Any]]:

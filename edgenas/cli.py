@@ -176,7 +176,7 @@ def compare(
     warmup: int = typer.Option(5, "--warmup", min=0, help="untimed warm-up runs"),
     out: Optional[Path] = typer.Option(None, "--out", help="output directory (default: MODEL_DIR/compare)"),
 ) -> None:
-    """Compare TFLite against ONNX Runtime for one exported model."""
+    """Compare every backend (TFLite, ONNX Runtime, ExecuTorch) in every mode for one exported model."""
     from edgenas.search.results.compare import CompareOptions, compare_model, compare_table, write_outputs
     from edgenas.tables import runtime_mode
 

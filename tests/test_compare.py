@@ -1,4 +1,4 @@
-"""`edgenas compare`: one model through both runtimes; CSV, PNG and HTML."""
+"""`edgenas compare`: one model through every backend; CSV, PNG and HTML."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`edgenas export`: model directories that load with transformers and with both runtimes."""
+"""`edgenas export`: model directories that load with transformers and with every runtime."""
 
 from __future__ import annotations
 
