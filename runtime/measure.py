@@ -160,20 +160,23 @@ def peak_rss_mb() -> float:
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
 
 
-def accuracy(runner: Runner, data: dict[str, np.ndarray], batch_size: int) -> float:
-    """Share of rows whose argmax logit equals the label (batch 1: each row scored as if alone)."""
-    feeds = {k: data[k] for k in INPUT_KEYS}
-    logits = runner.predict_logits(feeds, batch_size=batch_size)
-    return float((logits.argmax(axis=-1) == data["labels"].reshape(-1)).mean())
+def scores(runner: Runner, data: dict[str, np.ndarray], batch_size: int) -> tuple[float, np.ndarray]:
+    """Accuracy (share of rows whose argmax logit equals the label) and the logits it came from.
+
+    Batch 1 by default: each row scored as if alone.
+    """
+    logits = runner.predict_logits({k: data[k] for k in INPUT_KEYS}, batch_size=batch_size)
+    return float((logits.argmax(axis=-1) == data["labels"].reshape(-1)).mean()), logits
 
 
 def measure(artifact: str | Path, data: str | Path | None = None, *, threads: int = 1, warmup: int = 10,
             runs: int = 50, max_runs: int | None = None, batch_size: int = 1, max_eval: int | None = None,
-            **knobs: Any) -> dict[str, Any]:
+            logits: bool = False, **knobs: Any) -> dict[str, Any]:
     """Time batch-1 inference (and accuracy if data has labels) of one artifact in this process.
 
     knobs: runtime settings from the backend catalog (e.g. xnnpack, graph_optimization);
-    those of other backends are ignored, so one set serves every artifact.
+    those of other backends are ignored, so one set serves every artifact. logits: also
+    return the scored rows' logits (to compare with torch without running them again).
 
     Timing goes on past `runs` (up to max_runs, default 4 x runs) while the median is
     uncertain by more than NOISE_LIMIT; "noisy" says it stayed so. Accuracy runs at
@@ -202,8 +205,10 @@ def measure(artifact: str | Path, data: str | Path | None = None, *, threads: in
         "artifact": artifact.name, "artifact_mb": artifact.stat().st_size / 2**20, "load_ms": load_ms,
     }
     if arrays is not None and "labels" in arrays:
-        result["accuracy"] = accuracy(runner, arrays, batch_size)
+        result["accuracy"], scored = scores(runner, arrays, batch_size)
         result["n_eval"] = int(len(arrays["labels"]))
+        if logits:
+            result["logits"] = scored.tolist()
     return result
 
 
@@ -230,6 +235,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-runs", type=int, default=None, help="timing goes on up to this while noisy (default 4 x runs)")
     p.add_argument("--batch-size", type=int, default=1, help="accuracy batch (1: scores independent of batching)")
     p.add_argument("--max-eval", type=int, default=None)
+    p.add_argument("--logits", action="store_true", help="also print the scored rows' logits")
     p.add_argument("--cpus", default=None, help="comma-separated CPU ids to pin this process to")
     return p
 
@@ -242,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
             os.sched_setaffinity(0, {int(c) for c in args.cpus.split(",")})
         knobs = {name: getattr(args, name) for name in KNOBS}
         result = measure(args.artifact, args.data, threads=args.threads, warmup=args.warmup, runs=args.runs,
-                         max_runs=args.max_runs, batch_size=args.batch_size, max_eval=args.max_eval, **knobs)
+                         max_runs=args.max_runs, batch_size=args.batch_size, max_eval=args.max_eval,
+                         logits=args.logits, **knobs)
     except Exception as exc:  # the caller reads the error from stdout, never a traceback
         message = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(json.dumps({"error": message, "kind": _error_kind(exc), **device_info()}))

@@ -73,7 +73,7 @@ def bundle_sources() -> dict[str, str]:
 def measure_args(artifact: str, data: str | None, knobs: dict[str, Any]) -> list[str]:
     """Command-line arguments of `python -m <bundle>.measure` for these knobs."""
     args = [artifact] + (["--data", data] if data else [])
-    allowed = {"threads", "warmup", "runs", "max_runs", "batch_size", "max_eval", "cpus", *KNOBS}
+    allowed = {"threads", "warmup", "runs", "max_runs", "batch_size", "max_eval", "cpus", "logits", *KNOBS}
     unknown = set(knobs) - allowed
     if unknown:
         raise TypeError(f"unknown measurement knobs: {', '.join(sorted(unknown))}")
@@ -88,6 +88,8 @@ def measure_args(artifact: str, data: str | None, knobs: dict[str, Any]) -> list
             args += [f"--{key.replace('_', '-')}", KNOBS[key].spell(value)]
         elif key == "cpus":
             args += ["--cpus", ",".join(str(c) for c in value)]
+        elif key == "logits":
+            args += ["--logits"] if value else []
         else:
             args += [f"--{key.replace('_', '-')}", str(value)]
     return args

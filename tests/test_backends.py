@@ -55,8 +55,8 @@ def test_knobs_belong_to_their_backend() -> None:
 
 
 def test_measure_arguments_come_from_the_catalog() -> None:
-    args = measure_args("m.tflite", None, {"threads": 2, "xnnpack": False, "graph_optimization": "basic"})
-    assert args == ["m.tflite", "--threads", "2", "--xnnpack", "false", "--graph-optimization", "basic"]
+    args = measure_args("m.tflite", None, {"threads": 2, "xnnpack": False, "graph_optimization": "basic", "logits": True})
+    assert args == ["m.tflite", "--threads", "2", "--xnnpack", "false", "--graph-optimization", "basic", "--logits"]
     with pytest.raises(EdgenasError, match="xnnpack must be one of true, false"):
         measure_args("m.tflite", None, {"xnnpack": "sometimes"})
 

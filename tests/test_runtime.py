@@ -337,3 +337,12 @@ def test_measure_reports_its_noise(artifacts: dict[str, Path]) -> None:
     assert result["noisy"] == (result["median_ci95"] > NOISE_LIMIT)
     with pytest.raises(ValueError, match="max_runs"):
         measure(artifacts["onnx"], runs=20, max_runs=10)
+
+
+def test_measure_can_return_the_logits_it_scored(artifacts: dict[str, Path]) -> None:
+    """compare reads agreement with torch from these, so the rows are scored once, where they are timed."""
+    result = measure(artifacts["onnx"], artifacts["data"], runs=10, warmup=0, logits=True)
+    data = _data(artifacts["data"])
+    expected = load_runner(artifacts["onnx"]).predict_logits({k: data[k] for k in INPUT_KEYS}, batch_size=1)
+    np.testing.assert_allclose(np.array(result["logits"]), expected, atol=1e-6)
+    assert "logits" not in measure(artifacts["onnx"], artifacts["data"], runs=10, warmup=0)

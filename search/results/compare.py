@@ -82,21 +82,18 @@ def compare_one(model_dir: Path, runtime: str, mode: str, seq_len: int, data: di
                 options: CompareOptions, reference: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
     """Compile, time and score one runtime/mode; a failure becomes a row with its error."""
     from edgenas.compile import compile_artifact
-    from edgenas.runtime.backends import load_runner
-    from edgenas.search.study.trial import compile_cache_dir, load_npz
+    from edgenas.search.study.trial import compile_cache_dir
 
     row: dict[str, Any] = {"runtime": runtime, "mode": mode}
     try:
         artifact = compile_artifact(model_dir, runtime, mode, seq_len=seq_len, calibration=data["calibration"],
                                     check_data=data["parity"], cache_dir=compile_cache_dir())
+        # the logits come back with the measurement: scored once, on the target, at batch 1 like the accuracy
         measured = target.measure(artifact.path, data["dev"], threads=options.threads, warmup=options.warmup,
-                                  runs=options.runs)
+                                  runs=options.runs, logits=True)
     except EdgenasError as exc:
         return {**row, "status": "failed", "error": str(exc).splitlines()[0]}
-    arrays = load_npz(data["dev"])
-    arrays.pop("labels")
-    # batch 1, as the accuracy: ONNX Runtime's dynamic int8 would otherwise score each row with its neighbours' ranges
-    logits = load_runner(artifact.path, threads=options.threads).predict_logits(arrays, batch_size=1)
+    logits = np.asarray(measured.pop("logits"), dtype=np.float32)
     row |= {k: measured[k] for k in ("median_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms")}
     row |= {"status": "ok", "throughput_per_s": 1000.0 / measured["median_ms"], "size_mb": artifact.meta["size_bytes"] / 1e6,
             "dev_accuracy": measured["accuracy"], "torch_accuracy": float((reference.argmax(-1) == labels).mean()),
