@@ -79,7 +79,7 @@ def torch_logits(model_dir: Path, arrays: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def compare_one(model_dir: Path, runtime: str, mode: str, seq_len: int, data: dict[str, Path], target,
-                options: CompareOptions, reference: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+                options: CompareOptions, reference: np.ndarray, torch_accuracy: float) -> dict[str, Any]:
     """Compile, time and score one runtime/mode; a failure becomes a row with its error."""
     from edgenas.compile import compile_artifact
     from edgenas.search.study.trial import compile_cache_dir
@@ -96,7 +96,7 @@ def compare_one(model_dir: Path, runtime: str, mode: str, seq_len: int, data: di
     logits = np.asarray(measured.pop("logits"), dtype=np.float32)
     row |= {k: measured[k] for k in ("median_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms")}
     row |= {"status": "ok", "throughput_per_s": 1000.0 / measured["median_ms"], "size_mb": artifact.meta["size_bytes"] / 1e6,
-            "dev_accuracy": measured["accuracy"], "torch_accuracy": float((reference.argmax(-1) == labels).mean()),
+            "dev_accuracy": measured["accuracy"], "torch_accuracy": torch_accuracy,
             "torch_agreement": float((logits.argmax(-1) == reference.argmax(-1)).mean()),
             "max_abs_logit_diff": float(np.abs(logits - reference).max()), "device": measured.get("device"),
             "artifact": str(artifact.path)}
@@ -117,11 +117,12 @@ def compare_model(model_dir: Path, options: CompareOptions, progress=None) -> li
     arrays = load_npz(data["dev"])
     labels = arrays.pop("labels")
     reference = torch_logits(model_dir, arrays)
+    torch_accuracy = float((reference.argmax(-1) == labels).mean())
     rows = []
     for runtime, mode in pairs:
         why = get_backend(runtime).missing()
         rows.append({"runtime": runtime, "mode": mode, "status": "skipped", "error": why} if why else
-                    compare_one(model_dir, runtime, mode, seq_len, data, target, options, reference, labels))
+                    compare_one(model_dir, runtime, mode, seq_len, data, target, options, reference, torch_accuracy))
         if progress is not None:
             progress(rows[-1])
     return rows
@@ -261,7 +262,7 @@ def _html(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
     import plotly.graph_objects as go
 
     fig = go.Figure()
-    for runtime in ("tflite", "onnxruntime"):
+    for runtime in BACKENDS:
         sub = [r for r in rows if r["runtime"] == runtime]
         if not sub:
             continue

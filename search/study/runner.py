@@ -240,24 +240,31 @@ def reference_artifact(work_dir: Path, config: SearchConfig) -> Path:
     return artifact.path
 
 
-def run_search(config: SearchConfig, options: SearchOptions, console: Console | None = None) -> optuna.Study:
-    """Open (or resume) the study and run trials until the cap or the timeout.
+def open_search(config: SearchConfig, options: SearchOptions,
+                console: Console) -> tuple[SearchConfig, TaskInputs, str, optuna.Study]:
+    """The config as it runs here, its inputs, the storage URL and the study, its first trial queued.
 
-    Inputs are loaded before the study is created, so a bad one leaves no empty study;
-    a study that already has its n completed trials only prints its Pareto front.
+    Everything is checked before the study is created, so a bad input leaves no empty study;
+    one search process and the parent of many workers open a study the same way.
     """
-    console = console or Console()
     quiet_libraries()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    logging.getLogger("optuna").setLevel(logging.ERROR)
     config = runnable_here(config, console)
     inputs = load_inputs(config)
     if options.supernet is not None:
         config = adopt_supernet(config, options.supernet, inputs, console)
     url = options.storage or default_storage(options.out_dir)
-    storage = open_storage(url)
-    study = open_study(storage, options.study_name, config, make_sampler(options.sampler, options.seed))
+    study = open_study(open_storage(url), options.study_name, config, make_sampler(options.sampler, options.seed))
     start_with_the_max(study, inputs.space, config)
+    return config, inputs, url, study
+
+
+def run_search(config: SearchConfig, options: SearchOptions, console: Console | None = None) -> optuna.Study:
+    """Open (or resume) the study and run trials until the cap or the timeout; a study that
+    already has its n completed trials only prints its Pareto front."""
+    console = console or Console()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logging.getLogger("optuna").setLevel(logging.ERROR)
+    config, inputs, url, study = open_search(config, options, console)
     console.print(f"[bold]study[/] {options.study_name} on {redact(url)} ({options.sampler} sampler)")
     cap = TrialCap(options.n_trials)
     if cap.reached(study):

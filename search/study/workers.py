@@ -15,11 +15,9 @@ from rich.console import Console
 
 from edgenas.config import SearchConfig
 from edgenas.errors import EdgenasError
-from edgenas.search.study.candidates import start_with_the_max
-from edgenas.search.study.storage import default_storage, make_sampler, open_storage, open_study, redact
+from edgenas.search.study.storage import redact
 from edgenas.search.study.runner import (
-    SearchOptions, TrialCap, adopt_supernet, finished_study, load_inputs, print_summary, quiet_libraries,
-    train_task_supernet,
+    SearchOptions, TrialCap, finished_study, open_search, print_summary, train_task_supernet,
 )
 
 STORAGE_ENV = "EDGENAS_STORAGE"  # the URL travels in the environment, never on a command line
@@ -56,14 +54,7 @@ def _relay(process: subprocess.Popen, prefix: str, console: Console) -> None:
 def run_workers(config: SearchConfig, options: SearchOptions, workers: int, config_path: Path | None,
                 console: Console) -> optuna.Study:
     """Create the study and train the supernet once, then run `workers` processes until the cap."""
-    quiet_libraries()
-    inputs = load_inputs(config)  # bad inputs fail before the study exists
-    if options.supernet is not None:
-        config = adopt_supernet(config, options.supernet, inputs, console)
-    url = options.storage or default_storage(options.out_dir)
-    storage = open_storage(url)
-    study = open_study(storage, options.study_name, config, make_sampler(options.sampler, options.seed))
-    start_with_the_max(study, inputs.space, config)
+    config, inputs, url, study = open_search(config, options, console)
     console.print(f"[bold]study[/] {options.study_name} on {redact(url)}: {workers} workers")
     if TrialCap(options.n_trials).reached(study):
         return finished_study(study, config, options, console)
