@@ -12,28 +12,9 @@ from typing import Any
 import numpy as np
 
 from edgenas.compile.errors import CompileError
+from edgenas.compile.torch_model import load_model
 from edgenas.runtime.backends import QuantMode
 from edgenas.runtime.runners import INPUT_KEYS as INPUT_NAMES
-
-
-def _classifier(model_dir: Path) -> Any:
-    """The saved MobileBERT as a module of (input_ids, attention_mask, token_type_ids) -> logits."""
-    import torch
-    from transformers import MobileBertForSequenceClassification
-
-    class Classifier(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = MobileBertForSequenceClassification.from_pretrained(str(model_dir)).eval()
-
-        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                    token_type_ids: torch.Tensor) -> torch.Tensor:
-            # The additive 4-D mask is built here: transformers' own mask code uses index ops
-            # that the PT2E quantizer's observers break on.
-            mask = (1.0 - attention_mask[:, None, None, :].to(torch.float32)) * torch.finfo(torch.float32).min
-            return self.model(input_ids=input_ids, attention_mask=mask, token_type_ids=token_type_ids).logits
-
-    return Classifier().eval()
 
 
 def _example(seq_len: int) -> tuple[Any, ...]:
@@ -76,7 +57,7 @@ def convert(model_dir: Path, out: Path, mode: QuantMode, seq_len: int, calibrati
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 
-    module, example = _classifier(model_dir), _example(seq_len)
+    module, example = load_model(model_dir, additive_mask=True), _example(seq_len)
     if mode.weights == "int8":
         module = _quantized(module, example, mode, calibration)
     elif mode.weights != "fp32":

@@ -21,7 +21,7 @@ OPSET = 17
 #: Static int8: quantize the matmuls (where the time goes) and the embedding gathers; leaving
 #: the mask add, softmax and NoNorm in float keeps padded rows exact.
 _STATIC_OPS = ["MatMul", "Gemm", "Gather"]
-_DYNAMIC_AXES = {**{n: {0: "batch", 1: "sequence"} for n in INPUT_NAMES}, "logits": {0: "batch"}}
+_INPUT_AXES = {n: {0: "batch", 1: "sequence"} for n in INPUT_NAMES}
 
 
 def convert(model_dir: Path, out: Path, mode: QuantMode, seq_len: int, calibration: dict[str, np.ndarray] | None,
@@ -61,24 +61,23 @@ def export_torch(model_dir: Path, out: Path, seq_len: int) -> None:
     (0.6-3.6 s vs 10-50 s), and export time is paid on every trial.
     """
     import torch
-    from transformers import MobileBertForSequenceClassification
 
-    model = MobileBertForSequenceClassification.from_pretrained(str(model_dir), attn_implementation="eager").eval()
+    from edgenas.compile.torch_model import load_model
 
-    class LogitsOnly(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = model
-
-        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
-            return self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).logits
-
+    model = load_model(model_dir, attn_implementation="eager")
     dummy = tuple(torch.ones((2, seq_len), dtype=torch.long) for _ in INPUT_NAMES)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the legacy exporter's deprecation and tracer warnings
-        torch.onnx.export(LogitsOnly(), dummy, str(out), dynamo=False, opset_version=OPSET,
-                          input_names=list(INPUT_NAMES), output_names=["logits"], dynamic_axes=_DYNAMIC_AXES,
-                          do_constant_folding=True)
+        torch.onnx.export(model, dummy, str(out), dynamo=False, opset_version=OPSET,
+                          input_names=list(INPUT_NAMES), output_names=["logits"],
+                          dynamic_axes=_INPUT_AXES | {"logits": _output_axes(model_dir)}, do_constant_folding=True)
+
+
+def _output_axes(model_dir: Path) -> dict[int, str]:
+    """The logits' dynamic axes: the batch, and for a QA model the tokens too."""
+    from edgenas.compile.torch_model import is_qa
+
+    return {0: "batch", 2: "sequence"} if is_qa(model_dir) else {0: "batch"}
 
 
 def export_tf2onnx(model_dir: Path, out: Path) -> None:

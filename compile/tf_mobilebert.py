@@ -61,7 +61,8 @@ def _activation(name: str, for_onnx: bool = False) -> Callable[[tf.Tensor], tf.T
 
 
 class TFMobileBert(tf.Module):
-    """MobileBertForSequenceClassification in plain TF; weights are tf.Variables named like torch."""
+    """MobileBertForSequenceClassification (or ...ForQuestionAnswering) in plain TF; weights are
+    tf.Variables named like torch."""
 
     def __init__(self, config: dict[str, Any], weights: dict[str, np.ndarray], int8_mask: bool = False,
                  for_onnx: bool = False) -> None:
@@ -71,6 +72,7 @@ class TFMobileBert(tf.Module):
         super().__init__(name="mobilebert")
         self.int8_mask = int8_mask
         self.c = dict(config)
+        self.qa = "MobileBertForQuestionAnswering" in (self.c.get("architectures") or [])
         bottleneck = self.c.get("use_bottleneck", True)
         self.true_hidden = self.c.get("intra_bottleneck_size", 128) if bottleneck else self.c["hidden_size"]
         self.heads = int(self.c["num_attention_heads"])
@@ -160,13 +162,16 @@ class TFMobileBert(tf.Module):
         return out
 
     def logits(self, input_ids: tf.Tensor, attention_mask: tf.Tensor, token_type_ids: tf.Tensor) -> tf.Tensor:
-        """Classification logits (batch, num_labels) for int inputs of shape (batch, seq)."""
+        """Logits for int inputs of shape (batch, seq): a classifier's (batch, num_labels), a QA
+        model's (batch, 2, seq), start then end (the I/O of edgenas.compile.torch_model)."""
         ids, types = tf.cast(input_ids, tf.int32), tf.cast(token_type_ids, tf.int32)
         keys = tf.cast(attention_mask, tf.float32)[:, tf.newaxis, tf.newaxis, :]
         mask = keys if self.int8_mask else (1.0 - keys) * _MASK_VALUE
         h = self._embeddings(ids, types)
         for i in range(int(self.c["num_hidden_layers"])):
             h = self._layer(h, mask, i)
+        if self.qa:
+            return tf.transpose(self._linear(h, "qa_outputs"), [0, 2, 1])
         pooled = h[:, 0]
         if self.c.get("classifier_activation", True):
             pooled = tf.math.tanh(self._linear(pooled, "mobilebert.pooler.dense"))

@@ -217,6 +217,9 @@ def predict(
     model_dir: Path = typer.Argument(..., help="a directory written by `edgenas export`"),
     texts: Optional[list[str]] = typer.Argument(None, help="texts to classify"),
     file: Optional[Path] = typer.Option(None, "--file", help="a text file, one text per line"),
+    question: Optional[str] = typer.Option(None, "--question", help="QA model: the question to answer"),
+    context: Optional[str] = typer.Option(None, "--context", help="QA model: the text holding the answer"),
+    context_file: Optional[Path] = typer.Option(None, "--context-file", help="QA model: the context, from a file"),
     runtime: Optional[str] = typer.Option(None, "--runtime", help="a runtime of the model directory: tflite, onnxruntime "
                                           "or executorch (default: the exported one)"),
     threads: int = typer.Option(1, "--threads", min=1, help="runtime threads"),
@@ -226,11 +229,14 @@ def predict(
         help="score one text at a time, so no text's scores depend on the others (ONNX Runtime dynamic int8 "
              "quantizes per batch); how accuracy is measured"),
 ) -> None:
-    """Classify texts with an exported model."""
+    """Classify texts with an exported model, or answer a question from a context with a QA model."""
     import json
 
     from edgenas.runtime.predict import PredictError, Predictor
 
+    if question is not None or context is not None or context_file is not None:
+        answer_question(model_dir, question, read_context(context, context_file), runtime, threads, as_json)
+        return
     inputs = list(texts or [])
     if file is not None:
         if not file.is_file():
@@ -248,6 +254,39 @@ def predict(
             typer.echo(json.dumps({"text": p.text, "label": p.label, "score": p.score, "scores": p.scores}))
         else:
             typer.echo(prediction_line(p))
+
+
+def read_context(context: str | None, context_file: Path | None) -> str:
+    """The context given inline or as a file (one of the two)."""
+    if context is not None and context_file is not None:
+        raise EdgenasError("give --context or --context-file, not both")
+    if context_file is not None:
+        if not context_file.is_file():
+            raise EdgenasError(f"{context_file}: file not found")
+        return context_file.read_text(encoding="utf-8")
+    if context is None:
+        raise EdgenasError("a QA model needs --context TEXT (or --context-file F) beside --question")
+    return context
+
+
+def answer_question(model_dir: Path, question: str | None, context: str, runtime: str | None, threads: int,
+                    as_json: bool) -> None:
+    """Print the answer span a QA model finds in the context, through its artifact."""
+    import json
+
+    from edgenas.runtime.predict import PredictError, Predictor
+
+    if question is None:
+        raise EdgenasError("a QA model needs --question TEXT beside the context")
+    try:
+        answer = Predictor(model_dir, runtime=runtime, threads=threads).answer(question, context)
+    except PredictError as exc:
+        raise EdgenasError(str(exc)) from None
+    if as_json:
+        typer.echo(json.dumps({"question": question, "answer": answer.text, "score": answer.score,
+                               "start": answer.start, "end": answer.end}))
+    else:
+        typer.echo(f"{answer.text}\t{answer.score:.3f}\tcharacters {answer.start}-{answer.end} of the context")
 
 
 def prediction_line(prediction: Prediction) -> str:

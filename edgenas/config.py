@@ -24,12 +24,25 @@ DEMO_RECIPE: dict[str, Any] = {"steps": 20, "teacher_steps": 210, "teacher_lr": 
                                "max_train_examples": 3200, "random_subnets_per_step": 1, "importance_examples": 256}
 
 
+#: the QA demo's recipe (`task: {dataset: squad}` without a `supernet:` key): windows of 256 tokens,
+#: budgets a 2-core CPU finishes in about half an hour
+QA_DEMO_RECIPE: dict[str, Any] = {"steps": 20, "teacher_steps": 150, "teacher_lr": 1e-4, "seq_len": 256,
+                                  "batch_size": 16, "max_train_examples": 2400, "random_subnets_per_step": 1,
+                                  "importance_examples": 64}
+#: the sequence lengths a QA search compiles for when the config names none (SQuAD's standard is 384)
+QA_SEQ_LENS = [256, 384]
+#: dev questions each QA candidate is scored on when the config names none: each costs a window or more
+#: through torch and through the runtime, so fewer than a classifier's 500 texts (F1 within about 6 points)
+QA_EVAL_QUESTIONS = 200
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class TaskConfig(_Strict):
-    """Which data to learn: the packaged tweets or a user CSV/JSONL."""
+    """Which data to learn: the packaged tweets or a user CSV/JSONL (classification), or
+    extractive QA on the packaged SQuAD v1.1 (`squad`) or a user's SQuAD-format .json."""
 
     dataset: str = "tweets"
     text_column: str = "text"
@@ -38,6 +51,18 @@ class TaskConfig(_Strict):
     test: Optional[str] = None
     tokenizer: Optional[str] = None
     split_seed: int = 0
+    #: QA: tokens two consecutive windows of a long context share (SQuAD's standard doc stride)
+    stride: int = Field(default=128, ge=1)
+
+    @property
+    def is_qa(self) -> bool:
+        """Extractive question answering rather than text classification."""
+        return is_qa_dataset(self.dataset)
+
+
+def is_qa_dataset(dataset: Any) -> bool:
+    """Whether a task.dataset value names QA data: `squad` or a SQuAD-format .json file."""
+    return isinstance(dataset, str) and (dataset == "squad" or dataset.lower().endswith(".json"))
 
 
 def searched_modes() -> dict[str, list[str]]:
@@ -161,6 +186,24 @@ class SearchConfig(_Strict):
     budgets: Budgets = Field(default_factory=Budgets)
     measure: MeasureConfig = Field(default_factory=MeasureConfig)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _qa_defaults(cls, values: Any) -> Any:
+        """A QA task's own defaults for what its config leaves out: the QA demo recipe, sequence lengths
+        and number of scored questions."""
+        if not isinstance(values, dict) or not isinstance(values.get("task"), dict):
+            return values
+        if not is_qa_dataset(values["task"].get("dataset")):
+            return values
+        values = dict(values)
+        values.setdefault("supernet", dict(QA_DEMO_RECIPE))
+        for key, field, default in (("candidates", "seq_lens", list(QA_SEQ_LENS)),
+                                    ("measure", "eval_examples", QA_EVAL_QUESTIONS)):
+            section = values.get(key)
+            if section is None or (isinstance(section, dict) and field not in section):
+                values[key] = {**(section or {}), field: default}
+        return values
+
     @field_validator("objectives")
     @classmethod
     def _distinct_objectives(cls, values: list[str]) -> list[str]:
@@ -176,6 +219,14 @@ class SearchConfig(_Strict):
         except EdgenasError as exc:
             raise ValueError(str(exc)) from None
         return values
+
+    @model_validator(mode="after")
+    def _qa_fits(self) -> "SearchConfig":
+        if self.task.is_qa and self.trim_vocab:
+            raise ValueError("trim_vocab: works for text classification only, not for QA (task.dataset)")
+        if self.task.is_qa and self.task.test is not None:
+            raise ValueError("task.test: a QA task is scored on its dev file (task.dev); it has no test file")
+        return self
 
     def recipe(self) -> TrainRecipe:
         """The supernet's TrainRecipe (its device: `supernet.device` if set, else the config's `device`)."""

@@ -2,8 +2,8 @@
 
 Runnable as ``python -m edgenas.runtime.measure ARTIFACT [--data NPZ] ...``: prints
 one JSON object on stdout; on failure prints {"error": ..., "kind": ...} and exits 3.
-Imports only numpy, runners.py and backends.py (same folder), so a target can copy
-them to a device and run them there.
+Imports only numpy, runners.py, backends.py and (for QA) qa.py, all in this folder,
+so a target can copy them to a device and run them there.
 """
 
 from __future__ import annotations
@@ -75,8 +75,22 @@ def load_data(path: str | Path, max_eval: int | None = None) -> dict[str, np.nda
     arrays.setdefault("attention_mask", np.ones((n, seq), dtype=np.int64))
     arrays.setdefault("token_type_ids", np.zeros((n, seq), dtype=np.int64))
     if max_eval is not None:
-        arrays = {k: v[:max_eval] for k, v in arrays.items()}
+        arrays = _first_questions(arrays, max_eval) if is_qa_set(arrays) else {k: v[:max_eval] for k, v in arrays.items()}
     return arrays
+
+
+#: a QA set's per-question arrays: JSON lists in 0-d string arrays
+QUESTION_KEYS = ("questions", "contexts", "answers")
+
+
+def _json(array: np.ndarray) -> Any:
+    return json.loads(array.item())
+
+
+def _first_questions(arrays: dict[str, np.ndarray], count: int) -> dict[str, np.ndarray]:
+    """A QA set cut to its first `count` questions and all of their windows."""
+    keep = arrays["example"] < count
+    return {k: np.array(json.dumps(_json(v)[:count])) if k in QUESTION_KEYS else v[keep] for k, v in arrays.items()}
 
 
 def synthetic_example(seq_len: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -160,13 +174,37 @@ def peak_rss_mb() -> float:
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
 
 
-def scores(runner: Runner, data: dict[str, np.ndarray], batch_size: int) -> tuple[float, np.ndarray]:
-    """Accuracy (share of rows whose argmax logit equals the label) and the logits it came from.
+def is_qa_set(arrays: dict[str, np.ndarray]) -> bool:
+    """Whether a tokenized set holds QA windows (scored on answer spans) rather than labelled texts."""
+    return "offsets" in arrays
+
+
+def score_logits(logits: np.ndarray, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+    """How good the logits of a scored set are: {"accuracy", "n_eval"}.
+
+    A classifier's accuracy is the share of rows whose argmax is the label. For a QA set
+    "accuracy" is the official SQuAD v1.1 F1 (as a fraction), beside "exact_match"; n_eval
+    counts questions, and "windows_per_question" says how many model runs one question takes.
+    """
+    if not is_qa_set(arrays):
+        return {"accuracy": float((logits.argmax(axis=-1) == arrays["labels"].reshape(-1)).mean()),
+                "n_eval": int(len(arrays["labels"]))}
+    from .qa import best_spans, squad_scores, windows_of
+
+    windows, contexts, golds = windows_of(arrays), _json(arrays["contexts"]), _json(arrays["answers"])
+    answers = best_spans(logits[:, 0], logits[:, 1], windows, contexts)
+    official = squad_scores([a.text for a in answers], golds)
+    return {"accuracy": official["f1"] / 100, "exact_match": official["exact_match"] / 100,
+            "n_eval": len(golds), "windows_per_question": len(windows) / len(golds)}
+
+
+def scores(runner: Runner, data: dict[str, np.ndarray], batch_size: int) -> tuple[dict[str, Any], np.ndarray]:
+    """The set's scores (score_logits) through the runtime, and the logits they came from.
 
     Batch 1 by default: each row scored as if alone.
     """
     logits = runner.predict_logits({k: data[k] for k in INPUT_KEYS}, batch_size=batch_size)
-    return float((logits.argmax(axis=-1) == data["labels"].reshape(-1)).mean()), logits
+    return score_logits(logits, data), logits
 
 
 def measure(artifact: str | Path, data: str | Path | None = None, *, threads: int = 1, warmup: int = 10,
@@ -204,9 +242,11 @@ def measure(artifact: str | Path, data: str | Path | None = None, *, threads: in
         "warmup": warmup, "seq_len": seq_len, "batch": 1,
         "artifact": artifact.name, "artifact_mb": artifact.stat().st_size / 2**20, "load_ms": load_ms,
     }
-    if arrays is not None and "labels" in arrays:
-        result["accuracy"], scored = scores(runner, arrays, batch_size)
-        result["n_eval"] = int(len(arrays["labels"]))
+    if arrays is not None and ("labels" in arrays or is_qa_set(arrays)):
+        scored_set, scored = scores(runner, arrays, batch_size)
+        result |= scored_set
+        if "windows_per_question" in scored_set:  # a long context is several runs of the model
+            result["ms_per_question"] = stats["median_ms"] * scored_set["windows_per_question"]
         if logits:
             result["logits"] = scored.tolist()
     return result
@@ -226,7 +266,8 @@ def _error_kind(exc: BaseException) -> str:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m edgenas.runtime.measure", description=__doc__.splitlines()[0])
     p.add_argument("artifact")
-    p.add_argument("--data", default=None, help="tokenized .npz (input_ids, attention_mask, token_type_ids, labels)")
+    p.add_argument("--data", default=None, help="tokenized .npz (input_ids, attention_mask, token_type_ids, labels; "
+                                                "or QA windows with offsets, example, contexts, answers)")
     p.add_argument("--threads", type=int, default=1)
     for knob in KNOBS.values():  # each backend's knobs, from the catalog
         p.add_argument(f"--{knob.name.replace('_', '-')}", type=knob.parse, default=None, help=knob.help)
@@ -234,7 +275,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", type=int, default=50)
     p.add_argument("--max-runs", type=int, default=None, help="timing goes on up to this while noisy (default 4 x runs)")
     p.add_argument("--batch-size", type=int, default=1, help="accuracy batch (1: scores independent of batching)")
-    p.add_argument("--max-eval", type=int, default=None)
+    p.add_argument("--max-eval", type=int, default=None, help="score the first N rows (QA: questions)")
     p.add_argument("--logits", action="store_true", help="also print the scored rows' logits")
     p.add_argument("--cpus", default=None, help="comma-separated CPU ids to pin this process to")
     return p

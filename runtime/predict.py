@@ -1,4 +1,5 @@
-"""Classify texts with an exported model directory through its .tflite/.onnx artifact.
+"""Classify texts, or answer questions from a context, with an exported model directory
+through its .tflite/.onnx/.pte artifact.
 
 Device-side on purpose: numpy, the `tokenizers` package (tokenizer.json) and the
 runtime libraries only — no torch, transformers or edgenas.search — so it runs
@@ -15,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from .backends import BACKENDS, load_runner
+from .qa import QA_STRIDE, Answer, best_spans, make_windows
 from .runners import DEFAULT_SEQ_LEN, Runner, RuntimeLoadError
 
 METRICS_FILE = "metrics.json"
@@ -76,7 +78,7 @@ class TextEncoder:
         self.tokenizer = Tokenizer.from_file(str(path))
         config_path = model_dir / "tokenizer_config.json"
         pad_token = _read_json(config_path).get("pad_token", "[PAD]") if config_path.is_file() else "[PAD]"
-        pad_token = pad_token["content"] if isinstance(pad_token, dict) else str(pad_token)
+        self.pad_token = pad_token = pad_token["content"] if isinstance(pad_token, dict) else str(pad_token)
         pad_id = self.tokenizer.token_to_id(pad_token)
         self.tokenizer.enable_truncation(max_length=seq_len)
         self.tokenizer.enable_padding(length=seq_len, pad_id=0 if pad_id is None else pad_id, pad_token=pad_token)
@@ -98,14 +100,17 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 class Predictor:
-    """An exported model directory loaded for classification through one runtime."""
+    """An exported model directory loaded through one runtime: a classifier's `predict`, a QA model's `answer`."""
 
     def __init__(self, model_dir: str | Path, runtime: str | None = None, threads: int = 1) -> None:
         self.model_dir = Path(model_dir)
         if not self.model_dir.is_dir():
             raise PredictError(f"{self.model_dir}: model directory not found")
         self.artifact = choose_artifact(self.model_dir, runtime)
-        self.seq_len = int(_read_json(self.model_dir / METRICS_FILE).get("seq_len", DEFAULT_SEQ_LEN))
+        info = _read_json(self.model_dir / METRICS_FILE)
+        self.seq_len = int(info.get("seq_len", DEFAULT_SEQ_LEN))
+        self.task = str(info.get("task", "classification"))
+        self.stride = int(info.get("stride", QA_STRIDE))
         self.labels = label_names(self.model_dir)
         try:
             self.runner: Runner = load_runner(self.artifact, threads=threads)
@@ -123,6 +128,8 @@ class Predictor:
         batch_size 1 makes each text's scores independent of the others: ONNX Runtime's
         dynamic int8 quantizes activations with ranges taken over the whole batch.
         """
+        if self.task == "qa":
+            raise PredictError(f"{self.model_dir} answers questions: give --question and --context")
         if not texts:
             return []
         probs = softmax(self.runner.predict_logits(self.encode(texts), batch_size=batch_size))
@@ -134,3 +141,20 @@ class Predictor:
             best = int(row.argmax())
             out.append(Prediction(text, names[best], float(row[best]), {n: float(p) for n, p in zip(names, row)}))
         return out
+
+    def answer(self, question: str, context: str) -> Answer:
+        """The best answer span of `context` to `question`, with its probability among the candidate spans.
+
+        A context longer than the compiled sequence is read in overlapping windows, one model run each,
+        one window at a time (batch 1), as the measurements were."""
+        if self.task != "qa":
+            raise PredictError(f"{self.model_dir} is a text classifier: give texts, not --question/--context")
+        if not question.strip() or not context.strip():
+            raise PredictError("give a non-empty --question and --context")
+        try:
+            windows = make_windows(self.encode.tokenizer, [question], [context], self.seq_len, self.stride,
+                                   pad_token=self.encode.pad_token)
+        except ValueError as exc:
+            raise PredictError(str(exc)) from None
+        logits = self.runner.predict_logits(windows.inputs(), batch_size=1)
+        return best_spans(logits[:, 0], logits[:, 1], windows, [context])[0]

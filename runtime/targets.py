@@ -1,6 +1,6 @@
 """Where a measurement runs: this machine (a fresh child process) or a host over SSH.
 
-Both targets run the same self-contained bundle (runners.py, backends.py and measure.py copied
+Both targets run the same self-contained bundle (runners.py, backends.py, measure.py and qa.py copied
 into a temporary package), so what runs locally is exactly what runs on a device
 that has only numpy and the runtime libraries.
 """
@@ -28,7 +28,7 @@ from edgenas.paths import cache_root
 from .backends import KNOBS, UnknownBackendError
 
 BUNDLE_PACKAGE = "edgenas_device_runtime"
-BUNDLE_FILES = ("runners.py", "backends.py", "measure.py")
+BUNDLE_FILES = ("runners.py", "backends.py", "measure.py", "qa.py")
 REMOTE_LOCK = "/tmp/edgenas-device.lock"
 _KIND_TEXT = {"missing_runtime": "runtime library missing on device", "rejected": "artifact rejected",
               "data": "bad data"}

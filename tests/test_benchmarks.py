@@ -108,3 +108,16 @@ def test_replace_section(tmp_path: Path) -> None:
     text = path.read_text()
     assert "second" in text and "first" not in text and "other" in text and "intro" in text
     assert text.count("<!-- BEGIN size -->") == 1
+
+
+def test_qa_quick(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import qa
+
+    monkeypatch.setenv("EDGENAS_CACHE_DIR", str(tmp_path / "cache"))
+    qa.main(["--quick", "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work")])
+    record, text = _outputs(tmp_path / "out", "qa")
+    exported, reference = record["rows"]  # the tiny study has no teacher
+    assert exported["seq"] == 24 and reference["seq"] == 384 and reference["runtime/mode"] == "tflite/fp32"
+    assert 0 <= exported["EM"] <= exported["F1"] <= 100 and reference["F1"] is None
+    assert exported["ms per question"] == pytest.approx(exported["ms per window"] * exported["windows per question"])
+    assert record["questions"] == 10 and "ms per question" in text and "90.0 F1" in text

@@ -11,7 +11,8 @@ import pytest
 from edgenas.compile import CompileError, compile_artifact
 from edgenas.compile import _child
 from edgenas.compile import converters
-from edgenas.runtime.backends import BACKENDS
+from edgenas.runtime.backends import BACKENDS, load_runner
+from edgenas.runtime.runners import INPUT_KEYS
 
 SEQ = 16
 N = 24
@@ -22,17 +23,17 @@ BERT_FAMILY = {"use_bottleneck": False, "use_bottleneck_attention": False, "key_
                "classifier_activation": True, "num_feedforward_networks": 1, "layer_norm_eps": 1e-12}
 
 
-def _save_model(path: Path, layers: int, heads: int, **family: object) -> Path:
-    """A MobileBERT classifier with random weights, NoNorm scales included, saved under path."""
+def _save_model(path: Path, layers: int, heads: int, qa: bool = False, **family: object) -> Path:
+    """A MobileBERT classifier (or QA model) with random weights, NoNorm scales included, saved under path."""
     import torch
-    from transformers import MobileBertConfig, MobileBertForSequenceClassification
+    from transformers import MobileBertConfig, MobileBertForQuestionAnswering, MobileBertForSequenceClassification
 
     torch.manual_seed(0)
     shape = {"vocab_size": 200, "hidden_size": 64, "num_hidden_layers": layers, "intra_bottleneck_size": 32,
              "num_attention_heads": heads, "intermediate_size": 128, "embedding_size": 32,
-             "num_feedforward_networks": 2, "num_labels": 3}
+             "num_feedforward_networks": 2, "num_labels": 2 if qa else 3}
     config = MobileBertConfig(**{**shape, **family})
-    model = MobileBertForSequenceClassification(config).eval()
+    model = (MobileBertForQuestionAnswering if qa else MobileBertForSequenceClassification)(config).eval()
     with torch.no_grad():  # NoNorm starts as identity: move it so the twin's norms are really checked
         for param in model.parameters():
             param.add_(torch.randn_like(param) * 0.05)
@@ -50,6 +51,12 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def bert_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The BERT family (no bottleneck, LayerNorm, GELU, no trigram input) that the minilm space uses."""
     return _save_model(tmp_path_factory.mktemp("bert"), layers=2, heads=2, **BERT_FAMILY)
+
+
+@pytest.fixture(scope="module")
+def qa_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An extractive-QA model of the BERT family: logits (batch, 2, seq)."""
+    return _save_model(tmp_path_factory.mktemp("qa"), layers=2, heads=2, qa=True, **BERT_FAMILY)
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +88,7 @@ def npz(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 FAMILIES = ["tiny_model", "bert_model"]
 
 
-@pytest.mark.parametrize("model_fixture", FAMILIES)
+@pytest.mark.parametrize("model_fixture", [*FAMILIES, "qa_model"])
 @pytest.mark.parametrize("int8_mask", [False, True])
 def test_tf_twin_matches_torch(int8_mask: bool, model_fixture: str, npz: tuple[Path, Path],
                                request: pytest.FixtureRequest) -> None:
@@ -261,3 +268,22 @@ def test_full_int8_runs_on_fully_padded_rows(model_fixture: str, npz: tuple[Path
     np.savez(tmp_path / "calib.npz", **calibration)
     record = _build_and_check(model, "tflite", "full_int8", "default", tmp_path / "calib.npz", data, tmp_path)
     assert record["parity"]["argmax_agreement"] >= 0.75 and record["parity"]["max_abs_logit_diff"] < 0.1
+
+
+@pytest.mark.parametrize(("runtime", "mode", "converter"), CASES)
+def test_qa_models_convert_with_start_and_end_logits(runtime: str, mode: str, converter: str, qa_model: Path,
+                                                     npz: tuple[Path, Path], tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every backend and mode compiles a QA head; its one output holds each token's start and end logits."""
+    monkeypatch.chdir(tmp_path)
+    data = dict(np.load(npz[1]))
+    record = _build_and_check(qa_model, runtime, mode, converter, npz[0], data, tmp_path)
+    parity = record["parity"]
+    if mode == "fp32":
+        assert parity["argmax_agreement"] == 1.0 and parity["max_abs_logit_diff"] < 1e-4
+    else:
+        assert parity["argmax_agreement"] >= 0.6 and parity["max_abs_logit_diff"] < 0.2
+    assert "accuracy" not in record  # QA is scored on answer spans, by the measurement
+    artifact = next(tmp_path.glob("model.*"))
+    logits = load_runner(artifact).predict_logits({k: data[k] for k in INPUT_KEYS})
+    assert logits.shape == (N, 2, SEQ)

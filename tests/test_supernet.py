@@ -62,8 +62,8 @@ def test_extract_matches_sub_forward_on_random_subconfigs(task: str) -> None:
             out = net.extract(arch)(input_ids=ids, attention_mask=mask, token_type_ids=types)
         if task == "qa":
             assert isinstance(net.extract(arch), MobileBertForQuestionAnswering)
-            torch.testing.assert_close(ours[0], out.start_logits, atol=1e-5, rtol=0)
-            torch.testing.assert_close(ours[1], out.end_logits, atol=1e-5, rtol=0)
+            torch.testing.assert_close(ours[:, 0], out.start_logits, atol=1e-5, rtol=0)
+            torch.testing.assert_close(ours[:, 1], out.end_logits, atol=1e-5, rtol=0)
         else:
             torch.testing.assert_close(ours, out.logits, atol=1e-5, rtol=0)
 

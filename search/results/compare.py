@@ -22,7 +22,8 @@ from edgenas.tables import RUNTIME_CODES, narrow_table, number_column, runtime_m
 from edgenas.runtime.backends import BACKENDS, get_backend
 
 COLUMNS = ("runtime", "mode", "status", "median_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "throughput_per_s",
-           "size_mb", "dev_accuracy", "torch_accuracy", "torch_agreement", "max_abs_logit_diff", "error")
+           "size_mb", "dev_accuracy", "torch_accuracy", "torch_agreement", "max_abs_logit_diff", "exact_match",
+           "ms_per_question", "error")
 
 
 @dataclass
@@ -70,12 +71,13 @@ def model_inputs(model_dir: Path) -> tuple[int, dict[str, Path]]:
 
 def torch_logits(model_dir: Path, arrays: dict[str, np.ndarray]) -> np.ndarray:
     """Logits of the directory's transformers weights (the reference every artifact is checked against)."""
-    from transformers import AutoModelForSequenceClassification
+    from transformers import AutoModelForQuestionAnswering, AutoModelForSequenceClassification
 
+    from edgenas.compile.torch_model import is_qa
     from edgenas.search.training.loop import predict_logits
 
-    model = AutoModelForSequenceClassification.from_pretrained(str(model_dir))
-    return predict_logits(model, arrays)
+    auto = AutoModelForQuestionAnswering if is_qa(model_dir) else AutoModelForSequenceClassification
+    return predict_logits(auto.from_pretrained(str(model_dir)), arrays)
 
 
 def compare_one(model_dir: Path, runtime: str, mode: str, seq_len: int, data: dict[str, Path], target,
@@ -97,6 +99,7 @@ def compare_one(model_dir: Path, runtime: str, mode: str, seq_len: int, data: di
     row |= {k: measured[k] for k in ("median_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms")}
     row |= {"status": "ok", "throughput_per_s": 1000.0 / measured["median_ms"], "size_mb": artifact.meta["size_bytes"] / 1e6,
             "dev_accuracy": measured["accuracy"], "torch_accuracy": torch_accuracy,
+            **{k: measured[k] for k in ("exact_match", "ms_per_question") if k in measured},
             "torch_agreement": float((logits.argmax(-1) == reference.argmax(-1)).mean()),
             "max_abs_logit_diff": float(np.abs(logits - reference).max()), "device": measured.get("device"),
             "artifact": str(artifact.path)}
@@ -114,10 +117,11 @@ def compare_model(model_dir: Path, options: CompareOptions, progress=None) -> li
     seq_len, data = model_inputs(model_dir)
     pairs = plan(options)
     target = target_from_url(options.target)
+    from edgenas.runtime.measure import score_logits
+
     arrays = load_npz(data["dev"])
-    labels = arrays.pop("labels")
     reference = torch_logits(model_dir, arrays)
-    torch_accuracy = float((reference.argmax(-1) == labels).mean())
+    torch_accuracy = score_logits(reference, arrays)["accuracy"]
     rows = []
     for runtime, mode in pairs:
         why = get_backend(runtime).missing()
@@ -138,22 +142,45 @@ TABLE_NUMBERS = (
     ("dev\nacc", 6, "dev_accuracy", "{:.4f}"),
     ("agree\ntorch", 5, "torch_agreement", "{:.3f}"),
 )
+#: a QA model's: the time to answer a question (all its windows) and the official F1 and exact match
+QA_TABLE_NUMBERS = (
+    ("median\nms", 6, "median_ms", "{:.3f}"),
+    ("p90\nms", 6, "p90_ms", "{:.3f}"),
+    ("ms per\nquestion", 8, "ms_per_question", "{:.2f}"),
+    ("MB", 6, "size_mb", "{:.2f}"),
+    ("dev\nEM", 5, "exact_match", "{:.3f}"),
+    ("dev\nF1", 5, "dev_accuracy", "{:.3f}"),
+    ("agree\ntorch", 5, "torch_agreement", "{:.3f}"),
+)
 #: the line under the terminal table (at most 80 characters)
 TABLE_NOTE = "batch 1; ex/s = 1000 / median ms; agree torch: dev predictions equal to torch's"
+QA_TABLE_NOTE = "batch 1; ms: one window; agree torch: start/end token as torch's; SQuAD EM, F1"
+
+
+def is_qa(rows: list[dict[str, Any]]) -> bool:
+    """Whether the rows are a QA model's (scored by F1 on answer spans)."""
+    return any("ms_per_question" in r for r in rows)
+
+
+def score_label(rows: list[dict[str, Any]]) -> str:
+    """The axis title of the rows' dev score."""
+    return "dev F1, SQuAD v1.1 (through the runtime)" if is_qa(rows) else "dev accuracy (through the runtime)"
 
 
 def compare_table(rows: list[dict[str, Any]], title: str) -> Group:
     """One line per runtime/mode, in 80 columns, and a note; a failed mode says so under the median."""
+    qa = is_qa(rows)
+    numbers = QA_TABLE_NUMBERS if qa else TABLE_NUMBERS
     table = narrow_table(title)
     text_column(table, "runtime/mode")
-    for heading, width, _, _ in TABLE_NUMBERS:
+    for heading, width, _, _ in numbers:
         number_column(table, heading, width)
     for r in rows:
         if r["status"] != "ok":
-            table.add_row(runtime_mode(r["runtime"], r["mode"]), r["status"], *[""] * (len(TABLE_NUMBERS) - 1))
+            table.add_row(runtime_mode(r["runtime"], r["mode"]), r["status"], *[""] * (len(numbers) - 1))
             continue
-        table.add_row(runtime_mode(r["runtime"], r["mode"]), *(fmt.format(r[key]) for _, _, key, fmt in TABLE_NUMBERS))
-    return Group(table, Text(TABLE_NOTE))
+        table.add_row(runtime_mode(r["runtime"], r["mode"]), *(fmt.format(r[key]) for _, _, key, fmt in numbers))
+    return Group(table, Text(QA_TABLE_NOTE if qa else TABLE_NOTE))
 
 
 def write_outputs(rows: list[dict[str, Any]], out_dir: Path, title: str) -> list[Path]:
@@ -243,7 +270,7 @@ def _accuracy_panel(ax: Any, rows: list[dict[str, Any]]) -> None:
                     va="center", fontsize=9, color=RUNTIME_STYLE[r["runtime"]][0],
                     arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.6, "shrinkA": 2, "shrinkB": 4})
     ax.set_xlabel("median latency, batch 1 (ms)")
-    ax.set_ylabel("dev accuracy (through the runtime)")
+    ax.set_ylabel(score_label(rows))
     ax.grid(alpha=0.3)
 
 
@@ -277,6 +304,6 @@ def _html(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
                            "accuracy %{y:.4f}, agreement with torch %{customdata[4]:.3f}<extra></extra>"),
         ))
     fig.update_layout(title=title, xaxis_title="median latency, batch 1 (ms); bar to p99",
-                      yaxis_title="dev accuracy (through the runtime)")
+                      yaxis_title=score_label(rows))
     fig.write_html(str(path), include_plotlyjs="directory")
     return path

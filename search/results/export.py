@@ -24,12 +24,14 @@ from edgenas.errors import EdgenasError
 from edgenas.runtime.predict import ARTIFACT_FILES
 from edgenas.search.data.baselines import load_baselines
 from edgenas.search.study.objectives import RESULT_ATTR, pareto_trials
-from edgenas.search.study.trial import compile_cache_dir, load_npz
+from edgenas.search.study.trial import compile_cache_dir, load_npz, torch_scores
 from edgenas.search.study.verdict import BASELINE_NAMES
 from edgenas.search.uncertainty import wilson_interval
 from edgenas.search.results.report import completed, load_study
 from edgenas.runtime.backends import PER_BATCH, get_backend
+from edgenas.runtime.runners import INPUT_KEYS
 from edgenas.types import Candidate
+
 
 @dataclass
 class ExportOptions:
@@ -78,19 +80,41 @@ def select_trials(study: optuna.Study, spec: str) -> list[FrozenTrial]:
     return chosen
 
 
+#: dev questions a QA export is scored on (a seeded subset when dev has more): the official F1's
+#: 95 % half-width is about 1.5 points there, and a 2-core CPU scores them in minutes
+EXPORT_QUESTIONS = 2000
+
+
 def write_data(splits, tokenizer, config: SearchConfig, seq_len: int, directory: Path) -> dict[str, Path]:
-    """Tokenized dev, test, calibration and parity sets at seq_len, as .npz files."""
+    """Tokenized dev, test, calibration and parity sets at seq_len, as .npz files (QA: no test set)."""
     from edgenas.search.data.tokenizer import encode
 
     directory.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(config.task.split_seed)
     calib_rows = np.sort(rng.permutation(len(splits.train))[: config.measure.calibration_examples])
+    if splits.task == "qa":
+        return _save_sets(_qa_sets(splits, tokenizer, config, seq_len, calib_rows), directory)
     sets = {
         "dev": {**encode(tokenizer, splits.dev.texts, seq_len), "labels": splits.dev.labels.astype(np.int64)},
         "test": {**encode(tokenizer, splits.test.texts, seq_len), "labels": splits.test.labels.astype(np.int64)},
         "calibration": encode(tokenizer, [splits.train.texts[i] for i in calib_rows], seq_len),
     }
     sets["parity"] = {k: v[: config.measure.parity_examples] for k, v in sets["dev"].items()}
+    return _save_sets(sets, directory)
+
+
+def _qa_sets(splits, tokenizer, config: SearchConfig, seq_len: int, calib_rows: np.ndarray) -> dict[str, dict]:
+    """A QA export's scored dev questions (EXPORT_QUESTIONS at most), calibration and parity windows."""
+    from edgenas.search.data.qa import qa_windows, scored_set
+
+    rows = np.sort(np.random.default_rng(config.task.split_seed).permutation(len(splits.dev))[:EXPORT_QUESTIONS])
+    dev = scored_set(tokenizer, [splits.dev[i] for i in rows], seq_len, splits.stride)
+    calibration = qa_windows(tokenizer, [splits.train[i] for i in calib_rows], seq_len, splits.stride).inputs()
+    return {"dev": dev, "calibration": {k: v[: config.measure.calibration_examples] for k, v in calibration.items()},
+            "parity": {k: dev[k][: config.measure.parity_examples] for k in INPUT_KEYS}}
+
+
+def _save_sets(sets: dict[str, dict], directory: Path) -> dict[str, Path]:
     paths = {}
     for name, arrays in sets.items():
         paths[name] = directory / f"{name}.npz"
@@ -110,17 +134,20 @@ def compile_into(model_dir: Path, runtime: str, mode: str, seq_len: int, data: d
 
 
 def measure_artifact(target, path: Path, data: dict[str, Path], candidate: Candidate, config: SearchConfig) -> dict[str, Any]:
-    """Latency and dev accuracy on the target with the trial's knobs; test accuracy through the same runtime."""
+    """Latency and dev accuracy on the target with the trial's knobs; test accuracy through the same runtime
+    (a QA export has no test set: SQuAD's is not public, so its dev set is the benchmark)."""
     knobs = {"threads": candidate.threads, **candidate.knobs}
     dev = target.measure(path, data["dev"], warmup=config.measure.warmup, runs=config.measure.runs, **knobs)
-    test = target.measure(path, data["test"], warmup=0, runs=1, **knobs)
-    return {**dev, "dev_accuracy": dev["accuracy"], "test_accuracy": test["accuracy"], "n_test": test.get("n_eval")}
+    measured = {**dev, "dev_accuracy": dev["accuracy"]}
+    if "test" in data:
+        test = target.measure(path, data["test"], warmup=0, runs=1, **knobs)
+        measured |= {"test_accuracy": test["accuracy"], "n_test": test.get("n_eval")}
+    return measured
 
 
 def export_trial(trial: FrozenTrial, trained, config: SearchConfig, options: ExportOptions, target,
                  console: Console, study_name: str = "") -> Path:
     """Fine-tune, save, compile, measure and document one trial; returns its model directory."""
-    from edgenas.search.training.loop import accuracy as evaluate_accuracy
     from edgenas.search.training.train import finetune_subnet
 
     candidate = Candidate.from_dict(trial.user_attrs["candidate"])
@@ -133,13 +160,12 @@ def export_trial(trial: FrozenTrial, trained, config: SearchConfig, options: Exp
                   f"{candidate.runtime}/{candidate.quantization} seq{seq_len} -> {model_dir}")
     data = write_data(trained.splits, trained.tokenizer, config, seq_len, model_dir / "data")
     dev = load_npz(data["dev"])
-    dev_labels = dev.pop("labels")
     inherited = trained.supernet.extract(candidate.arch)
     recipe = config.recipe()
     tuned = finetune_subnet(trained.supernet, candidate.arch, trained.data, steps=options.steps,
                             batch_size=options.batch_size, seed=config.task.split_seed, threads=recipe.threads,
                             device=recipe.device)
-    dev_before, dev_after = evaluate_accuracy(inherited, dev, dev_labels), evaluate_accuracy(tuned, dev, dev_labels)
+    dev_before, dev_after = (torch_scores(net, dev)["accuracy"] for net in (inherited, tuned))
     # a short distillation from a weak max subnet can hurt: keep whichever is better on dev (test stays unseen)
     model, kept = (tuned, "finetuned") if dev_after >= dev_before else (inherited, "inherited")
     names = list(trained.splits.label_names)
@@ -151,11 +177,8 @@ def export_trial(trial: FrozenTrial, trained, config: SearchConfig, options: Exp
     else:
         model.save_pretrained(model_dir)
         trained.tokenizer.save_pretrained(model_dir)
-    torch_acc = {}
-    for split in ("dev", "test"):
-        arrays = load_npz(data[split])
-        split_labels = arrays.pop("labels")
-        torch_acc[f"{split}_accuracy"] = evaluate_accuracy(model, arrays, split_labels)
+    torch_acc = {f"{split}_accuracy": torch_scores(model, load_npz(data[split]))["accuracy"]
+                 for split in ("dev", "test") if split in data}
     builds = [(candidate.runtime, candidate.quantization)]
     if options.other_runtime:
         builds += other_builds(candidate.runtime, candidate.quantization, console)
@@ -167,23 +190,37 @@ def export_trial(trial: FrozenTrial, trained, config: SearchConfig, options: Exp
         artifacts[runtime] = {"file": path.name, "mode": mode, "size_mb": meta["size_bytes"] / 1e6,
                               "sha256": meta.get("sha256"), "parity": meta.get("parity"), "measurement": measured,
                               "compile": {k: meta.get(k) for k in ("converter", "opset", "versions", "compile_time_s")}}
-        console.print(f"  {runtime}/{mode}: dev {measured['dev_accuracy']:.3f}, test {measured['test_accuracy']:.3f}, "
+        test = f", test {measured['test_accuracy']:.3f}" if "test_accuracy" in measured else ""
+        console.print(f"  {runtime}/{mode}: dev {metric_name(trained.splits)} {measured['dev_accuracy']:.3f}{test}, "
                       f"{measured['median_ms']:.2f} ms median, {artifacts[runtime]['size_mb']:.2f} MB", highlight=False)
     metrics = {
         "study": study_name, "trial": trial.number,
         "candidate": candidate.to_dict(), "runtime": candidate.runtime, "quantization": candidate.quantization,
-        "seq_len": seq_len, "label_names": names, "torch": torch_acc, "artifacts": artifacts, "vocabulary": vocabulary,
+        "task": trained.splits.task, "seq_len": seq_len, "label_names": names,
+        **({"stride": trained.splits.stride} if trained.splits.task == "qa" else {}), "torch": torch_acc, "artifacts": artifacts, "vocabulary": vocabulary,
         "finetune": {"steps": options.steps, "batch_size": options.batch_size, "distilled_from": "the teacher" if trained.data.soft is not None else "the supernet's max subnet",
                      "train_examples": int(len(trained.data.labels)), "dev_accuracy_inherited": dev_before,
                      "dev_accuracy_finetuned": dev_after, "kept": kept},
-        "data": {"dataset": config.task.dataset, "n_dev": len(trained.splits.dev), "n_test": len(trained.splits.test)},
-        "baselines": load_baselines(trained.splits, cache_root() / "baselines").table(trained.splits),
+        "data": {"dataset": config.task.dataset, "n_dev": _scored(data["dev"]), "n_test": len(trained.splits.test)},
+        "baselines": (None if trained.splits.task == "qa"
+                      else load_baselines(trained.splits, cache_root() / "baselines").table(trained.splits)),
         "search_result": trial.user_attrs[RESULT_ATTR], "target": options.target or config.measure.target,
         "config": json.loads(config.model_dump_json()),
     }
     (model_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
     (model_dir / "README.md").write_text(model_card(metrics))
     return model_dir
+
+
+def metric_name(splits) -> str:
+    """What a task's "accuracy" is: the official SQuAD F1 for QA."""
+    return "F1" if splits.task == "qa" else "accuracy"
+
+
+def _scored(path: Path) -> int:
+    """Examples (QA: questions) a scored .npz holds."""
+    arrays = load_npz(path)
+    return len(json.loads(arrays["answers"].item())) if "answers" in arrays else len(arrays["input_ids"])
 
 
 def save_trimmed(model, trained, config: SearchConfig, seq_len: int, model_dir: Path) -> tuple[dict[str, Path], dict]:
@@ -239,22 +276,41 @@ def runtime_knobs(runtime: str, candidate: Candidate) -> str:
 def model_card(metrics: dict[str, Any]) -> str:
     """A README.md describing architecture, quantization, runtime, accuracy, latency, size and measurement."""
     c = Candidate.from_dict(metrics["candidate"])
-    arch = c.arch.to_dict()
-    labels = ", ".join(metrics["label_names"])
+    qa = metrics.get("task") == "qa"
+    what = ("an extractive question-answering model (SQuAD v1.1 style: the answer is a span of the context)" if qa
+            else f"a text classifier ({', '.join(metrics['label_names'])})")
     lines = [
         f"# MobileBERT {c.arch.short()} ({c.runtime}, {c.quantization})", "",
         f"Exported by `edgenas export` from trial {metrics['trial']} of study `{metrics.get('study')}`: "
-        f"a {metrics['data']['dataset']} text classifier ({labels}).", "",
-        "## Architecture", "", "| knob | value |", "|---|---|",
-        *[f"| {k} | {v} |" for k, v in arch.items()], f"| sequence length | {metrics['seq_len']} |",
-        f"| vocabulary | {metrics['vocabulary']['kept']} of {metrics['vocabulary']['of']} tokens |", "",
-        "## Training", "",
-        f"Weights inherited from the weight-sharing supernet, then fine-tuned for {metrics['finetune']['steps']} steps "
-        f"(batch {metrics['finetune']['batch_size']}) on labels plus distillation from "
-        f"{metrics['finetune']['distilled_from']}. "
-        f"Dev accuracy (torch) {metrics['finetune']['dev_accuracy_inherited']:.4f} inherited, "
-        f"{metrics['finetune']['dev_accuracy_finetuned']:.4f} fine-tuned; the {metrics['finetune']['kept']} "
-        f"weights were kept.", "",
+        f"{what}, trained on {metrics['data']['dataset']}.", "",
+        *_architecture(metrics, c), *_training(metrics, qa),
+        *(_qa_results(metrics) if qa else _classifier_results(metrics)),
+        *_how_measured(metrics, c, qa), *_usage(qa),
+    ]
+    return "\n".join(lines)
+
+
+def _architecture(metrics: dict[str, Any], c: Candidate) -> list[str]:
+    rows = [f"| {k} | {v} |" for k, v in c.arch.to_dict().items()]
+    return ["## Architecture", "", "| knob | value |", "|---|---|", *rows,
+            f"| sequence length | {metrics['seq_len']} |",
+            *([f"| window stride (tokens shared by two windows of a long context) | {metrics['stride']} |"]
+              if "stride" in metrics else []),
+            f"| vocabulary | {metrics['vocabulary']['kept']} of {metrics['vocabulary']['of']} tokens |", ""]
+
+
+def _training(metrics: dict[str, Any], qa: bool) -> list[str]:
+    tune = metrics["finetune"]
+    metric = "F1" if qa else "accuracy"
+    return ["## Training", "",
+            f"Weights inherited from the weight-sharing supernet, then fine-tuned for {tune['steps']} steps "
+            f"(batch {tune['batch_size']}) on labels plus distillation from {tune['distilled_from']}. "
+            f"Dev {metric} (torch) {tune['dev_accuracy_inherited']:.4f} inherited, "
+            f"{tune['dev_accuracy_finetuned']:.4f} fine-tuned; the {tune['kept']} weights were kept.", ""]
+
+
+def _classifier_results(metrics: dict[str, Any]) -> list[str]:
+    lines = [
         "## Results", "",
         f"torch: dev accuracy {metrics['torch']['dev_accuracy']:.4f}, test accuracy {metrics['torch']['test_accuracy']:.4f} "
         f"({metrics['data']['n_dev']} dev / {metrics['data']['n_test']} test examples).", "",
@@ -269,23 +325,55 @@ def model_card(metrics: dict[str, Any]) -> str:
         lines.append(f"| {runtime} | {a['file']} | {a['mode']} | {m['dev_accuracy']:.4f} | {m['test_accuracy']:.4f} "
                      f"({low:.3f}-{high:.3f}) | {m['median_ms']:.3f} | {m['p90_ms']:.3f} | {m['p99_ms']:.3f} | "
                      f"{m['std_ms']:.3f} | {a['size_mb']:.2f} | {agree if agree is not None else '-'} |")
-    lines += ["", "Baselines on the same splits: " + ", ".join(
+    return lines + ["", "Baselines on the same splits: " + ", ".join(
         f"{label} dev {metrics['baselines'][name]['dev']:.4f} / test {metrics['baselines'][name]['test']:.4f}"
         for name, label in BASELINE_NAMES.items()) + "."]
+
+
+def _qa_results(metrics: dict[str, Any]) -> list[str]:
+    lines = [
+        "## Results", "",
+        f"The official SQuAD v1.1 exact match and F1 on {metrics['data']['n_dev']} dev questions (SQuAD's test set "
+        f"is not public). torch: F1 {100 * metrics['torch']['dev_accuracy']:.1f}.", "",
+        "| runtime | file | quantization | dev EM | dev F1 | windows per question | median ms per window | "
+        "ms per question | p90 ms | size MB | start/end token agreement with torch (parity set) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for runtime, a in metrics["artifacts"].items():
+        m = a["measurement"]
+        agree = (a.get("parity") or {}).get("argmax_agreement")
+        lines.append(f"| {runtime} | {a['file']} | {a['mode']} | {100 * m['exact_match']:.1f} | "
+                     f"{100 * m['dev_accuracy']:.1f} | {m['windows_per_question']:.3f} | {m['median_ms']:.3f} | "
+                     f"{m['ms_per_question']:.3f} | {m['p90_ms']:.3f} | {a['size_mb']:.2f} | "
+                     f"{agree if agree is not None else '-'} |")
+    return lines
+
+
+def _how_measured(metrics: dict[str, Any], c: Candidate, qa: bool) -> list[str]:
     first = next(iter(metrics["artifacts"].values()))["measurement"]
     knobs = "; ".join(runtime_knobs(runtime, c) for runtime in metrics["artifacts"])
     dynamic = any(get_backend(runtime).mode(a["mode"]).activations == PER_BATCH
                   for runtime, a in metrics["artifacts"].items())
-    lines += [
+    scored = ("through the runtime on the tokenized windows in `data/dev.npz`: the best span of each question "
+              "over its windows (at most 30 tokens), then the official normalisation" if qa
+              else "through the runtime on the tokenized sets in `data/` (dev, test)")
+    return [
         "", "## How it was measured", "",
         f"On `{metrics['target']}` ({first.get('device')}, {first.get('cpu_count')} cores, Python {first.get('python')}): "
         f"batch 1, sequence length {metrics['seq_len']}, {knobs}; {first.get('warmup')} warm-up runs then "
-        f"{first.get('runs')} timed runs in a fresh process. Accuracy is computed through the runtime on the "
-        "tokenized sets in `data/` (dev, test)." + (f" {DYNAMIC_INT8_NOTE}" if dynamic else ""), "",
-        "## Use", "", "```bash", f"edgenas predict {Path('.')} \"some text\"   # through the artifact",
-        "edgenas bench model.* --data data/dev.npz", "```", "", "```python",
-        "from transformers import AutoTokenizer, MobileBertForSequenceClassification",
-        "model = MobileBertForSequenceClassification.from_pretrained('.')",
-        "tokenizer = AutoTokenizer.from_pretrained('.')", "```", "",
+        f"{first.get('runs')} timed runs in a fresh process. Scores are computed {scored}."
+        + (f" {DYNAMIC_INT8_NOTE}" if dynamic else ""), "",
     ]
-    return "\n".join(lines)
+
+
+def _usage(qa: bool) -> list[str]:
+    if qa:
+        run = "edgenas predict . --question \"Who wrote it?\" --context \"...\"   # through the artifact"
+        load = "from transformers import AutoTokenizer, MobileBertForQuestionAnswering"
+        model = "model = MobileBertForQuestionAnswering.from_pretrained('.')"
+    else:
+        run = "edgenas predict . \"some text\"   # through the artifact"
+        load = "from transformers import AutoTokenizer, MobileBertForSequenceClassification"
+        model = "model = MobileBertForSequenceClassification.from_pretrained('.')"
+    return ["## Use", "", "```bash", run, "edgenas bench model.* --data data/dev.npz", "```", "", "```python",
+            load, model, "tokenizer = AutoTokenizer.from_pretrained('.')", "```", ""]

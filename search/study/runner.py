@@ -133,6 +133,13 @@ def load_task_data(config: SearchConfig) -> tuple[Any, Any, Any]:
     if config.init is not None:
         space = replace(space, init=config.init)
     task = config.task
+    if task.is_qa:
+        from edgenas.search.data.qa import check_windows, load_qa
+
+        splits = load_qa(task.dataset, dev=task.dev, seed=task.split_seed, stride=task.stride)
+        tokenizer = load_tokenizer(task.tokenizer)
+        check_windows(splits, tokenizer, [*config.candidates.seq_lens, config.recipe().seq_len])
+        return space, splits, tokenizer
     splits = load_dataset(
         task.dataset, text_column=task.text_column, label_column=task.label_column,
         dev=task.dev, test=task.test, seed=task.split_seed,
@@ -305,9 +312,11 @@ def finished_study(study: optuna.Study, config: SearchConfig, options: SearchOpt
 
 
 def record_study_attrs(study: optuna.Study, ctx: TrialContext, options: SearchOptions) -> None:
-    """The baselines and the artifact store's directory, for report, export and the dashboard."""
-    baselines = verdict.study_baselines(ctx.splits, ctx.config, cache_root() / "baselines")
-    study.set_user_attr(verdict.BASELINES_ATTR, baselines)
+    """The baselines (a classification task's) and the artifact store's directory, for report, export
+    and the dashboard."""
+    if ctx.splits.task != "qa":
+        baselines = verdict.study_baselines(ctx.splits, ctx.config, cache_root() / "baselines")
+        study.set_user_attr(verdict.BASELINES_ATTR, baselines)
     study.set_user_attr(ARTIFACTS_ATTR, str(artifact_dir(options).resolve()))
 
 
@@ -396,12 +405,18 @@ class TrialReporter:
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         # soft wrap: a long failure reason stays one line in a log or a pipe (the terminal wraps it)
-        self.console.print(trial_line(study, trial, self.console.width), highlight=False, soft_wrap=True)
+        self.console.print(trial_line(study, trial, self.console.width, score_name(self.config)), highlight=False,
+                           soft_wrap=True)
         done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
         self.progress.update(self.task, completed=done)
 
 
-def trial_line(study: optuna.Study, trial: FrozenTrial, width: int = 80) -> str:
+def score_name(config: SearchConfig) -> str:
+    """What the accuracy objective is in tables: a classifier's accuracy, or SQuAD's F1 for QA."""
+    return "F1" if config.task.is_qa else "acc"
+
+
+def trial_line(study: optuna.Study, trial: FrozenTrial, width: int = 80, score: str = "acc") -> str:
     """#7   L2-H128-... onnx/dynamic_int8 seq64 t1 | acc 0.712 | 1.23 ms | 4.1 MB  pareto
 
     The figures go on a second, indented line when one line would be wider than `width`.
@@ -417,7 +432,7 @@ def trial_line(study: optuna.Study, trial: FrozenTrial, width: int = 80) -> str:
     result = trial.user_attrs.get(RESULT_ATTR, {})
     on_front = any(best.number == trial.number for best in study.best_trials)
     dup = f" (= #{result['duplicate_of']})" if "duplicate_of" in result else ""
-    figures = (f"acc {verdict.accuracy_text(result.get('accuracy', float('nan')), result.get('accuracy_n'))} | "
+    figures = (f"{score} {verdict.accuracy_text(result.get('accuracy', float('nan')), result.get('accuracy_n'))} | "
                f"{latency_text(result)} ms | {result.get('size_mb', float('nan')):.1f} MB{dup}")
     mark = "  pareto" if on_front else ""
     line = _two_lines(what, figures + mark, width)
@@ -442,6 +457,10 @@ def latency_text(result: dict[str, Any]) -> str:
 
 #: numeric columns of the Pareto table: heading and least width (a space more than most values need)
 PARETO_NUMBERS = {"seq": 4, "acc": 12, "torch": 6, "ms": 7, "p90": 6, "MB": 6}
+#: a QA study's: its score is F1, and the time to answer a question (all its windows) replaces p90
+QA_PARETO_NUMBERS = {"seq": 4, "F1": 12, "torch": 6, "ms": 7, "ms/q": 7, "MB": 6}
+QA_NOTE = ("F1: the official SQuAD v1.1 F1 (as a fraction); ms: one window of seq tokens; ms/q: a question, "
+           "all the windows of its context")
 
 
 def pareto_table(study: optuna.Study, config: SearchConfig, baselines: bool = True) -> Group:
@@ -456,16 +475,18 @@ def pareto_table(study: optuna.Study, config: SearchConfig, baselines: bool = Tr
     table = narrow_table(f"Pareto front of {study.study_name}")
     number_column(table, "#", 2)
     text_column(table, "architecture\nruntime/mode")
-    for heading, width in PARETO_NUMBERS.items():
+    qa = config.task.is_qa
+    for heading, width in (QA_PARETO_NUMBERS if qa else PARETO_NUMBERS).items():
         number_column(table, heading, width)
     for trial, c in zip(trials, candidates):
         r = trial.user_attrs[RESULT_ATTR]
         table.add_row(
             str(trial.number), f"{c.arch.short()}\n{runtime_mode(c.runtime, c.quantization)}", str(c.seq_len),
             verdict.accuracy_text(r["accuracy"], r.get("accuracy_n")), f"{r['torch_accuracy']:.3f}",
-            latency_text(r), f"{r['p90_ms']:.2f}", f"{r['size_mb']:.2f}",
+            latency_text(r), f"{r['ms_per_question'] if qa else r['p90_ms']:.2f}", f"{r['size_mb']:.2f}",
         )
     notes = [arch_legend([c.arch.short() for c in candidates])] if candidates else []
+    notes += [QA_NOTE] if qa and candidates else []
     notes += [NOISY_NOTE] if any(t.user_attrs[RESULT_ATTR].get("noisy") for t in trials) else []
     recorded = study.user_attrs.get(verdict.BASELINES_ATTR)
     notes += [verdict.baselines_line(recorded)] if baselines and recorded else []

@@ -23,6 +23,7 @@ from edgenas.search.study.candidates import find_duplicate, suggest_candidate
 from edgenas.search.study.objectives import FAIL_ATTR, RESULT_ATTR, objective_values, set_constraints
 from edgenas.search.study.verdict import eval_rows
 from edgenas.search.uncertainty import wilson_interval
+from edgenas.runtime.runners import INPUT_KEYS
 from edgenas.types import Candidate
 
 
@@ -44,6 +45,8 @@ def write_encoded_sets(splits, tokenizer, config: SearchConfig, directory: Path,
     from edgenas.search.data.tokenizer import encode
 
     directory.mkdir(parents=True, exist_ok=True)
+    if splits.task == "qa":
+        return _write_qa_sets(splits, tokenizer, config, directory)
     measure = config.measure
     dev_rows = eval_rows(splits, config)
     rng = np.random.default_rng(config.task.split_seed + 1)
@@ -60,6 +63,35 @@ def write_encoded_sets(splits, tokenizer, config: SearchConfig, directory: Path,
         sets.parity[seq_len] = _save_npz(directory / f"parity-{seq_len}.npz", parity)
         sets.calibration[seq_len] = _save_npz(directory / f"calibration-{seq_len}.npz", calib)
     return sets
+
+
+def _write_qa_sets(splits, tokenizer, config: SearchConfig, directory: Path) -> EncodedSets:
+    """The QA windows of the scored dev questions (with their contexts and gold answers) and of
+    training questions for calibration, per seq_len; parity checks the first scored windows."""
+    from edgenas.search.data.qa import qa_windows, scored_set
+
+    measure = config.measure
+    questions = [splits.dev[i] for i in eval_rows(splits, config)]
+    rng = np.random.default_rng(config.task.split_seed + 1)
+    calib_questions = [splits.train[i] for i in np.sort(rng.permutation(len(splits.train))[: measure.calibration_examples])]
+    sets = EncodedSets()
+    for seq_len in config.candidates.seq_lens:
+        dev = scored_set(tokenizer, questions, seq_len, splits.stride)
+        calib = qa_windows(tokenizer, calib_questions, seq_len, splits.stride).inputs()
+        sets.eval[seq_len] = _save_npz(directory / f"eval-{seq_len}.npz", dev)
+        parity = {k: v[: measure.parity_examples] for k, v in dev.items() if k in INPUT_KEYS}
+        sets.parity[seq_len] = _save_npz(directory / f"parity-{seq_len}.npz", parity)
+        sets.calibration[seq_len] = _save_npz(directory / f"calibration-{seq_len}.npz",
+                                              {k: v[: measure.calibration_examples] for k, v in calib.items()})
+    return sets
+
+
+def torch_scores(model, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+    """A torch model's scores on a scored set, computed as runtime/ computes an artifact's (score_logits)."""
+    from edgenas.runtime.measure import score_logits
+    from edgenas.search.training.loop import predict_logits
+
+    return score_logits(predict_logits(model, arrays), arrays)
 
 
 def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> Path:
@@ -132,7 +164,6 @@ def run_trial(trial: optuna.Trial, ctx: TrialContext) -> list[float]:
 
 def _measure_candidate(trial: optuna.Trial, candidate: Candidate, ctx: TrialContext, clock: PhaseClock) -> dict[str, Any]:
     from edgenas.compile import compile_artifact
-    from edgenas.search.training.loop import accuracy as evaluate_accuracy
     from edgenas.search.training.train import finetune_subnet
 
     seq_len = candidate.seq_len
@@ -149,9 +180,7 @@ def _measure_candidate(trial: optuna.Trial, candidate: Candidate, ctx: TrialCont
                 ctx.vocab.trim_model(model)
             model.save_pretrained(model_dir)
         with clock.phase("torch_eval"):
-            eval_set = load_npz(ctx.encoded.eval[seq_len])
-            labels = eval_set.pop("labels")
-            torch_accuracy = evaluate_accuracy(model, eval_set, labels)
+            torch_accuracy = torch_scores(model, load_npz(ctx.encoded.eval[seq_len]))["accuracy"]
         with clock.phase("compile"):
             artifact = compile_artifact(
                 model_dir,
@@ -179,8 +208,9 @@ def _measure_candidate(trial: optuna.Trial, candidate: Candidate, ctx: TrialCont
     result = {
         **{k: measurement[k] for k in measurement if k not in ("accuracy",)},
         "accuracy": float(measurement["accuracy"]),
-        "accuracy_n": int(len(labels)),  # dev examples scored: the accuracy's uncertainty follows from it
-        "accuracy_ci95": list(wilson_interval(float(measurement["accuracy"]), len(labels))),
+        # dev examples (QA: questions) scored: the accuracy's uncertainty follows from it
+        "accuracy_n": int(measurement["n_eval"]),
+        "accuracy_ci95": list(wilson_interval(float(measurement["accuracy"]), int(measurement["n_eval"]))),
         "torch_accuracy": float(torch_accuracy),
         "size_mb": artifact.meta["size_bytes"] / 1e6,
         "parity": artifact.meta.get("parity"),

@@ -78,6 +78,20 @@ def encode_split(tokenizer, split, seq_len: int, limit: int | None = None, seed:
     return encode(tokenizer, texts, seq_len), labels.astype(np.int64)
 
 
+def encode_training(splits, tokenizer, seq_len: int, limit: int | None = None, seed: int = 0) -> tuple[Encoded, np.ndarray]:
+    """A task's training inputs and labels: texts and their classes, or for QA the windows of
+    (a seeded subsample of) the questions and each window's answer start and end tokens."""
+    if splits.task != "qa":
+        return encode_split(tokenizer, splits.train, seq_len, limit, seed)
+    from edgenas.search.data.qa import answer_positions, qa_windows
+
+    examples = splits.train
+    if limit is not None and limit < len(examples):
+        examples = [examples[i] for i in np.sort(np.random.default_rng(seed).permutation(len(examples))[:limit])]
+    windows = qa_windows(tokenizer, examples, seq_len, splits.stride)
+    return windows.inputs(), answer_positions(windows, examples)
+
+
 def lengths_of(encoded: Encoded) -> np.ndarray:
     """Tokens per example (padding excluded)."""
     return encoded["attention_mask"].sum(1)
@@ -114,11 +128,28 @@ def kd_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) ->
 
 def mixed_loss(logits: torch.Tensor, labels: torch.Tensor, soft: torch.Tensor | None, weight: float,
                temperature: float) -> torch.Tensor:
-    """(1 - weight) * cross-entropy + weight * distillation (plain CE without soft targets)."""
+    """(1 - weight) * cross-entropy + weight * distillation (plain CE without soft targets).
+
+    A QA model's logits (batch, 2, seq) with labels (batch, 2) are two classifications over
+    the tokens, start and end, averaged; soft targets may be longer than the batch (cut)."""
+    if logits.ndim == 3:
+        logits, labels = logits.flatten(0, 1), labels.flatten()
+        soft = None if soft is None else soft[..., : logits.shape[-1]].flatten(0, 1)
     ce = F.cross_entropy(logits.float(), labels)
     if soft is None or weight <= 0:
         return ce
     return (1 - weight) * ce + weight * kd_loss(logits, soft, temperature)
+
+
+def logits_of(output: Any) -> torch.Tensor:
+    """A transformers model output's logits; a QA model's start and end stacked as (batch, 2, seq)."""
+    if getattr(output, "logits", None) is not None:
+        return output.logits
+    return torch.stack([output.start_logits, output.end_logits], dim=1)
+
+
+#: the logit given to tokens past a batch's longest text, where a QA model has no logit of its own
+PAD_LOGIT = -1e4
 
 
 def make_optimizer(params, lr: float, weight_decay: float, total: int, warmup_fraction: float):
@@ -175,13 +206,15 @@ def predict_logits(model: nn.Module, encoded: Encoded, arch=None, batch_size: in
             if isinstance(model, MobileBertSupernet):
                 logits = model(ids, mask, types, arch=arch)
             else:
-                logits = model(input_ids=ids, attention_mask=mask, token_type_ids=types).logits
+                logits = logits_of(model(input_ids=ids, attention_mask=mask, token_type_ids=types))
+            if logits.ndim == 3:  # QA: pad each batch's tokens to the encoded width
+                logits = F.pad(logits, [0, encoded["input_ids"].shape[1] - logits.shape[-1]], value=PAD_LOGIT)
             outputs.append(logits.float().cpu().numpy())
             bar.update(task, advance=len(ids))
     model.train(was_training)
     if not outputs:
         return np.zeros((0, 0), np.float32)
-    logits = np.empty((n, outputs[0].shape[1]), np.float32)
+    logits = np.empty((n, *outputs[0].shape[1:]), np.float32)
     logits[order] = np.concatenate(outputs)
     return logits
 

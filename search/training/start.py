@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from edgenas.recipe import TrainRecipe
 from edgenas.search.space import SearchSpace
@@ -25,7 +24,7 @@ def initial_supernet(space: SearchSpace, splits, tokenizer, recipe: TrainRecipe,
     from edgenas.search.training.teacher import TEACHER_LOGITS, load_teacher, resolve_checkpoint, teacher_logits
 
     torch.manual_seed(recipe.seed)
-    net = MobileBertSupernet(space.max_arch(), len(tokenizer), splits.num_labels, family=space.family,
+    net = MobileBertSupernet(space.max_arch(), len(tokenizer), splits.num_labels, task=splits.task, family=space.family,
                              layers=space.layers, max_position_embeddings=max(512, recipe.seq_len))
     record: dict = {"init": space.init, "teacher": recipe.teacher, "from": "random weights", "reordered": False}
     soft, start = None, None
@@ -40,7 +39,7 @@ def initial_supernet(space: SearchSpace, splits, tokenizer, recipe: TrainRecipe,
         start, record["from"] = resolve_checkpoint(space.init), f"pretrained {space.init}"
     if start is not None:
         record["not_loaded"] = net.load_checkpoint(start)
-    trained_head = start is not None and not any("classifier" in key for key in record["not_loaded"])
+    trained_head = start is not None and not any(key.startswith("exits.") for key in record["not_loaded"])
     if trained_head and not space.family.use_bottleneck and recipe.importance_examples:
         reorder_by_importance(net, splits, tokenizer, recipe)
         record["reordered"] = True
@@ -50,13 +49,13 @@ def initial_supernet(space: SearchSpace, splits, tokenizer, recipe: TrainRecipe,
 def reorder_by_importance(net: MobileBertSupernet, splits, tokenizer, recipe: TrainRecipe) -> None:
     """Rank heads, neurons and hidden units by the task loss's first-order sensitivity on
     `importance_examples` training texts, then permute the weights most important first."""
-    encoded, labels = loop.encode_split(tokenizer, splits.train, recipe.seq_len, recipe.importance_examples,
-                                        recipe.seed + 7)
+    encoded, labels = loop.encode_training(splits, tokenizer, recipe.seq_len, recipe.importance_examples,
+                                           recipe.seed + 7)
     lengths = loop.lengths_of(encoded)
 
     def batches():
         for index in loop.batch_order(lengths, recipe.batch_size, recipe.seed, 0):
             yield (*loop.tensors(encoded, index), torch.from_numpy(labels[index]))
 
-    probe = net.importance(batches(), lambda logits, batch: F.cross_entropy(logits, batch[3]))
+    probe = net.importance(batches(), lambda logits, batch: loop.mixed_loss(logits, batch[3], None, 0.0, 1.0))
     net.reorder(probe.scores["heads"], probe.scores["neurons"], probe.scores["hidden"])

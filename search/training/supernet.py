@@ -316,8 +316,8 @@ class MobileBertSupernet(nn.Module):
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
         arch: ArchConfig | None = None,
-    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """Logits of sub-config `arch` (default: max); QA returns (start, end) logits."""
+    ) -> torch.Tensor:
+        """Logits of sub-config `arch` (default: max); a QA net's are (batch, 2, seq), start then end."""
         arch = self.check_arch(arch)
         return self.forward_depths(input_ids, attention_mask, token_type_ids, arch)[arch.num_hidden_layers]
 
@@ -329,7 +329,7 @@ class MobileBertSupernet(nn.Module):
         arch: ArchConfig,
         depths: list[int] | None = None,
         probe: Probe | None = None,
-    ) -> dict[int, torch.Tensor | tuple[torch.Tensor, torch.Tensor]]:
+    ) -> dict[int, torch.Tensor]:
         """Logits of `arch` cut at each depth in `depths` (default: arch's own), each through its own exit.
 
         With first-k layer selection one pass serves every depth."""
@@ -357,11 +357,10 @@ class MobileBertSupernet(nn.Module):
                 out[position] = self._head(hidden, arch, position)
         return out
 
-    def _head(self, hidden: torch.Tensor, arch: ArchConfig, depth: int) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    def _head(self, hidden: torch.Tensor, arch: ArchConfig, depth: int) -> torch.Tensor:
         head = self.exits[depth - 1]
-        if self.task == "qa":
-            logits = _linear(head.qa_outputs, hidden, 2)
-            return logits[..., 0].contiguous(), logits[..., 1].contiguous()
+        if self.task == "qa":  # (batch, 2, seq): start then end logits, the artifacts' own layout
+            return _linear(head.qa_outputs, hidden, 2).transpose(1, 2)
         pooled = hidden[:, 0]
         if self.family.classifier_activation:
             pooled = torch.tanh(_linear(head.pooler.dense, pooled, arch.hidden_size))

