@@ -103,9 +103,10 @@ def reference_row(questions_npz: dict[str, Any], config: SearchConfig, tokenizer
 
 def windows_at(questions_npz: dict[str, Any], tokenizer, config: SearchConfig, seq_len: int):
     """The windows of the exported model's dev questions read at seq_len."""
+    from edgenas.runtime.measure import question_field
     from edgenas.runtime.qa import make_windows
 
-    questions, contexts = (json.loads(questions_npz[key].item()) for key in ("questions", "contexts"))
+    questions, contexts = (question_field(questions_npz[key]) for key in ("questions", "contexts"))
     return make_windows(tokenizer.backend_tokenizer, questions, contexts, seq_len, config.task.stride,
                         pad_token=tokenizer.pad_token)
 
@@ -142,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=30, help="timed runs of each reference")
     args = p.parse_args(argv)
     run = common.Run("qa", args.quick, args.out, argv)
+    from edgenas.runtime.measure import question_field
     from edgenas.search.study.runner import load_task_data, quiet_libraries
     from edgenas.search.study.trial import load_npz
 
@@ -163,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(teacher_row(model_dir, metrics, config, splits, tokenizer, space, work, args.runs))
     columns = ["model", "runtime/mode", "seq", "EM", "F1", "ms per window", "windows per question", "ms per question",
                "MB"]
-    n = len(json.loads(dev["answers"].item()))
+    n = len(question_field(dev["answers"]))
     body = "\n".join([
         f"{n} dev questions of {metrics['data']['dataset']}, batch 1, one thread unless the trial chose "
         "more; EM and F1 are the official ones, computed on each artifact's own logits.", "",

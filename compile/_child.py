@@ -33,6 +33,7 @@ import numpy as np
 
 from edgenas.compile.converters import converter
 from edgenas.compile.errors import CompileError
+from edgenas.compile.torch_model import reference_logits
 from edgenas.runtime.backends import backend_for, get_backend, load_runner
 from edgenas.runtime.runners import INPUT_KEYS as INPUT_NAMES
 from edgenas.runtime.runners import fit_seq_len
@@ -72,27 +73,14 @@ def build(req: dict[str, Any], build_dir: Path, work: Path) -> Path:
     return out
 
 
-def torch_logits(model_dir: Path, arrays: dict[str, np.ndarray], batch_size: int = 32) -> np.ndarray:
-    """Reference fp32 logits from the transformers model itself."""
-    import torch
-
-    from edgenas.compile.torch_model import load_model
-
-    torch.set_num_threads(1)
-    model = load_model(model_dir)
-    outs = []
-    with torch.no_grad():
-        for i in range(0, len(arrays["input_ids"]), batch_size):
-            feeds = {n: torch.from_numpy(arrays[n][i:i + batch_size].astype(np.int64)) for n in INPUT_NAMES}
-            outs.append(model(**feeds).numpy())
-    return np.concatenate(outs)
-
-
 def check(artifact: Path, model_dir: Path, data: dict[str, np.ndarray], seq_len: int) -> dict[str, Any]:
     """Parity vs torch fp32 and accuracy, both through the runtime that will run the artifact."""
     data = fit_seq_len(data, seq_len)  # labels are 1-D: left as they are
+    import torch
+
     got = load_runner(artifact, threads=1).predict_logits({n: data[n] for n in INPUT_NAMES})
-    ref = torch_logits(model_dir, data)
+    torch.set_num_threads(1)  # the child shares the machine with the search that started it
+    ref = reference_logits(model_dir, data)
     out: dict[str, Any] = {"parity": {"n": int(len(ref)),
                                       "argmax_agreement": float((got.argmax(-1) == ref.argmax(-1)).mean()),
                                       "max_abs_logit_diff": float(np.abs(got - ref).max())}}

@@ -12,6 +12,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from edgenas.runtime.runners import INPUT_KEYS
+
 QA_ARCHITECTURE = "MobileBertForQuestionAnswering"
 
 
@@ -47,3 +51,16 @@ def load_model(model_dir: Path, additive_mask: bool = False, **kwargs: Any) -> A
             return torch.stack([out.start_logits, out.end_logits], dim=1) if qa else out.logits
 
     return Logits().eval()
+
+
+def reference_logits(model_dir: Path, arrays: dict[str, np.ndarray], batch_size: int = 32) -> np.ndarray:
+    """fp32 logits of the saved model itself at the arrays' full width: what every artifact is checked against."""
+    import torch
+
+    model = load_model(model_dir)
+    outs = []
+    with torch.no_grad():
+        for i in range(0, len(arrays["input_ids"]), batch_size):
+            feeds = {n: torch.from_numpy(arrays[n][i:i + batch_size].astype(np.int64)) for n in INPUT_KEYS}
+            outs.append(model(**feeds).numpy())
+    return np.concatenate(outs)

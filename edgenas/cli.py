@@ -235,6 +235,8 @@ def predict(
     from edgenas.runtime.predict import PredictError, Predictor
 
     if question is not None or context is not None or context_file is not None:
+        if texts or file is not None:
+            raise EdgenasError("give texts to classify or --question with --context, not both")
         answer_question(model_dir, question, read_context(context, context_file), runtime, threads, as_json)
         return
     inputs = list(texts or [])
@@ -263,7 +265,10 @@ def read_context(context: str | None, context_file: Path | None) -> str:
     if context_file is not None:
         if not context_file.is_file():
             raise EdgenasError(f"{context_file}: file not found")
-        return context_file.read_text(encoding="utf-8")
+        try:
+            return context_file.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise EdgenasError(f"{context_file}: not UTF-8 text ({exc.reason})") from None
     if context is None:
         raise EdgenasError("a QA model needs --context TEXT (or --context-file F) beside --question")
     return context

@@ -42,9 +42,11 @@ class _Strict(BaseModel):
 
 class TaskConfig(_Strict):
     """Which data to learn: the packaged tweets or a user CSV/JSONL (classification), or
-    extractive QA on the packaged SQuAD v1.1 (`squad`) or a user's SQuAD-format .json."""
+    extractive QA on the packaged SQuAD v1.1 (`squad`) or a user's SQuAD-format .json (kind: qa)."""
 
     dataset: str = "tweets"
+    #: classification or qa; unset: qa for `squad`, classification for anything else
+    kind: Optional[Literal["classification", "qa"]] = None
     text_column: str = "text"
     label_column: str = "label"
     dev: Optional[str] = None
@@ -57,12 +59,17 @@ class TaskConfig(_Strict):
     @property
     def is_qa(self) -> bool:
         """Extractive question answering rather than text classification."""
-        return is_qa_dataset(self.dataset)
+        return is_qa_task(self.kind, self.dataset)
+
+    @property
+    def score_name(self) -> str:
+        """What the accuracy objective measures: SQuAD's F1 for QA."""
+        return "F1" if self.is_qa else "accuracy"
 
 
-def is_qa_dataset(dataset: Any) -> bool:
-    """Whether a task.dataset value names QA data: `squad` or a SQuAD-format .json file."""
-    return isinstance(dataset, str) and (dataset == "squad" or dataset.lower().endswith(".json"))
+def is_qa_task(kind: Any, dataset: Any) -> bool:
+    """Whether task.kind and task.dataset (as written in a config) make a QA task."""
+    return kind == "qa" or (kind is None and dataset == "squad")
 
 
 def searched_modes() -> dict[str, list[str]]:
@@ -193,9 +200,13 @@ class SearchConfig(_Strict):
         and number of scored questions."""
         if not isinstance(values, dict) or not isinstance(values.get("task"), dict):
             return values
-        if not is_qa_dataset(values["task"].get("dataset")):
+        task = values["task"]
+        if not is_qa_task(task.get("kind"), task.get("dataset")):
             return values
         values = dict(values)
+        supernet = values.get("supernet")
+        if isinstance(supernet, dict) and "seq_len" not in supernet:  # a classifier's 64 tokens leave no room
+            values["supernet"] = {**supernet, "seq_len": QA_DEMO_RECIPE["seq_len"]}
         values.setdefault("supernet", dict(QA_DEMO_RECIPE))
         for key, field, default in (("candidates", "seq_lens", list(QA_SEQ_LENS)),
                                     ("measure", "eval_examples", QA_EVAL_QUESTIONS)):

@@ -83,14 +83,16 @@ def load_data(path: str | Path, max_eval: int | None = None) -> dict[str, np.nda
 QUESTION_KEYS = ("questions", "contexts", "answers")
 
 
-def _json(array: np.ndarray) -> Any:
+def question_field(array: np.ndarray) -> list[Any]:
+    """One of a QA set's per-question lists (QUESTION_KEYS), decoded."""
     return json.loads(array.item())
 
 
 def _first_questions(arrays: dict[str, np.ndarray], count: int) -> dict[str, np.ndarray]:
     """A QA set cut to its first `count` questions and all of their windows."""
     keep = arrays["example"] < count
-    return {k: np.array(json.dumps(_json(v)[:count])) if k in QUESTION_KEYS else v[keep] for k, v in arrays.items()}
+    return {k: np.array(json.dumps(question_field(v)[:count])) if k in QUESTION_KEYS else v[keep]
+            for k, v in arrays.items()}
 
 
 def synthetic_example(seq_len: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -191,7 +193,8 @@ def score_logits(logits: np.ndarray, arrays: dict[str, np.ndarray]) -> dict[str,
                 "n_eval": int(len(arrays["labels"]))}
     from .qa import best_spans, squad_scores, windows_of
 
-    windows, contexts, golds = windows_of(arrays), _json(arrays["contexts"]), _json(arrays["answers"])
+    windows, contexts = windows_of(arrays), question_field(arrays["contexts"])
+    golds = question_field(arrays["answers"])
     answers = best_spans(logits[:, 0], logits[:, 1], windows, contexts)
     official = squad_scores([a.text for a in answers], golds)
     return {"accuracy": official["f1"] / 100, "exact_match": official["exact_match"] / 100,

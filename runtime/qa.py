@@ -122,12 +122,7 @@ def make_windows(
         raise ValueError(f"{len(questions)} questions but {len(contexts)} contexts")
     if stride < 0:
         raise ValueError(f"stride must be >= 0, got {stride}")
-    from tokenizers import Tokenizer
-
-    # truncation and padding are state of a Tokenizer: set them on a copy, never on the caller's
-    copy = Tokenizer.from_str(tokenizer.to_str())
-    copy.no_truncation()
-    copy.no_padding()
+    copy = bare_copy(tokenizer)
     check_room(copy, questions, seq_len, stride)
     pad = _pad_token(tokenizer, pad_token)
     copy.enable_truncation(seq_len, stride=stride, strategy="only_second", direction="right")
@@ -147,9 +142,21 @@ def make_windows(
     )
 
 
+def bare_copy(tokenizer: Tokenizer) -> Tokenizer:
+    """A copy of the tokenizer without truncation or padding (both are state of a Tokenizer: they are
+    set on a copy, never on the caller's)."""
+    from tokenizers import Tokenizer
+
+    copy = Tokenizer.from_str(tokenizer.to_str())
+    copy.no_truncation()
+    copy.no_padding()
+    return copy
+
+
 def check_room(tokenizer: Tokenizer, questions: list[str], seq_len: int, stride: int) -> None:
     """A one-line ValueError for a question that leaves no room for its context, or less than
-    `stride` + 1 tokens of it: tokenizers would panic (a BaseException) there."""
+    `stride` + 1 tokens of it: tokenizers would panic (a BaseException) there. `tokenizer`
+    must be a bare_copy (padding would count as question tokens)."""
     specials = tokenizer.num_special_tokens_to_add(is_pair=True)
     lengths = [len(e.ids) for e in tokenizer.encode_batch(list(questions), add_special_tokens=False)]
     for index, length in enumerate(lengths):
@@ -162,7 +169,7 @@ def check_room(tokenizer: Tokenizer, questions: list[str], seq_len: int, stride:
         if stride >= room:
             raise ValueError(
                 f"stride {stride} must be less than the {room} context tokens that fit beside question "
-                f"{index} in seq_len {seq_len}"
+                f"{index} ({length} tokens) in seq_len {seq_len}"
             )
 
 

@@ -11,6 +11,7 @@ import pytest
 from edgenas.compile import CompileError, compile_artifact
 from edgenas.compile import _child
 from edgenas.compile import converters
+from edgenas.compile.torch_model import reference_logits
 from edgenas.runtime.backends import BACKENDS, load_runner
 from edgenas.runtime.runners import INPUT_KEYS
 
@@ -98,7 +99,7 @@ def test_tf_twin_matches_torch(int8_mask: bool, model_fixture: str, npz: tuple[P
     data = dict(np.load(npz[1]))
     fn = build_tf_model(tiny_model, int8_mask=int8_mask).concrete_function(SEQ)
     got = fn(**{k: data[k].astype(np.int32) for k in ("input_ids", "attention_mask", "token_type_ids")})["logits"]
-    ref = _child.torch_logits(tiny_model, data)
+    ref = reference_logits(tiny_model, data)
     np.testing.assert_allclose(got.numpy(), ref, atol=1e-4)
 
 

@@ -79,6 +79,14 @@ def test_qa_configs_refuse_what_qa_cannot_do(update: dict, message: str) -> None
         SearchConfig.model_validate({"task": {"dataset": "squad"}, **update})
 
 
+def test_the_task_kind_decides_qa_not_the_file_suffix() -> None:
+    assert not SearchConfig.model_validate({"task": {"dataset": "rows.json"}}).task.is_qa  # JSON lines of texts
+    assert SearchConfig.model_validate({"task": {"dataset": "mine.json", "kind": "qa"}}).task.is_qa
+    assert SearchConfig.model_validate({"task": {"dataset": "squad"}}).task.score_name == "F1"
+    # a recipe without seq_len gets the QA windows' length, not a classifier's 64 tokens
+    assert SearchConfig.model_validate({"task": {"dataset": "squad"}, "supernet": {"steps": 5}}).recipe().seq_len == 256
+
+
 def test_a_qa_config_gets_the_qa_demo_defaults(tmp_path: Path) -> None:
     from edgenas.config import QA_DEMO_RECIPE, QA_EVAL_QUESTIONS, QA_SEQ_LENS
 
@@ -86,8 +94,8 @@ def test_a_qa_config_gets_the_qa_demo_defaults(tmp_path: Path) -> None:
     assert config.supernet == QA_DEMO_RECIPE and config.candidates.seq_lens == QA_SEQ_LENS
     assert config.measure.eval_examples == QA_EVAL_QUESTIONS
     given = SearchConfig.model_validate({"task": {"dataset": "squad"}, "candidates": {"seq_lens": [128]},
-                                         "supernet": {"steps": 5}})
-    assert given.candidates.seq_lens == [128] and given.supernet == {"steps": 5}
+                                         "supernet": {"steps": 5, "seq_len": 128}})
+    assert given.candidates.seq_lens == [128] and given.supernet == {"steps": 5, "seq_len": 128}
     assert SearchConfig().candidates.seq_lens == [48, 64]  # classification keeps its own
     path = tmp_path / "bad.yaml"
     path.write_text("task: {dataset: squad}\ntrim_vocab: true\n")
@@ -147,6 +155,7 @@ def test_predict_answers_with_a_span_of_the_context(qa_export: tuple[Path, Path]
     (["--question", "what is the car ?"], "--context"),
     (["--context", "the car is red ."], "--question"),
     (["some text"], "answers questions"),
+    (["some text", "--question", "what is the car ?", "--context", "the car is red ."], "not both"),
 ])
 def test_predict_refuses_a_qa_call_without_its_parts(qa_export: tuple[Path, Path], argv: list[str], message: str,
                                                      capsys) -> None:
@@ -174,3 +183,18 @@ def test_compare_times_and_scores_a_qa_model(qa_export: tuple[Path, Path], tmp_p
     for row in rows:
         assert float(row["ms_per_question"]) == pytest.approx(3 * float(row["median_ms"]))
         assert float(row["torch_agreement"]) == 1.0 and float(row["exact_match"]) <= float(row["dev_accuracy"])
+        assert float(row["max_abs_logit_diff"]) < 1e-3  # torch's reference is at full width, padding included
+
+
+def test_predict_reads_a_context_file_and_refuses_one_that_is_not_text(qa_export: tuple[Path, Path], tmp_path: Path,
+                                                                     capsys) -> None:
+    from edgenas.cli import main
+
+    good, bad = tmp_path / "context.txt", tmp_path / "context.bin"
+    good.write_text("the car is red . the phone is blue .")
+    bad.write_bytes(b"\xff\xfe the car")
+    main(["predict", str(qa_export[0]), "--question", "what is the car ?", "--context-file", str(good), "--json"])
+    assert json.loads(capsys.readouterr().out)["answer"]
+    with pytest.raises(SystemExit):
+        main(["predict", str(qa_export[0]), "--question", "what is the car ?", "--context-file", str(bad)])
+    assert "not UTF-8" in capsys.readouterr().err

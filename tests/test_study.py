@@ -91,6 +91,19 @@ def test_resume_refuses_another_config(tmp_path: Path) -> None:
         open_study(rdb, "s", other, optuna.samplers.RandomSampler())
 
 
+def test_a_study_stored_before_a_config_key_was_added_still_resumes(tmp_path: Path) -> None:
+    import json
+
+    rdb = storage(tmp_path)
+    study = open_study(rdb, "old", SearchConfig(), optuna.samplers.RandomSampler())
+    stored = json.loads(study.user_attrs["config"])
+    del stored["task"]["stride"], stored["task"]["kind"]  # keys this version added, with their defaults
+    study.set_user_attr("config", json.dumps(stored))
+    assert open_study(rdb, "old", SearchConfig(), optuna.samplers.RandomSampler()).study_name == "old"
+    with pytest.raises(StudyError, match="different config"):
+        open_study(rdb, "old", SearchConfig.model_validate({"task": {"stride": 64}}), optuna.samplers.RandomSampler())
+
+
 def test_trial_cap_counts_completed_trials(tmp_path: Path) -> None:
     study = optuna.create_study(storage=storage(tmp_path))
     study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=50, callbacks=[TrialCap(4)])

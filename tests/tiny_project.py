@@ -112,7 +112,7 @@ def make_tiny_qa_project(root: Path, runtimes: dict[str, list[str]] | None = Non
     tokenizer = write_tokenizer(root, [*QA_THINGS, *QA_COLOURS, "the", "is", "what", "?"])
     (root / "space.yaml").write_text(yaml.safe_dump(SPACE))
     config = {
-        "task": {"dataset": str(data), "tokenizer": str(tokenizer), "stride": 8},
+        "task": {"kind": "qa", "dataset": str(data), "tokenizer": str(tokenizer), "stride": 8},
         "space": str(root / "space.yaml"),
         "supernet": {"steps": 4, "batch_size": 8, "seq_len": 24, "checkpoint_every": 2, "teacher": None},
         # 24 tokens: each 25-token context takes three windows, so answers are decoded across windows

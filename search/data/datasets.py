@@ -62,6 +62,11 @@ class Splits:
         return digest.hexdigest()[:16]
 
 
+def seeded_rows(n: int, limit: int | None, seed: int) -> np.ndarray:
+    """The sorted indices of a seeded random subset of at most `limit` of n rows (all of them if None)."""
+    return np.sort(np.random.default_rng(seed).permutation(n)[:limit])
+
+
 def load_dataset(
     source: str = "tweets",
     *,

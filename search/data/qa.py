@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from tokenizers import Tokenizer
 
-from edgenas.runtime.qa import QA_SEQ_LEN, QA_STRIDE, Windows, check_room, make_windows
+from edgenas.runtime.qa import QA_SEQ_LEN, QA_STRIDE, Windows, bare_copy, check_room, make_windows
 from edgenas.search.data.datasets import DataError
 from edgenas.search.data.fetch import fetch_file
 
@@ -94,7 +94,7 @@ def load_qa(source: str = "squad", dev: str | Path | None = None, seed: int = 0,
 def check_windows(splits: QASplits, tokenizer: Any, seq_lens: list[int]) -> None:
     """One DataError line, before any training, when some question leaves too little room for its
     context's windows at one of the sequence lengths."""
-    backend = getattr(tokenizer, "backend_tokenizer", tokenizer)
+    backend = bare_copy(getattr(tokenizer, "backend_tokenizer", tokenizer))
     questions = [example.question for example in (*splits.train, *splits.dev)]
     for seq_len in sorted(set(seq_lens)):
         try:

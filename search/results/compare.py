@@ -69,17 +69,6 @@ def model_inputs(model_dir: Path) -> tuple[int, dict[str, Path]]:
     return int(json.loads(metrics_path.read_text())["seq_len"]), data
 
 
-def torch_logits(model_dir: Path, arrays: dict[str, np.ndarray]) -> np.ndarray:
-    """Logits of the directory's transformers weights (the reference every artifact is checked against)."""
-    from transformers import AutoModelForQuestionAnswering, AutoModelForSequenceClassification
-
-    from edgenas.compile.torch_model import is_qa
-    from edgenas.search.training.loop import predict_logits
-
-    auto = AutoModelForQuestionAnswering if is_qa(model_dir) else AutoModelForSequenceClassification
-    return predict_logits(auto.from_pretrained(str(model_dir)), arrays)
-
-
 def compare_one(model_dir: Path, runtime: str, mode: str, seq_len: int, data: dict[str, Path], target,
                 options: CompareOptions, reference: np.ndarray, torch_accuracy: float) -> dict[str, Any]:
     """Compile, time and score one runtime/mode; a failure becomes a row with its error."""
@@ -117,10 +106,11 @@ def compare_model(model_dir: Path, options: CompareOptions, progress=None) -> li
     seq_len, data = model_inputs(model_dir)
     pairs = plan(options)
     target = target_from_url(options.target)
+    from edgenas.compile.torch_model import reference_logits
     from edgenas.runtime.measure import score_logits
 
     arrays = load_npz(data["dev"])
-    reference = torch_logits(model_dir, arrays)
+    reference = reference_logits(model_dir, arrays)  # full width, like the artifacts' logits
     torch_accuracy = score_logits(reference, arrays)["accuracy"]
     rows = []
     for runtime, mode in pairs:

@@ -24,7 +24,8 @@ from edgenas.errors import EdgenasError
 from edgenas.runtime.predict import ARTIFACT_FILES
 from edgenas.search.data.baselines import load_baselines
 from edgenas.search.study.objectives import RESULT_ATTR, pareto_trials
-from edgenas.search.study.trial import compile_cache_dir, load_npz, torch_scores
+from edgenas.search.data.datasets import seeded_rows
+from edgenas.search.study.trial import calibration_rows, compile_cache_dir, load_npz, torch_scores
 from edgenas.search.study.verdict import BASELINE_NAMES
 from edgenas.search.uncertainty import wilson_interval
 from edgenas.search.results.report import completed, load_study
@@ -90,8 +91,7 @@ def write_data(splits, tokenizer, config: SearchConfig, seq_len: int, directory:
     from edgenas.search.data.tokenizer import encode
 
     directory.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(config.task.split_seed)
-    calib_rows = np.sort(rng.permutation(len(splits.train))[: config.measure.calibration_examples])
+    calib_rows = calibration_rows(splits, config, seed_offset=0)
     if splits.task == "qa":
         return _save_sets(_qa_sets(splits, tokenizer, config, seq_len, calib_rows), directory)
     sets = {
@@ -107,7 +107,7 @@ def _qa_sets(splits, tokenizer, config: SearchConfig, seq_len: int, calib_rows: 
     """A QA export's scored dev questions (EXPORT_QUESTIONS at most), calibration and parity windows."""
     from edgenas.search.data.qa import qa_windows, scored_set
 
-    rows = np.sort(np.random.default_rng(config.task.split_seed).permutation(len(splits.dev))[:EXPORT_QUESTIONS])
+    rows = seeded_rows(len(splits.dev), EXPORT_QUESTIONS, config.task.split_seed)
     dev = scored_set(tokenizer, [splits.dev[i] for i in rows], seq_len, splits.stride)
     calibration = qa_windows(tokenizer, [splits.train[i] for i in calib_rows], seq_len, splits.stride).inputs()
     return {"dev": dev, "calibration": {k: v[: config.measure.calibration_examples] for k, v in calibration.items()},
@@ -191,7 +191,7 @@ def export_trial(trial: FrozenTrial, trained, config: SearchConfig, options: Exp
                               "sha256": meta.get("sha256"), "parity": meta.get("parity"), "measurement": measured,
                               "compile": {k: meta.get(k) for k in ("converter", "opset", "versions", "compile_time_s")}}
         test = f", test {measured['test_accuracy']:.3f}" if "test_accuracy" in measured else ""
-        console.print(f"  {runtime}/{mode}: dev {metric_name(trained.splits)} {measured['dev_accuracy']:.3f}{test}, "
+        console.print(f"  {runtime}/{mode}: dev {config.task.score_name} {measured['dev_accuracy']:.3f}{test}, "
                       f"{measured['median_ms']:.2f} ms median, {artifacts[runtime]['size_mb']:.2f} MB", highlight=False)
     metrics = {
         "study": study_name, "trial": trial.number,
@@ -212,15 +212,12 @@ def export_trial(trial: FrozenTrial, trained, config: SearchConfig, options: Exp
     return model_dir
 
 
-def metric_name(splits) -> str:
-    """What a task's "accuracy" is: the official SQuAD F1 for QA."""
-    return "F1" if splits.task == "qa" else "accuracy"
-
-
 def _scored(path: Path) -> int:
     """Examples (QA: questions) a scored .npz holds."""
+    from edgenas.runtime.measure import question_field
+
     arrays = load_npz(path)
-    return len(json.loads(arrays["answers"].item())) if "answers" in arrays else len(arrays["input_ids"])
+    return len(question_field(arrays["answers"])) if "answers" in arrays else len(arrays["input_ids"])
 
 
 def save_trimmed(model, trained, config: SearchConfig, seq_len: int, model_dir: Path) -> tuple[dict[str, Path], dict]:

@@ -412,7 +412,7 @@ class TrialReporter:
 
 
 def score_name(config: SearchConfig) -> str:
-    """What the accuracy objective is in tables: a classifier's accuracy, or SQuAD's F1 for QA."""
+    """The accuracy objective's name in tables: acc, or SQuAD's F1 for QA."""
     return "F1" if config.task.is_qa else "acc"
 
 

@@ -142,9 +142,17 @@ def open_study(storage: RDBStorage, name: str, config: SearchConfig, sampler: op
         study.set_user_attr("config", config_json)
         study.set_user_attr("objectives", config.objectives)
         study.set_metric_names([METRIC_NAMES[name] for name in config.objectives])
-    elif _identity(json.loads(stored)) != _identity(json.loads(config_json)):
+    elif _identity(_current(json.loads(stored))) != _identity(json.loads(config_json)):
         raise StudyError(f"study '{name}' was created with a different config; use another --study name")
     return study
+
+
+def _current(stored: dict[str, Any]) -> dict[str, Any]:
+    """A stored config as this version writes it: keys added since then take their defaults."""
+    try:
+        return json.loads(SearchConfig.model_validate(stored).model_dump_json())
+    except ValueError:  # not valid any more: compared as stored, so it differs and says so
+        return stored
 
 
 def _identity(config: dict[str, Any]) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 from edgenas.config import SearchConfig
 from edgenas.errors import EdgenasError
 from edgenas.paths import cache_root
+from edgenas.search.data.datasets import seeded_rows
 from edgenas.search.space import SearchSpace
 from edgenas.search.study.candidates import find_duplicate, suggest_candidate
 from edgenas.search.study.objectives import FAIL_ATTR, RESULT_ATTR, objective_values, set_constraints
@@ -48,9 +49,7 @@ def write_encoded_sets(splits, tokenizer, config: SearchConfig, directory: Path,
     if splits.task == "qa":
         return _write_qa_sets(splits, tokenizer, config, directory)
     measure = config.measure
-    dev_rows = eval_rows(splits, config)
-    rng = np.random.default_rng(config.task.split_seed + 1)
-    calib_rows = np.sort(rng.permutation(len(splits.train))[: measure.calibration_examples])
+    dev_rows, calib_rows = eval_rows(splits, config), calibration_rows(splits, config)
     sets = EncodedSets()
     for seq_len in config.candidates.seq_lens:
         dev = encode(tokenizer, [splits.dev.texts[i] for i in dev_rows], seq_len)
@@ -65,6 +64,11 @@ def write_encoded_sets(splits, tokenizer, config: SearchConfig, directory: Path,
     return sets
 
 
+def calibration_rows(splits, config: SearchConfig, seed_offset: int = 1) -> np.ndarray:
+    """The training rows static quantization calibrates on."""
+    return seeded_rows(len(splits.train), config.measure.calibration_examples, config.task.split_seed + seed_offset)
+
+
 def _write_qa_sets(splits, tokenizer, config: SearchConfig, directory: Path) -> EncodedSets:
     """The QA windows of the scored dev questions (with their contexts and gold answers) and of
     training questions for calibration, per seq_len; parity checks the first scored windows."""
@@ -72,8 +76,7 @@ def _write_qa_sets(splits, tokenizer, config: SearchConfig, directory: Path) -> 
 
     measure = config.measure
     questions = [splits.dev[i] for i in eval_rows(splits, config)]
-    rng = np.random.default_rng(config.task.split_seed + 1)
-    calib_questions = [splits.train[i] for i in np.sort(rng.permutation(len(splits.train))[: measure.calibration_examples])]
+    calib_questions = [splits.train[i] for i in calibration_rows(splits, config)]
     sets = EncodedSets()
     for seq_len in config.candidates.seq_lens:
         dev = scored_set(tokenizer, questions, seq_len, splits.stride)

@@ -10,6 +10,7 @@ import numpy as np
 import optuna
 
 from edgenas.config import SearchConfig
+from edgenas.search.data.datasets import seeded_rows
 from edgenas.search.uncertainty import clearly_better, half_width
 
 #: study user attribute holding the baselines on the study's dev rows
@@ -19,8 +20,7 @@ BASELINE_NAMES = {"majority": "majority class", "tfidf": "TF-IDF + logistic regr
 
 def eval_rows(splits, config: SearchConfig) -> np.ndarray:
     """The dev rows every candidate is scored on (seeded, sorted): all of dev when it is small enough."""
-    rng = np.random.default_rng(config.task.split_seed)
-    return np.sort(rng.permutation(len(splits.dev))[: config.measure.eval_examples])
+    return seeded_rows(len(splits.dev), config.measure.eval_examples, config.task.split_seed)
 
 
 def study_baselines(splits, config: SearchConfig, cache_dir: Path) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 
 from edgenas.errors import EdgenasError
+from edgenas.search.data.datasets import seeded_rows
 
 Encoded = dict[str, np.ndarray]
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -66,7 +67,7 @@ def subsample(texts: list[str], labels: np.ndarray, limit: int | None, seed: int
     """A seeded random subset of at most `limit` examples (all of them if limit is None)."""
     if limit is None or limit >= len(texts):
         return list(texts), np.asarray(labels)
-    picked = np.sort(np.random.default_rng(seed).permutation(len(texts))[:limit])
+    picked = seeded_rows(len(texts), limit, seed)
     return [texts[i] for i in picked], np.asarray(labels)[picked]
 
 
@@ -85,9 +86,7 @@ def encode_training(splits, tokenizer, seq_len: int, limit: int | None = None, s
         return encode_split(tokenizer, splits.train, seq_len, limit, seed)
     from edgenas.search.data.qa import answer_positions, qa_windows
 
-    examples = splits.train
-    if limit is not None and limit < len(examples):
-        examples = [examples[i] for i in np.sort(np.random.default_rng(seed).permutation(len(examples))[:limit])]
+    examples = [splits.train[i] for i in seeded_rows(len(splits.train), limit, seed)]
     windows = qa_windows(tokenizer, examples, seq_len, splits.stride)
     return windows.inputs(), answer_positions(windows, examples)
 
@@ -148,7 +147,8 @@ def logits_of(output: Any) -> torch.Tensor:
     return torch.stack([output.start_logits, output.end_logits], dim=1)
 
 
-#: the logit given to tokens past a batch's longest text, where a QA model has no logit of its own
+#: a QA model's logit at padding tokens in stored logits (the teacher's): never an answer, and the same
+#: whichever batch an example was run in
 PAD_LOGIT = -1e4
 
 
@@ -207,8 +207,10 @@ def predict_logits(model: nn.Module, encoded: Encoded, arch=None, batch_size: in
                 logits = model(ids, mask, types, arch=arch)
             else:
                 logits = logits_of(model(input_ids=ids, attention_mask=mask, token_type_ids=types))
-            if logits.ndim == 3:  # QA: pad each batch's tokens to the encoded width
+            if logits.ndim == 3:  # QA: every padding token gets PAD_LOGIT, whichever batch it fell in
                 logits = F.pad(logits, [0, encoded["input_ids"].shape[1] - logits.shape[-1]], value=PAD_LOGIT)
+                padding = torch.from_numpy(encoded["attention_mask"][order[start : start + batch_size]] == 0)
+                logits = logits.masked_fill(padding[:, None, :].to(logits.device), PAD_LOGIT)
             outputs.append(logits.float().cpu().numpy())
             bar.update(task, advance=len(ids))
     model.train(was_training)
