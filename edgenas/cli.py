@@ -53,12 +53,19 @@ err_console = Console(stderr=True)
 
 @data_app.command("info")
 def data_info(
-    dataset: str = typer.Argument("tweets", help="tweets, squad, or a path to a CSV/JSONL file"),
+    dataset: str = typer.Argument("tweets", help="tweets, squad, or a path to a CSV/JSONL file (or a SQuAD-format "
+                                                  ".json file with --qa)"),
     text_column: str = typer.Option("text", help="text column of a user file"),
     label_column: str = typer.Option("label", help="label column of a user file"),
     seed: int = typer.Option(0, help="seed of the train/dev/test split"),
+    qa: bool = typer.Option(False, "--qa", help="the file holds extractive-QA data in SQuAD's format"),
 ) -> None:
-    """Print counts per split and label."""
+    """Print counts per split and label (QA: contexts and questions per split)."""
+    if qa or dataset == "squad":
+        from edgenas.search.data.qa import describe_qa, load_qa
+
+        console.print(describe_qa(load_qa(dataset, seed=seed), title=dataset))
+        return
     from edgenas.search.data.datasets import describe, load_dataset
 
     splits = load_dataset(dataset, text_column=text_column, label_column=label_column, seed=seed)
@@ -153,6 +160,8 @@ def export(
     trim_vocab: bool = typer.Option(False, "--trim-vocab",
                                     help="keep only the tokens the training text uses (others become [UNK])"),
     device: Optional[str] = DeviceOption,
+    questions: int = typer.Option(2000, "--questions", min=1,
+                                  help="QA: dev questions each model is scored on (a seeded subset of dev)"),
     no_progress: bool = typer.Option(False, "--no-progress", help="no progress bars"),
 ) -> None:
     """Export Pareto-optimal models with model cards."""
@@ -161,7 +170,7 @@ def export(
 
     options = ExportOptions(out_dir=out, trials=trials, steps=steps, batch_size=batch_size,
                             other_runtime=other_runtime, target=target, progress=not no_progress,
-                            trim_vocab=trim_vocab, device=device)
+                            trim_vocab=trim_vocab, device=device, questions=questions)
     for directory in export_study(study, storage_url(storage, search_dir), options, console):
         console.print(f"[green]wrote[/] {directory}")
 

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
+from .runners import INPUT_KEYS
+
 if TYPE_CHECKING:  # imported where windows are made: scoring on a device needs numpy alone
     from tokenizers import Tokenizer
 
@@ -24,7 +26,6 @@ QA_STRIDE = 128
 MAX_ANSWER_TOKENS = 30
 N_BEST = 20
 
-MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 #: offsets of tokens that are not context tokens (question, special, padding)
 NO_OFFSET = -1
 
@@ -41,7 +42,7 @@ class Windows:
 
     def inputs(self) -> dict[str, np.ndarray]:
         """The three model inputs, by name."""
-        return {name: getattr(self, name) for name in MODEL_INPUTS}
+        return {name: getattr(self, name) for name in INPUT_KEYS}
 
     def __len__(self) -> int:
         return len(self.example)

@@ -62,3 +62,19 @@ def test_bad_device_is_one_line(tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit) as info:
         main(["train", "--device", "tpu", "--out", str(tmp_path / "x")])
     assert info.value.code == 2 and "unknown device 'tpu'" in capsys.readouterr().err
+
+
+def test_a_qa_supernet_trains_here_and_searches_elsewhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The QA task takes the same train-on-one-box, search-on-another path."""
+    import edgenas.search.training.start as start
+    from tiny_project import make_tiny_qa_project
+
+    config = make_tiny_qa_project(tmp_path / "project", runtimes={"onnxruntime": ["fp32"]})
+    monkeypatch.setenv("EDGENAS_CACHE_DIR", str(tmp_path / "gpu-box-cache"))
+    main(["train", "--config", str(config), "--out", str(tmp_path / "supernet"), "--device", "cpu", "--no-progress"])
+    record = json.loads((tmp_path / "supernet" / "supernet.json").read_text())
+    assert record["task"] == "qa" and record["data"]["label_names"] == ["start", "end"]
+    monkeypatch.setenv("EDGENAS_CACHE_DIR", str(tmp_path / "edge-box-cache"))
+    monkeypatch.setattr(start, "initial_supernet", lambda *a, **k: pytest.fail("the supernet was trained again"))
+    main(["search", "--config", str(config), "--supernet", str(tmp_path / "supernet"), "--out", str(tmp_path / "out"),
+          "--n-trials", "1", "--no-progress"])

@@ -198,3 +198,24 @@ def test_predict_reads_a_context_file_and_refuses_one_that_is_not_text(qa_export
     with pytest.raises(SystemExit):
         main(["predict", str(qa_export[0]), "--question", "what is the car ?", "--context-file", str(bad)])
     assert "not UTF-8" in capsys.readouterr().err
+
+
+def test_data_info_describes_a_qa_file(tmp_path: Path, capsys) -> None:
+    from edgenas.cli import main
+    from tiny_project import write_qa_dataset
+
+    path = write_qa_dataset(tmp_path)
+    main(["data", "info", str(path), "--qa"])
+    printed = capsys.readouterr().out
+    assert "extractive QA" in printed and "questions" in printed
+    assert "50" in printed and "10" in printed  # 5 of the 6 articles train (50 questions), 1 is dev (10)
+
+
+def test_export_refuses_to_trim_a_qa_vocabulary(qa_export: tuple[Path, Path], tmp_path: Path) -> None:
+    from edgenas.errors import EdgenasError
+    from edgenas.search.results.export import ExportOptions, export_study
+
+    root = qa_export[0].parent.parent
+    with pytest.raises(EdgenasError, match="--trim-vocab works for text classifiers only"):
+        export_study("qa", f"sqlite:///{root / 'out' / 'edgenas.db'}",
+                     ExportOptions(tmp_path, trials="0", trim_vocab=True, progress=False), Console(file=io.StringIO()))

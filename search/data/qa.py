@@ -91,6 +91,21 @@ def load_qa(source: str = "squad", dev: str | Path | None = None, seed: int = 0,
     return QASplits(train_path.stem, train, held, [], stride)
 
 
+def describe_qa(splits: QASplits, title: str = "") -> Any:
+    """A table of contexts, questions and gold answers per split."""
+    from rich.table import Table
+
+    table = Table(title=f"{title}: extractive QA" if title else None)
+    for column in ("split", "contexts", "questions", "gold answers"):
+        table.add_column(column, justify="left" if column == "split" else "right")
+    for name in ("train", "dev", "test"):
+        examples = getattr(splits, name)
+        if examples:
+            table.add_row(name, str(len({e.context for e in examples})), str(len(examples)),
+                          str(sum(len(e.answers) for e in examples)))
+    return table
+
+
 def check_windows(splits: QASplits, tokenizer: Any, seq_lens: list[int]) -> None:
     """One DataError line, before any training, when some question leaves too little room for its
     context's windows at one of the sequence lengths."""

@@ -47,6 +47,7 @@ class ExportOptions:
     progress: bool = True
     trim_vocab: bool = False  # also when the study's config asks for it
     device: str | None = None  # where the fine-tune runs (default: the study config's)
+    questions: int = 2000  # QA: dev questions scored (a seeded subset; 2000 give F1 within about 1.5 points)
 
 
 def other_builds(runtime: str, mode: str, console: Console) -> list[tuple[str, str]]:
@@ -81,19 +82,16 @@ def select_trials(study: optuna.Study, spec: str) -> list[FrozenTrial]:
     return chosen
 
 
-#: dev questions a QA export is scored on (a seeded subset when dev has more): the official F1's
-#: 95 % half-width is about 1.5 points there, and a 2-core CPU scores them in minutes
-EXPORT_QUESTIONS = 2000
-
-
-def write_data(splits, tokenizer, config: SearchConfig, seq_len: int, directory: Path) -> dict[str, Path]:
-    """Tokenized dev, test, calibration and parity sets at seq_len, as .npz files (QA: no test set)."""
+def write_data(splits, tokenizer, config: SearchConfig, seq_len: int, directory: Path,
+               questions: int = 2000) -> dict[str, Path]:
+    """Tokenized dev, test, calibration and parity sets at seq_len, as .npz files (QA: no test set;
+    `questions` dev questions, a seeded subset)."""
     from edgenas.search.data.tokenizer import encode
 
     directory.mkdir(parents=True, exist_ok=True)
     calib_rows = calibration_rows(splits, config, seed_offset=0)
     if splits.task == "qa":
-        return _save_sets(_qa_sets(splits, tokenizer, config, seq_len, calib_rows), directory)
+        return _save_sets(_qa_sets(splits, tokenizer, config, seq_len, calib_rows, questions), directory)
     sets = {
         "dev": {**encode(tokenizer, splits.dev.texts, seq_len), "labels": splits.dev.labels.astype(np.int64)},
         "test": {**encode(tokenizer, splits.test.texts, seq_len), "labels": splits.test.labels.astype(np.int64)},
@@ -103,11 +101,12 @@ def write_data(splits, tokenizer, config: SearchConfig, seq_len: int, directory:
     return _save_sets(sets, directory)
 
 
-def _qa_sets(splits, tokenizer, config: SearchConfig, seq_len: int, calib_rows: np.ndarray) -> dict[str, dict]:
-    """A QA export's scored dev questions (EXPORT_QUESTIONS at most), calibration and parity windows."""
+def _qa_sets(splits, tokenizer, config: SearchConfig, seq_len: int, calib_rows: np.ndarray,
+             questions: int) -> dict[str, dict]:
+    """A QA export's scored dev questions (`questions` at most), calibration and parity windows."""
     from edgenas.search.data.qa import qa_windows, scored_set
 
-    rows = seeded_rows(len(splits.dev), EXPORT_QUESTIONS, config.task.split_seed)
+    rows = seeded_rows(len(splits.dev), questions, config.task.split_seed)
     dev = scored_set(tokenizer, [splits.dev[i] for i in rows], seq_len, splits.stride)
     calibration = qa_windows(tokenizer, [splits.train[i] for i in calib_rows], seq_len, splits.stride).inputs()
     return {"dev": dev, "calibration": {k: v[: config.measure.calibration_examples] for k, v in calibration.items()},
@@ -158,7 +157,7 @@ def export_trial(trial: FrozenTrial, trained, config: SearchConfig, options: Exp
     model_dir.mkdir(parents=True)
     console.print(f"[bold]export[/] trial {trial.number}: {candidate.arch.short()} "
                   f"{candidate.runtime}/{candidate.quantization} seq{seq_len} -> {model_dir}")
-    data = write_data(trained.splits, trained.tokenizer, config, seq_len, model_dir / "data")
+    data = write_data(trained.splits, trained.tokenizer, config, seq_len, model_dir / "data", options.questions)
     dev = load_npz(data["dev"])
     inherited = trained.supernet.extract(candidate.arch)
     recipe = config.recipe()
@@ -172,13 +171,15 @@ def export_trial(trial: FrozenTrial, trained, config: SearchConfig, options: Exp
     model.config.id2label = dict(enumerate(names))
     model.config.label2id = {name: i for i, name in enumerate(names)}
     vocabulary = {"kept": len(trained.tokenizer), "of": len(trained.tokenizer)}
+    torch_acc = {"dev_accuracy": max(dev_before, dev_after)}
     if options.trim_vocab or config.trim_vocab:
         data, vocabulary = save_trimmed(model, trained, config, seq_len, model_dir)
+        torch_acc = {}  # the trimmed model is scored on the data its own tokenizer wrote
     else:
         model.save_pretrained(model_dir)
         trained.tokenizer.save_pretrained(model_dir)
-    torch_acc = {f"{split}_accuracy": torch_scores(model, load_npz(data[split]))["accuracy"]
-                 for split in ("dev", "test") if split in data}
+    torch_acc |= {f"{split}_accuracy": torch_scores(model, load_npz(data[split]))["accuracy"]
+                  for split in ("dev", "test") if split in data and f"{split}_accuracy" not in torch_acc}
     builds = [(candidate.runtime, candidate.quantization)]
     if options.other_runtime:
         builds += other_builds(candidate.runtime, candidate.quantization, console)
@@ -197,8 +198,10 @@ def export_trial(trial: FrozenTrial, trained, config: SearchConfig, options: Exp
         "study": study_name, "trial": trial.number,
         "candidate": candidate.to_dict(), "runtime": candidate.runtime, "quantization": candidate.quantization,
         "task": trained.splits.task, "seq_len": seq_len, "label_names": names,
-        **({"stride": trained.splits.stride} if trained.splits.task == "qa" else {}), "torch": torch_acc, "artifacts": artifacts, "vocabulary": vocabulary,
-        "finetune": {"steps": options.steps, "batch_size": options.batch_size, "distilled_from": "the teacher" if trained.data.soft is not None else "the supernet's max subnet",
+        **({"stride": trained.splits.stride} if trained.splits.task == "qa" else {}),
+        "torch": torch_acc, "artifacts": artifacts, "vocabulary": vocabulary,
+        "finetune": {"steps": options.steps, "batch_size": options.batch_size,
+                     "distilled_from": "the teacher" if trained.data.soft is not None else "the supernet's max subnet",
                      "train_examples": int(len(trained.data.labels)), "dev_accuracy_inherited": dev_before,
                      "dev_accuracy_finetuned": dev_after, "kept": kept},
         "data": {"dataset": config.task.dataset, "n_dev": _scored(data["dev"]), "n_test": len(trained.splits.test)},
@@ -242,6 +245,8 @@ def export_study(study_name: str, storage: str | None, options: ExportOptions, c
     from edgenas.search.study.runner import load_trained_task, quiet_libraries
 
     study, config = load_study(study_name, storage)
+    if options.trim_vocab and config.task.is_qa:
+        raise EdgenasError("--trim-vocab works for text classifiers only, not for QA models")
     if options.device:
         config = config.model_copy(update={"device": options.device})
     trials = select_trials(study, options.trials)

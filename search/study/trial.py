@@ -18,13 +18,13 @@ from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 from edgenas.config import SearchConfig
 from edgenas.errors import EdgenasError
 from edgenas.paths import cache_root
+from edgenas.runtime.runners import INPUT_KEYS
 from edgenas.search.data.datasets import seeded_rows
 from edgenas.search.space import SearchSpace
 from edgenas.search.study.candidates import find_duplicate, suggest_candidate
 from edgenas.search.study.objectives import FAIL_ATTR, RESULT_ATTR, objective_values, set_constraints
 from edgenas.search.study.verdict import eval_rows
 from edgenas.search.uncertainty import wilson_interval
-from edgenas.runtime.runners import INPUT_KEYS
 from edgenas.types import Candidate
 
 

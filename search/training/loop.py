@@ -65,8 +65,6 @@ def limit_threads(threads: int = 2) -> None:
 
 def subsample(texts: list[str], labels: np.ndarray, limit: int | None, seed: int) -> tuple[list[str], np.ndarray]:
     """A seeded random subset of at most `limit` examples (all of them if limit is None)."""
-    if limit is None or limit >= len(texts):
-        return list(texts), np.asarray(labels)
     picked = seeded_rows(len(texts), limit, seed)
     return [texts[i] for i in picked], np.asarray(labels)[picked]
 
