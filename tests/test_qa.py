@@ -448,3 +448,16 @@ def test_packaged_unittest_split() -> None:
     assert all(e.context[s : s + len(t)] == t for e in examples for t, s in e.answers)
     with pytest.raises(DataError, match="unknown SQuAD split 'test'"):
         load_squad("test")
+
+
+def test_the_sliding_window_baseline_answers_from_the_question_words_neighbourhood() -> None:
+    from edgenas.search.data.qa import QAExample, sliding_window_answer, sliding_window_scores
+
+    context = ("The castle was built by King Edward in 1283. Its walls are made of grey limestone. "
+               "The town market sells fresh fish every Friday morning.")
+    assert sliding_window_answer("Who built the castle?", context) == "King Edward"
+    assert "fresh fish" in sliding_window_answer("What does the town market sell?", context)  # no stemming: "sells"
+    examples = [QAExample("1", "Who built the castle?", context, [("King Edward", 30)]),
+                QAExample("2", "What are the walls made of?", context, [("grey limestone", 70)])]
+    scores = sliding_window_scores(examples)
+    assert scores["questions"] == 2 and 0 < scores["exact_match"] <= scores["f1"] <= 100

@@ -32,8 +32,9 @@ def test_a_qa_search_scores_every_trial_on_answer_spans(tmp_path: Path, isolated
         assert result["windows_per_question"] == 3.0
         assert result["ms_per_question"] == pytest.approx(3 * result["median_ms"])
         assert result["artifact_meta"]["outputs"][0]["name"] == "logits"
-    assert "Pareto front of qa" in out.getvalue()
-    assert "baselines" not in out.getvalue()  # majority class and TF-IDF are a classifier's baselines
+    assert "Pareto front of qa" in out.getvalue() and " ms/q) | " in out.getvalue()  # trial lines: per question too
+    # majority class and TF-IDF are a classifier's baselines; QA has a lexical one
+    assert "sliding-window lexical baseline" in out.getvalue() and "TF-IDF" not in out.getvalue()
 
 
 def test_the_measurement_scores_the_spans_of_its_own_logits(tmp_path: Path, isolated_cache: Path) -> None:
@@ -127,7 +128,8 @@ def qa_export(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def test_a_qa_export_is_scored_on_spans_in_every_runtime(qa_export: tuple[Path, Path]) -> None:
     model_dir, _ = qa_export
     metrics = json.loads((model_dir / "metrics.json").read_text())
-    assert metrics["task"] == "qa" and metrics["stride"] == 8 and metrics["baselines"] is None
+    assert metrics["task"] == "qa" and metrics["stride"] == 8
+    assert 0 <= metrics["baselines"]["sliding_window"]["exact_match"] <= metrics["baselines"]["sliding_window"]["dev"]
     assert set(metrics["artifacts"]) == {"onnxruntime", "tflite", "executorch"}
     for artifact in metrics["artifacts"].values():
         measured = artifact["measurement"]
@@ -135,6 +137,7 @@ def test_a_qa_export_is_scored_on_spans_in_every_runtime(qa_export: tuple[Path, 
         assert measured["n_eval"] == metrics["data"]["n_dev"] == 10
     card = (model_dir / "README.md").read_text()
     assert "extractive question-answering" in card and "dev EM | dev F1" in card and "--question" in card
+    assert "sliding-window lexical baseline on the same questions" in card
 
 
 def test_predict_answers_with_a_span_of_the_context(qa_export: tuple[Path, Path], capsys) -> None:
@@ -219,3 +222,17 @@ def test_export_refuses_to_trim_a_qa_vocabulary(qa_export: tuple[Path, Path], tm
     with pytest.raises(EdgenasError, match="--trim-vocab works for text classifiers only"):
         export_study("qa", f"sqlite:///{root / 'out' / 'edgenas.db'}",
                      ExportOptions(tmp_path, trials="0", trim_vocab=True, progress=False), Console(file=io.StringIO()))
+
+
+def test_a_qa_front_that_does_not_beat_the_lexical_baseline_is_warned_about() -> None:
+    import optuna
+
+    from edgenas.search.study import verdict
+
+    study = optuna.create_study()
+    study.set_user_attr(verdict.BASELINES_ATTR, {"n_dev": 200, "n_test": 0, "names": verdict.QA_BASELINE_NAMES,
+                                                 "score": "F1", "sliding_window": {"dev": 0.15}})
+    warning = verdict.front_warning(study, 0.18, 200)
+    assert warning and "best dev F1 0.180" in warning and "sliding-window lexical baseline (0.150)" in warning
+    assert verdict.front_warning(study, 0.30, 200) is None  # 0.30±0.06 clearly beats 0.15±0.05
+    assert "sliding-window lexical baseline 0.150" in verdict.baselines_line(study.user_attrs[verdict.BASELINES_ATTR])

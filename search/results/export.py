@@ -205,7 +205,7 @@ def export_trial(trial: FrozenTrial, trained, config: SearchConfig, options: Exp
                      "train_examples": int(len(trained.data.labels)), "dev_accuracy_inherited": dev_before,
                      "dev_accuracy_finetuned": dev_after, "kept": kept},
         "data": {"dataset": config.task.dataset, "n_dev": _scored(data["dev"]), "n_test": len(trained.splits.test)},
-        "baselines": (None if trained.splits.task == "qa"
+        "baselines": (qa_baselines(trained.splits, config, options.questions) if trained.splits.task == "qa"
                       else load_baselines(trained.splits, cache_root() / "baselines").table(trained.splits)),
         "search_result": trial.user_attrs[RESULT_ATTR], "target": options.target or config.measure.target,
         "config": json.loads(config.model_dump_json()),
@@ -213,6 +213,15 @@ def export_trial(trial: FrozenTrial, trained, config: SearchConfig, options: Exp
     (model_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
     (model_dir / "README.md").write_text(model_card(metrics))
     return model_dir
+
+
+def qa_baselines(splits, config: SearchConfig, questions: int) -> dict[str, Any]:
+    """The sliding-window baseline's EM and F1 (fractions) on the export's scored dev questions."""
+    from edgenas.search.data.qa import sliding_window_scores
+
+    rows = seeded_rows(len(splits.dev), questions, config.task.split_seed)
+    scores = sliding_window_scores([splits.dev[i] for i in rows])
+    return {"sliding_window": {"dev": scores["f1"] / 100, "exact_match": scores["exact_match"] / 100}}
 
 
 def _scored(path: Path) -> int:
@@ -348,6 +357,10 @@ def _qa_results(metrics: dict[str, Any]) -> list[str]:
                      f"{100 * m['dev_accuracy']:.1f} | {m['windows_per_question']:.3f} | {m['median_ms']:.3f} | "
                      f"{m['ms_per_question']:.3f} | {m['p90_ms']:.3f} | {a['size_mb']:.2f} | "
                      f"{agree if agree is not None else '-'} |")
+    baseline = (metrics.get("baselines") or {}).get("sliding_window")
+    if baseline:
+        lines += ["", f"The sliding-window lexical baseline on the same questions: EM {100 * baseline['exact_match']:.1f}, "
+                      f"F1 {100 * baseline['dev']:.1f}."]
     return lines
 
 

@@ -310,10 +310,12 @@ def summary_prose(study: optuna.Study, config: SearchConfig, report: Report, n_c
                 "(ms/q)." if config.task.is_qa else
                 "accuracy is dev accuracy measured through the runtime, with its 95 % (Wilson) interval."), ""]
     baselines = study.user_attrs.get(verdict.BASELINES_ATTR)
-    if baselines:
+    if baselines and baselines["n_test"]:
         lines += [_sentence(verdict.baselines_line(baselines)) + f"; on test ({baselines['n_test']} examples): "
-                  + ", ".join(f"{label} {baselines[name]['test']:.3f}" for name, label in verdict.BASELINE_NAMES.items())
-                  + ".", ""]
+                  + ", ".join(f"{label} {baselines[name]['test']:.3f}"
+                              for name, label in verdict.baseline_names(baselines).items()) + ".", ""]
+    elif baselines:
+        lines += [_sentence(verdict.baselines_line(baselines)) + ".", ""]
     if report.pareto:
         best = max(report.pareto, key=lambda row: row["accuracy"])
         warning = verdict.front_warning(study, best["accuracy"], best["accuracy_n"] or 0)

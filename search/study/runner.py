@@ -312,11 +312,9 @@ def finished_study(study: optuna.Study, config: SearchConfig, options: SearchOpt
 
 
 def record_study_attrs(study: optuna.Study, ctx: TrialContext, options: SearchOptions) -> None:
-    """The baselines (a classification task's) and the artifact store's directory, for report, export
-    and the dashboard."""
-    if ctx.splits.task != "qa":
-        baselines = verdict.study_baselines(ctx.splits, ctx.config, cache_root() / "baselines")
-        study.set_user_attr(verdict.BASELINES_ATTR, baselines)
+    """The baselines and the artifact store's directory, for report, export and the dashboard."""
+    baselines = verdict.study_baselines(ctx.splits, ctx.config, cache_root() / "baselines")
+    study.set_user_attr(verdict.BASELINES_ATTR, baselines)
     study.set_user_attr(ARTIFACTS_ATTR, str(artifact_dir(options).resolve()))
 
 
@@ -432,8 +430,9 @@ def trial_line(study: optuna.Study, trial: FrozenTrial, width: int = 80, score: 
     result = trial.user_attrs.get(RESULT_ATTR, {})
     on_front = any(best.number == trial.number for best in study.best_trials)
     dup = f" (= #{result['duplicate_of']})" if "duplicate_of" in result else ""
+    per_question = f" ({result['ms_per_question']:.2f} ms/q)" if "ms_per_question" in result else ""  # QA
     figures = (f"{score} {verdict.accuracy_text(result.get('accuracy', float('nan')), result.get('accuracy_n'))} | "
-               f"{latency_text(result)} ms | {result.get('size_mb', float('nan')):.1f} MB{dup}")
+               f"{latency_text(result)} ms{per_question} | {result.get('size_mb', float('nan')):.1f} MB{dup}")
     mark = "  pareto" if on_front else ""
     line = _two_lines(what, figures + mark, width)
     return line.removesuffix(mark) + "  [green]pareto[/]" if mark else line

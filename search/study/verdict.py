@@ -16,6 +16,12 @@ from edgenas.search.uncertainty import clearly_better, half_width
 #: study user attribute holding the baselines on the study's dev rows
 BASELINES_ATTR = "baselines"
 BASELINE_NAMES = {"majority": "majority class", "tfidf": "TF-IDF + logistic regression"}
+QA_BASELINE_NAMES = {"sliding_window": "sliding-window lexical baseline"}
+
+
+def baseline_names(baselines: dict[str, Any]) -> dict[str, str]:
+    """The recorded baselines' keys and labels (studies recorded before QA name none: a classifier's)."""
+    return baselines.get("names") or BASELINE_NAMES
 
 
 def eval_rows(splits, config: SearchConfig) -> np.ndarray:
@@ -24,10 +30,17 @@ def eval_rows(splits, config: SearchConfig) -> np.ndarray:
 
 
 def study_baselines(splits, config: SearchConfig, cache_dir: Path) -> dict[str, Any]:
-    """Majority-class and TF-IDF accuracies on the study's dev rows and on test (cached per dataset)."""
+    """Majority-class and TF-IDF accuracies on the study's dev rows and on test (cached per dataset);
+    for QA, the sliding-window baseline's F1 on the study's dev questions."""
     from edgenas.search.data.baselines import load_baselines
 
     rows = eval_rows(splits, config)
+    if splits.task == "qa":
+        from edgenas.search.data.qa import sliding_window_scores
+
+        scores = sliding_window_scores([splits.dev[i] for i in rows])
+        return {"n_dev": int(len(rows)), "n_test": 0, "names": QA_BASELINE_NAMES, "score": "F1",
+                "sliding_window": {"dev": scores["f1"] / 100, "exact_match": scores["exact_match"] / 100}}
     baselines = load_baselines(splits, cache_dir)
     return {"n_dev": int(len(rows)), "n_test": len(splits.test), "tfidf_c": baselines.tfidf_c,
             **baselines.table(splits, rows)}
@@ -39,21 +52,21 @@ def accuracy_text(accuracy: float, n: int | None) -> str:
 
 
 def baselines_line(baselines: dict[str, Any], split: str = "dev") -> str:
-    """One line naming both baselines on the split the study scores on."""
+    """One line naming the baselines on the split the study scores on."""
     n = baselines[f"n_{split}"]
-    parts = [f"{label} {accuracy_text(baselines[name][split], n)}" for name, label in BASELINE_NAMES.items()]
+    parts = [f"{label} {accuracy_text(baselines[name][split], n)}" for name, label in baseline_names(baselines).items()]
     return f"baselines on the same {n} {split} examples: " + ", ".join(parts)
 
 
 def front_warning(study: optuna.Study, best: float, n: int) -> str | None:
-    """A warning when the most accurate front candidate does not clearly beat TF-IDF (or the majority class)."""
+    """A warning when the most accurate front candidate does not clearly beat every baseline."""
     baselines = study.user_attrs.get(BASELINES_ATTR)
     if not baselines:
         return None
-    for name in ("majority", "tfidf"):
+    for name, label in baseline_names(baselines).items():
         score = baselines[name]["dev"]
         if not clearly_better(best, n, score, baselines["n_dev"]):
-            return (f"warning: the front's best dev accuracy {accuracy_text(best, n)} does not beat "
-                    f"{BASELINE_NAMES[name]} ({score:.3f}) by more than its 95 % uncertainty on {n} examples; "
+            return (f"warning: the front's best dev {baselines.get('score', 'accuracy')} {accuracy_text(best, n)} "
+                    f"does not beat {label} ({score:.3f}) by more than its 95 % uncertainty on {n} examples; "
                     "train the supernet longer (supernet.steps) or score on more dev examples (measure.eval_examples)")
     return None
