@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from tokenizers import Tokenizer
 
+from edgenas.runtime.runners import INPUT_KEYS
 from edgenas.runtime.qa import QA_SEQ_LEN, QA_STRIDE, Windows, bare_copy, check_room, make_windows
 from edgenas.search.data.datasets import DataError
 from edgenas.search.data.fetch import fetch_file
@@ -251,6 +252,17 @@ def answer_positions(windows: Windows, examples: list[QAExample]) -> np.ndarray:
     inside = (char_start >= 0) & (start >= 0) & (end < seq_len) & (end >= start)
     # (0, 0): the [CLS] position, the usual target of a window without the answer
     return np.where(inside[:, None], np.stack([start, end], axis=1), 0).astype(np.int64)
+
+
+def measurement_sets(splits: QASplits, tokenizer: Any, dev_rows: np.ndarray, calibration_rows: np.ndarray,
+                     seq_len: int, parity_examples: int, calibration_examples: int) -> dict[str, dict[str, np.ndarray]]:
+    """What compile/ and runtime/ need to check and score a QA model at seq_len: the scored set of the
+    dev questions `dev_rows`, the first windows of the training questions `calibration_rows` (static
+    quantization) and the first scored windows (parity with torch)."""
+    dev = scored_set(tokenizer, [splits.dev[i] for i in dev_rows], seq_len, splits.stride)
+    calibration = qa_windows(tokenizer, [splits.train[i] for i in calibration_rows], seq_len, splits.stride).inputs()
+    return {"dev": dev, "calibration": {k: v[:calibration_examples] for k, v in calibration.items()},
+            "parity": {k: dev[k][:parity_examples] for k in INPUT_KEYS}}
 
 
 def scored_set(tokenizer: Any, examples: list[QAExample], seq_len: int, stride: int = QA_STRIDE) -> dict[str, np.ndarray]:

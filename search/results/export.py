@@ -30,7 +30,6 @@ from edgenas.search.study.verdict import BASELINE_NAMES
 from edgenas.search.uncertainty import wilson_interval
 from edgenas.search.results.report import completed, load_study
 from edgenas.runtime.backends import PER_BATCH, get_backend
-from edgenas.runtime.runners import INPUT_KEYS
 from edgenas.types import Candidate
 
 
@@ -91,7 +90,11 @@ def write_data(splits, tokenizer, config: SearchConfig, seq_len: int, directory:
     directory.mkdir(parents=True, exist_ok=True)
     calib_rows = calibration_rows(splits, config, seed_offset=0)
     if splits.task == "qa":
-        return _save_sets(_qa_sets(splits, tokenizer, config, seq_len, calib_rows, questions), directory)
+        from edgenas.search.data.qa import measurement_sets
+
+        rows = seeded_rows(len(splits.dev), questions, config.task.split_seed)
+        return _save_sets(measurement_sets(splits, tokenizer, rows, calib_rows, seq_len, config.measure.parity_examples,
+                                           config.measure.calibration_examples), directory)
     sets = {
         "dev": {**encode(tokenizer, splits.dev.texts, seq_len), "labels": splits.dev.labels.astype(np.int64)},
         "test": {**encode(tokenizer, splits.test.texts, seq_len), "labels": splits.test.labels.astype(np.int64)},
@@ -99,18 +102,6 @@ def write_data(splits, tokenizer, config: SearchConfig, seq_len: int, directory:
     }
     sets["parity"] = {k: v[: config.measure.parity_examples] for k, v in sets["dev"].items()}
     return _save_sets(sets, directory)
-
-
-def _qa_sets(splits, tokenizer, config: SearchConfig, seq_len: int, calib_rows: np.ndarray,
-             questions: int) -> dict[str, dict]:
-    """A QA export's scored dev questions (`questions` at most), calibration and parity windows."""
-    from edgenas.search.data.qa import qa_windows, scored_set
-
-    rows = seeded_rows(len(splits.dev), questions, config.task.split_seed)
-    dev = scored_set(tokenizer, [splits.dev[i] for i in rows], seq_len, splits.stride)
-    calibration = qa_windows(tokenizer, [splits.train[i] for i in calib_rows], seq_len, splits.stride).inputs()
-    return {"dev": dev, "calibration": {k: v[: config.measure.calibration_examples] for k, v in calibration.items()},
-            "parity": {k: dev[k][: config.measure.parity_examples] for k in INPUT_KEYS}}
 
 
 def _save_sets(sets: dict[str, dict], directory: Path) -> dict[str, Path]:
@@ -204,7 +195,7 @@ def export_trial(trial: FrozenTrial, trained, config: SearchConfig, options: Exp
                      "distilled_from": "the teacher" if trained.data.soft is not None else "the supernet's max subnet",
                      "train_examples": int(len(trained.data.labels)), "dev_accuracy_inherited": dev_before,
                      "dev_accuracy_finetuned": dev_after, "kept": kept},
-        "data": {"dataset": config.task.dataset, "n_dev": _scored(data["dev"]), "n_test": len(trained.splits.test)},
+        "data": {"dataset": config.task.dataset, "n_dev": _scored(dev), "n_test": len(trained.splits.test)},
         "baselines": (qa_baselines(trained.splits, config, options.questions) if trained.splits.task == "qa"
                       else load_baselines(trained.splits, cache_root() / "baselines").table(trained.splits)),
         "search_result": trial.user_attrs[RESULT_ATTR], "target": options.target or config.measure.target,
@@ -224,11 +215,10 @@ def qa_baselines(splits, config: SearchConfig, questions: int) -> dict[str, Any]
     return {"sliding_window": {"dev": scores["f1"] / 100, "exact_match": scores["exact_match"] / 100}}
 
 
-def _scored(path: Path) -> int:
-    """Examples (QA: questions) a scored .npz holds."""
+def _scored(arrays: dict[str, np.ndarray]) -> int:
+    """Examples (QA: questions) a scored set holds."""
     from edgenas.runtime.measure import question_field
 
-    arrays = load_npz(path)
     return len(question_field(arrays["answers"])) if "answers" in arrays else len(arrays["input_ids"])
 
 

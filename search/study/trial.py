@@ -18,7 +18,6 @@ from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 from edgenas.config import SearchConfig
 from edgenas.errors import EdgenasError
 from edgenas.paths import cache_root
-from edgenas.runtime.runners import INPUT_KEYS
 from edgenas.search.data.datasets import seeded_rows
 from edgenas.search.space import SearchSpace
 from edgenas.search.study.candidates import find_duplicate, suggest_candidate
@@ -72,20 +71,15 @@ def calibration_rows(splits, config: SearchConfig, seed_offset: int = 1) -> np.n
 def _write_qa_sets(splits, tokenizer, config: SearchConfig, directory: Path) -> EncodedSets:
     """The QA windows of the scored dev questions (with their contexts and gold answers) and of
     training questions for calibration, per seq_len; parity checks the first scored windows."""
-    from edgenas.search.data.qa import qa_windows, scored_set
+    from edgenas.search.data.qa import measurement_sets
 
-    measure = config.measure
-    questions = [splits.dev[i] for i in eval_rows(splits, config)]
-    calib_questions = [splits.train[i] for i in calibration_rows(splits, config)]
-    sets = EncodedSets()
+    measure, sets = config.measure, EncodedSets()
     for seq_len in config.candidates.seq_lens:
-        dev = scored_set(tokenizer, questions, seq_len, splits.stride)
-        calib = qa_windows(tokenizer, calib_questions, seq_len, splits.stride).inputs()
-        sets.eval[seq_len] = _save_npz(directory / f"eval-{seq_len}.npz", dev)
-        parity = {k: v[: measure.parity_examples] for k, v in dev.items() if k in INPUT_KEYS}
-        sets.parity[seq_len] = _save_npz(directory / f"parity-{seq_len}.npz", parity)
-        sets.calibration[seq_len] = _save_npz(directory / f"calibration-{seq_len}.npz",
-                                              {k: v[: measure.calibration_examples] for k, v in calib.items()})
+        built = measurement_sets(splits, tokenizer, eval_rows(splits, config), calibration_rows(splits, config),
+                                 seq_len, measure.parity_examples, measure.calibration_examples)
+        sets.eval[seq_len] = _save_npz(directory / f"eval-{seq_len}.npz", built["dev"])
+        sets.parity[seq_len] = _save_npz(directory / f"parity-{seq_len}.npz", built["parity"])
+        sets.calibration[seq_len] = _save_npz(directory / f"calibration-{seq_len}.npz", built["calibration"])
     return sets
 
 

@@ -206,7 +206,7 @@ def predict_logits(model: nn.Module, encoded: Encoded, arch=None, batch_size: in
             else:
                 logits = logits_of(model(input_ids=ids, attention_mask=mask, token_type_ids=types))
             if logits.ndim == 3:  # QA: every padding token gets PAD_LOGIT, whichever batch it fell in
-                logits = F.pad(logits, [0, encoded["input_ids"].shape[1] - logits.shape[-1]], value=PAD_LOGIT)
+                logits = F.pad(logits, [0, encoded["input_ids"].shape[1] - logits.shape[-1]])
                 padding = torch.from_numpy(encoded["attention_mask"][order[start : start + batch_size]] == 0)
                 logits = logits.masked_fill(padding[:, None, :].to(logits.device), PAD_LOGIT)
             outputs.append(logits.float().cpu().numpy())
