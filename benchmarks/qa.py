@@ -120,7 +120,7 @@ def teacher_row(model_dir: Path, metrics: dict[str, Any], config: SearchConfig, 
     from edgenas.search.training.supernet import MobileBertSupernet
     from edgenas.search.training.teacher import load_teacher
 
-    recipe = config.recipe()
+    recipe = config.train_recipe()
     _, teacher_dir = load_teacher(recipe.teacher, splits, tokenizer, recipe, cache_root() / "supernets")
     out = work / f"teacher-{teacher_dir.name}"
     if not (out / "config.json").is_file():
@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     dev = load_npz(model_dir / "data" / "dev.npz")
     rows = exported_rows(metrics)
     rows.append(reference_row(dev, config, tokenizer, work, "mobilebert" if not args.quick else config.space, args.runs))
-    if config.recipe().teacher:
+    if config.train_recipe().teacher:
         rows.append(teacher_row(model_dir, metrics, config, splits, tokenizer, space, work, args.runs))
     columns = ["model", "runtime/mode", "seq", "EM", "F1", "ms per window", "windows per question", "ms per question",
                "MB"]

@@ -102,6 +102,13 @@ def summary(curves: dict[str, list[float]], seeds: list[int], n_trials: int) -> 
     return rows
 
 
+def p3(rows: list[dict[str, Any]], n_trials: int) -> dict[str, Any]:
+    """P3: does TPE after N trials reach random search's hypervolume after 2N (N = half the trials)?"""
+    n = n_trials // 2
+    tpe, random = rows[n - 1]["tpe_mean"], rows[2 * n - 1]["random_mean"]
+    return {"n": n, "tpe_at_n": tpe, "random_at_2n": random, "target_met": bool(tpe >= random)}
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = common.parser(__doc__)
     p.add_argument("--n-trials", type=int, default=None, help="trials per study (default: 10; --quick: 2)")
@@ -118,6 +125,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     figures = {"samplers": list(SAMPLERS), "seeds": args.seeds, "n_trials": n_trials, "objectives": directions,
                "reference_point": reference, "curves": curves, "values": values, "table": rows,
                "final_hypervolume_fraction": {s: final[f"{s}_mean"] for s in SAMPLERS},
+               "p3": p3(rows, n_trials),
                "config": config, "reused_studies": reused,
                "study_seconds": seconds}
     return run.finish(figures, markdown(figures), args.write_results)
@@ -134,9 +142,13 @@ def markdown(f: dict[str, Any]) -> str:
         f"{f['n_trials']} trials per study. TPE (edgenas' default: multivariate, constant liar) samples its first 8 "
         "trials at random before its model takes over.", "",
         common.table(f["table"], cols), "",
-        f"After {f['n_trials']} trials: TPE {final['tpe']:.3f}, random {final['random']:.3f}.", "",
-        f"Search config (same task, space and capped supernet recipe as the deployed pipeline; lighter per-trial "
-        f"measurement): `{json.dumps({k: f['config'][k] for k in ('space', 'supernet', 'candidates', 'measure')})}`."
+        f"After {f['n_trials']} trials: TPE {final['tpe']:.3f}, random {final['random']:.3f}. "
+        f"P3: TPE after {f['p3']['n']} trials **{f['p3']['tpe_at_n']:.3f}** against random search after "
+        f"{2 * f['p3']['n']} trials **{f['p3']['random_at_2n']:.3f}** (target: at least as high). "
+        f"Target {common.verdict(f['p3']['target_met'])}"
+        + ("" if f["p3"]["target_met"] else f", by {f['p3']['random_at_2n'] - f['p3']['tpe_at_n']:.3f}") + ".", "",
+        f"Search config (same task, space and cached supernet as the deployed pipeline of section 1, whose "
+        f"training line says where and how long it trained; lighter per-trial measurement): `{json.dumps({k: f['config'][k] for k in ('space', 'supernet', 'candidates', 'measure')})}`."
         + (f" Studies {', '.join(f['reused_studies'])} were completed by an earlier run of this script and reused."
            if f["reused_studies"] else "")
         + " Wall time of each study's trials (first start to last finish, from the study storage): "

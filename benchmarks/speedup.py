@@ -1,10 +1,12 @@
-"""Speedup: the fastest searched Pareto model within 1 point of the better reference vs the full MobileBERT.
+"""Speedup (P1): the fastest searched Pareto model within 1 point of the teacher vs the full MobileBERT.
 
-The full MobileBERT (fp32) is timed through TFLite, ONNX Runtime and torch eager,
-side by side with the searched model, in this run, batch 1, one thread, on real
-tweets. Accuracy is on the test split, through the runtimes (teacher: torch).
-CANAO reports up to 7.8x over TFLite at minor accuracy loss; target: >= 10x at
-<= 1.0 point below the better of the full MobileBERT and the MiniLM teacher.
+The full 24-layer MobileBERT (fp32, random weights: no pretrained MobileBERT
+ships in a package, so it is the speed reference only) is timed through TFLite,
+ONNX Runtime and torch eager, side by side with the searched model, in this run,
+batch 1, one thread, on real tweets. Accuracy is on the test split, through the
+runtime (teacher: torch), and the accuracy reference is the fine-tuned teacher.
+CANAO reports up to 7.8x over TFLite at minor accuracy loss; target: >= 15x at
+<= 1.0 point below the teacher.
 
     python benchmarks/speedup.py --quick          # tiny task, CI smoke test
     python benchmarks/speedup.py --write-results  # full run (tweets; builds the pipeline once, ~30 min on 2 cores)
@@ -17,7 +19,7 @@ from typing import Any
 import common
 import deployed as dp
 
-TARGET_SPEEDUP, MAX_DROP_POINTS = 10.0, 1.0
+TARGET_SPEEDUP, MAX_DROP_POINTS = 15.0, 1.0
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -42,17 +44,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "speedup_vs_tflite_fp32": ms["full_tflite"] / ms["searched"],
         "speedup_vs_onnxruntime_fp32": ms["full_onnxruntime"] / ms["searched"],
         "speedup_vs_torch_eager_fp32": ms["full_torch_eager"] / ms["searched"],
-        "test_accuracy": {"searched": chosen["test_accuracy"], "full_mobilebert_tflite": full["test_accuracy"],
-                          "teacher_torch": record["teacher"]["test_accuracy"]},
-        "better_reference": ref_name, "drop_vs_better_reference_points": drop,
-        "drop_vs_full_mobilebert_points": (full["test_accuracy"] - chosen["test_accuracy"]) * 100,
+        "test_accuracy": {"searched": chosen["test_accuracy"], "teacher_torch": record["teacher"]["test_accuracy"]},
+        "reference": ref_name, "drop_vs_teacher_points": drop,
         "seq_len": record["seq_len"], "runs": runs, "warmup": warmup, "n_test": record["n_test"],
         "pipeline": {k: record[k] for k in ("setup", "recipe", "train_examples", "build_seconds", "reused")},
     }
     figures["target_met"] = figures["speedup_vs_tflite_fp32"] >= TARGET_SPEEDUP and drop <= MAX_DROP_POINTS
     figures["majority_class_test_accuracy"] = dp.majority_accuracy(record)
     figures["warning"] = dp.majority_note(record, {"the searched model": chosen["test_accuracy"],
-                                                   "the full MobileBERT": full["test_accuracy"],
                                                    dp.teacher_label(record): record["teacher"]["test_accuracy"]})
     return run.finish(figures, markdown(figures, chosen, record), args.write_results)
 
@@ -63,22 +62,24 @@ def markdown(f: dict[str, Any], chosen: dict[str, Any], record: dict[str, Any]) 
     rows = [
         {"model": f"searched: {dp.model_label(chosen)}", "median ms": f["median_ms"]["searched"],
          "p90 ms": f["p90_ms"]["searched"], "speedup": 1.0, "test accuracy": acc["searched"]},
-        *[{"model": f"full MobileBERT fp32, {name}", "median ms": f["median_ms"][key], "p90 ms": f["p90_ms"][key],
-           "speedup": f["median_ms"][key] / f["median_ms"]["searched"],
-           "test accuracy": acc["full_mobilebert_tflite"] if key != "full_torch_eager" else None}
+        *[{"model": f"full MobileBERT fp32 (24 layers, random weights), {name}", "median ms": f["median_ms"][key],
+           "p90 ms": f["p90_ms"][key], "speedup": f["median_ms"][key] / f["median_ms"]["searched"]}
           for key, name in (("full_tflite", "TFLite"), ("full_onnxruntime", "ONNX Runtime"),
                             ("full_torch_eager", "torch eager"))],
         {"model": f"{dp.teacher_label(record)} (torch, accuracy only)", "test accuracy": acc["teacher_torch"]},
     ]
     rule = "" if chosen["met_accuracy_rule"] else " (no Pareto model was within 1.0 point on dev: the most accurate was taken)"
+    by = f["drop_vs_teacher_points"] - MAX_DROP_POINTS
+    missed = [f"speed {f['speedup_vs_tflite_fp32']:.1f}x against {TARGET_SPEEDUP:g}x"] if f["speedup_vs_tflite_fp32"] < TARGET_SPEEDUP else []
+    missed += [f"accuracy {by:.2f} points past the 1.0-point allowance"] if by > 0 else []
     return "\n".join([
         f"Batch 1, sequence length {f['seq_len']}, 1 thread, {f['runs']} timed runs after {f['warmup']} warm-up, "
         f"fresh process per measurement; test accuracy on {f['n_test']} examples through the runtime. "
-        f"Chosen: the fastest exported Pareto model within 1.0 point (dev) of the better reference{rule}.", "",
+        f"Chosen: the fastest exported Pareto model within 1.0 point (dev) of the teacher{rule}.", "",
         common.table(rows, ["model", "median ms", "p90 ms", "speedup", "test accuracy"]), "",
-        f"Speedup over TFLite fp32: **{f['speedup_vs_tflite_fp32']:.2f}x** (CANAO: up to 7.8x; target >= 10x); "
-        f"accuracy drop vs the better reference ({f['better_reference']}): **{f['drop_vs_better_reference_points']:.2f} "
-        f"points** (target <= 1.0). Target {common.verdict(f['target_met'])}. {f['warning']}", "",
+        f"Speedup over TFLite fp32: **{f['speedup_vs_tflite_fp32']:.2f}x** (CANAO: up to 7.8x; target >= 15x); "
+        f"accuracy drop vs the teacher: **{f['drop_vs_teacher_points']:.2f} points** (target <= 1.0). "
+        f"Target {common.verdict(f['target_met'])}{' (' + '; '.join(missed) + ')' if missed else ''}. {f['warning']}", "",
         dp.caps_line(record),
     ])
 

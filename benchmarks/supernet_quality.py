@@ -9,7 +9,7 @@ of the smallest subnet as ONNX / TFLite dynamic int8, with and without vocabular
 trimming.
 
     python benchmarks/supernet_quality.py                 # the demo's supernet (its cache is reused)
-    python benchmarks/supernet_quality.py --steps 2500 --teacher-steps 4650   # full budget (hours on 2 cores)
+    python benchmarks/supernet_quality.py --recipe cpu --standalone-steps 300   # the deployed pipeline's supernet
 """
 
 from __future__ import annotations
@@ -22,13 +22,15 @@ from typing import Any
 import numpy as np
 
 import common
+from edgenas.recipe import RECIPE_NAMES
 from edgenas.search.space import SearchSpace
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = common.parser(__doc__)
-    p.add_argument("--steps", type=int, help="supernet sandwich steps (default: the demo recipe's)")
-    p.add_argument("--teacher-steps", type=int, help="teacher fine-tune steps (default: the demo recipe's)")
+    p.add_argument("--recipe", choices=RECIPE_NAMES, default="demo", help="the named training budget")
+    p.add_argument("--steps", type=int, help="supernet sandwich steps (default: the recipe's)")
+    p.add_argument("--teacher-steps", type=int, help="teacher fine-tune steps (default: the recipe's)")
     p.add_argument("--standalone-steps", type=int, default=150, help="steps of each stand-alone fine-tune")
     p.add_argument("--subnets", type=int, default=10, help="max, min and this many minus 2 random subnets")
     args = p.parse_args(argv)
@@ -46,10 +48,8 @@ def measure(args) -> dict[str, Any]:
     from edgenas.search.study.runner import load_trained_task
     from edgenas.search.training.loop import encode_split
 
-    config = SearchConfig()
-    recipe = {**config.supernet, **{k: v for k, v in (("steps", args.steps), ("teacher_steps", args.teacher_steps))
-                                    if v is not None}}
-    config = config.model_copy(update={"supernet": recipe})
+    overrides = {k: v for k, v in (("steps", args.steps), ("teacher_steps", args.teacher_steps)) if v is not None}
+    config = SearchConfig.model_validate({"recipe": args.recipe, "supernet": overrides})
     trained = load_trained_task(config, Console(stderr=True), progress=True)
     splits, tokenizer = trained.splits, trained.tokenizer
     limit = 200 if args.quick else None
@@ -66,7 +66,7 @@ def measure(args) -> dict[str, Any]:
         rows.append(row)
         print(row, flush=True)
     return {
-        "recipe": config.recipe().to_dict(), "standalone_steps": args.standalone_steps, "subnets": rows,
+        "recipe": config.train_recipe().to_dict(), "standalone_steps": args.standalone_steps, "subnets": rows,
         "kendall_tau": {split: kendall(rows, split) for split in sets},
         "teacher": teacher_accuracy(trained, config, sets),
         "one_layer": one_layer_figures(trained, sets),
@@ -101,7 +101,7 @@ def standalone_model(pretrained, arch, data, steps: int, config):
     """The subnet cut from the pretrained weights, fine-tuned alone on labels + the teacher's logits."""
     from edgenas.search.training.train import finetune_subnet
 
-    recipe = config.recipe()
+    recipe = config.train_recipe()
     return finetune_subnet(pretrained, arch, data, steps=steps, batch_size=recipe.batch_size, lr=recipe.teacher_lr,
                            distill_weight=recipe.distill_weight, temperature=recipe.temperature,
                            threads=recipe.threads, device=recipe.device)
@@ -125,7 +125,7 @@ def teacher_accuracy(trained, config, sets) -> dict[str, float]:
     from edgenas.paths import cache_root
     from edgenas.search.training.teacher import load_teacher
 
-    recipe = config.recipe()
+    recipe = config.train_recipe()
     teacher, _ = load_teacher(recipe.teacher, trained.splits, trained.tokenizer, recipe,
                               cache_root() / "supernets", progress=False)
     return {split: accuracy_of(teacher, encoded, labels) for split, (encoded, labels) in sets.items()}

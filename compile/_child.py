@@ -32,13 +32,12 @@ from typing import Any, Iterator
 import numpy as np
 
 from edgenas.compile.converters import converter
-from edgenas.compile.errors import CompileError
+from edgenas.compile.errors import FAULT_ENV, CompileError
 from edgenas.compile.torch_model import reference_logits
 from edgenas.runtime.backends import backend_for, get_backend, load_runner
 from edgenas.runtime.runners import INPUT_KEYS as INPUT_NAMES
 from edgenas.runtime.runners import fit_seq_len
 
-FAULT_ENV = "EDGENAS_COMPILE_FAULT"
 
 
 def _inject_fault(fault: str) -> None:

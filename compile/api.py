@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from edgenas.compile.converters import CONVERTERS, EXPORTERS
-from edgenas.compile.errors import CompileError
+from edgenas.compile.errors import FAULT_ENV, CompileError
 from edgenas.runtime.backends import UnknownBackendError, get_backend
 from edgenas.runtime.runners import DEFAULT_SEQ_LEN
 
@@ -136,7 +136,6 @@ def compile_artifact(model_dir: Path, runtime: str, mode: str, *, seq_len: int =
 SERVER_ENV = "EDGENAS_COMPILE_SERVER"
 #: a server is replaced after this many requests, bounding growth of TF graph state
 SERVER_MAX_REQUESTS = 25
-FAULT_ENV = "EDGENAS_COMPILE_FAULT"
 
 
 class _Server:

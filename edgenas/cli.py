@@ -73,13 +73,15 @@ def data_info(
 
 
 DeviceOption = typer.Option(None, "--device", help="where training runs: auto, cpu, cuda or mps (default: the config's)")
+RecipeOption = typer.Option(None, "--recipe", help="training budget: demo (minutes), cpu (about an hour on 2 cores) "
+                            "or gpu (the full recipe); the config's `supernet:` fields still override it")
 
 
-def _config(path: Path | None, device: str | None):
-    """The search config of `path` (or the demo), with --device applied."""
+def _config(path: Path | None, device: str | None, recipe: str | None = None):
+    """The search config of `path` (or the demo), with --device and --recipe applied."""
     from edgenas.config import DEVICES, load_config
 
-    config = load_config(path)
+    config = load_config(path, recipe=recipe)
     if device is None:
         return config
     if device not in DEVICES:
@@ -92,6 +94,7 @@ def train(
     config: Optional[Path] = typer.Option(None, "--config", help="YAML search config (default: the built-in demo)"),
     out: Path = typer.Option(Path("edgenas-supernet"), "--out", help="the portable supernet directory to write"),
     device: Optional[str] = DeviceOption,
+    recipe: Optional[str] = RecipeOption,
     no_progress: bool = typer.Option(False, "--no-progress", help="no progress bars"),
 ) -> None:
     """Train the teacher and the supernet of a config into a portable directory (for `search --supernet`)."""
@@ -100,7 +103,7 @@ def train(
     from edgenas.search.study.runner import train_only
 
     started = time.perf_counter()
-    size = train_only(_config(config, device), out, console, progress=not no_progress)
+    size = train_only(_config(config, device, recipe), out, console, progress=not no_progress)
     console.print(f"[green]wrote[/] {out} ({size / 1e6:.1f} MB) in {time.perf_counter() - started:.0f} s; "
                   f"search with: edgenas search --supernet {out}" + (f" --config {config}" if config else ""))
 
@@ -122,6 +125,7 @@ def search(
     workers: int = typer.Option(1, "--workers", min=1, help="local worker processes on one study"),
     supernet: Optional[Path] = typer.Option(None, "--supernet", help="a directory written by `edgenas train`"),
     device: Optional[str] = DeviceOption,
+    recipe: Optional[str] = RecipeOption,
     no_progress: bool = typer.Option(False, "--no-progress", help="no progress bars"),
     worker: bool = typer.Option(False, "--worker", hidden=True, help="started by --workers: no final summary"),
 ) -> None:
@@ -129,7 +133,7 @@ def search(
     from edgenas.search.study.runner import SearchOptions, run_search
     from edgenas.search.study.storage import SAMPLERS
 
-    search_config = _config(config, device)
+    search_config = _config(config, device, recipe)
     if sampler not in SAMPLERS:
         raise EdgenasError(f"unknown sampler '{sampler}' (choose from {', '.join(SAMPLERS)})")
     options = SearchOptions(
@@ -179,21 +183,23 @@ def export(
 def compare(
     model_dir: Path = typer.Argument(..., help="a directory written by `edgenas export`"),
     target: str = typer.Option("local", "--target", help="local or ssh://user@host[:port]"),
-    modes: Optional[str] = typer.Option(None, "--modes", help="comma list of modes or runtime/mode (default: all)"),
+    modes: Optional[str] = typer.Option(None, "--modes", help="comma list of modes or runtime/mode, or `all` "
+                                        "(default: the modes a search samples)"),
     threads: int = typer.Option(1, "--threads", min=1, help="runtime threads"),
     runs: int = typer.Option(50, "--runs", min=3, help="timed runs per mode"),
     warmup: int = typer.Option(5, "--warmup", min=0, help="untimed warm-up runs"),
     out: Optional[Path] = typer.Option(None, "--out", help="output directory (default: MODEL_DIR/compare)"),
 ) -> None:
-    """Compare every backend (TFLite, ONNX Runtime, ExecuTorch) in every mode for one exported model."""
+    """Compare every backend (TFLite, ONNX Runtime, ExecuTorch) for one exported model, in the modes a search
+    samples (--modes all: every mode)."""
     from edgenas.search.results.compare import CompareOptions, compare_model, compare_table, write_outputs
     from edgenas.tables import runtime_mode
 
     options = CompareOptions(target=target, modes=modes.split(",") if modes else None, threads=threads,
                              runs=runs, warmup=warmup)
-    rows = compare_model(model_dir, options, progress=lambda r: console.print(
+    rows = compare_model(model_dir, options, on_row=lambda r: console.print(
         f"{runtime_mode(r['runtime'], r['mode'])}: {r['status']}" + (f" ({r['error']})" if r["status"] != "ok" else ""),
-        highlight=False, markup=False))
+        highlight=False, markup=False), progress=console.is_terminal)
     console.print(compare_table(rows, model_dir.name))
     for path in write_outputs(rows, out or model_dir / "compare", f"{model_dir.name} on {target}"):
         console.print(f"[green]wrote[/] {path}")

@@ -9,7 +9,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edgenas.errors import EdgenasError
-from edgenas.recipe import DEVICES, TrainRecipe
+from edgenas.recipe import DEVICES, RECIPE_NAMES, TrainRecipe, named_recipe
 from edgenas.runtime.backends import BACKENDS, KNOBS, UnknownBackendError, get_backend
 
 OBJECTIVES = {"accuracy": "maximize", "latency": "minimize", "size": "minimize"}
@@ -19,16 +19,9 @@ class ConfigError(EdgenasError):
     """A config file that cannot be used: names the file and the key."""
 
 
-#: the README demo's departures from TrainRecipe's full-budget defaults: minutes on 2 CPU cores
-DEMO_RECIPE: dict[str, Any] = {"steps": 20, "teacher_steps": 210, "teacher_lr": 1.5e-4, "seq_len": 48,
-                               "max_train_examples": 3200, "random_subnets_per_step": 1, "importance_examples": 256}
-
-
-#: the QA demo's recipe (`task: {dataset: squad}` without a `supernet:` key): windows of 256 tokens,
-#: budgets a 2-core CPU trains in about 13 minutes (the whole demo, with 15 trials: about 25)
-QA_DEMO_RECIPE: dict[str, Any] = {"steps": 20, "teacher_steps": 150, "teacher_lr": 1e-4, "seq_len": 256,
-                                  "batch_size": 16, "max_train_examples": 2400, "random_subnets_per_step": 1,
-                                  "importance_examples": 64}
+#: the demo recipes (what a config without `recipe:` or `supernet:` trains)
+DEMO_RECIPE: dict[str, Any] = named_recipe("classification", "demo")
+QA_DEMO_RECIPE: dict[str, Any] = named_recipe("qa", "demo")
 #: the sequence lengths a QA search compiles for when the config names none (SQuAD's standard is 384)
 QA_SEQ_LENS = [256, 384]
 #: dev questions each QA candidate is scored on when the config names none: each costs a window or more
@@ -65,6 +58,16 @@ class TaskConfig(_Strict):
     def score_name(self) -> str:
         """What the accuracy objective measures: SQuAD's F1 for QA."""
         return "F1" if self.is_qa else "accuracy"
+
+
+def _qa_defaults(values: dict[str, Any]) -> dict[str, Any]:
+    """A QA task's own defaults for what its config leaves out: sequence lengths and scored questions."""
+    for key, field, default in (("candidates", "seq_lens", list(QA_SEQ_LENS)),
+                                ("measure", "eval_examples", QA_EVAL_QUESTIONS)):
+        section = values.get(key)
+        if section is None or (isinstance(section, dict) and field not in section):
+            values[key] = {**(section or {}), field: default}
+    return values
 
 
 def is_qa_task(kind: Any, dataset: Any) -> bool:
@@ -180,7 +183,9 @@ class SearchConfig(_Strict):
     #: the pretrained weights the supernet starts from (default: the space's own `init`)
     init: Optional[str] = None
     candidates: CandidateConfig = Field(default_factory=CandidateConfig)
-    #: TrainRecipe fields: given, they replace the demo recipe (full-budget defaults for the rest)
+    #: the named training budget the `supernet:` fields start from (unset: demo, or gpu when `supernet:` is given)
+    recipe: Optional[Literal[RECIPE_NAMES]] = None
+    #: TrainRecipe fields: the named recipe's, overridden by the config's own
     supernet: dict[str, Any] = Field(default_factory=lambda: dict(DEMO_RECIPE))
     #: where every training step runs (auto: CUDA, then MPS, then the CPU); compiling and timing stay on the CPU/target
     device: Literal[DEVICES] = "auto"
@@ -195,24 +200,25 @@ class SearchConfig(_Strict):
 
     @model_validator(mode="before")
     @classmethod
-    def _qa_defaults(cls, values: Any) -> Any:
-        """A QA task's own defaults for what its config leaves out: the QA demo recipe, sequence lengths
-        and number of scored questions."""
-        if not isinstance(values, dict) or not isinstance(values.get("task"), dict):
+    def _named_recipe(cls, values: Any) -> Any:
+        """`supernet:` as the named recipe's fields overridden by the config's own. Without `recipe:`, a
+        config that gives `supernet:` starts from the full (gpu) recipe, one that does not trains the demo."""
+        if not isinstance(values, dict):
             return values
-        task = values["task"]
-        if not is_qa_task(task.get("kind"), task.get("dataset")):
-            return values
+        task = values.get("task") if isinstance(values.get("task"), dict) else {}
+        kind = "qa" if is_qa_task(task.get("kind"), task.get("dataset", "tweets")) else "classification"
+        given = values.get("supernet")
+        name = values.get("recipe") or ("gpu" if given is not None else "demo")
+        if name not in RECIPE_NAMES or (given is not None and not isinstance(given, dict)):
+            return values  # the field validators say what is wrong
+        try:
+            base = named_recipe(kind, name)
+        except EdgenasError as exc:
+            raise ValueError(str(exc)) from None
         values = dict(values)
-        supernet = values.get("supernet")
-        if isinstance(supernet, dict) and "seq_len" not in supernet:  # a classifier's 64 tokens leave no room
-            values["supernet"] = {**supernet, "seq_len": QA_DEMO_RECIPE["seq_len"]}
-        values.setdefault("supernet", dict(QA_DEMO_RECIPE))
-        for key, field, default in (("candidates", "seq_lens", list(QA_SEQ_LENS)),
-                                    ("measure", "eval_examples", QA_EVAL_QUESTIONS)):
-            section = values.get(key)
-            if section is None or (isinstance(section, dict) and field not in section):
-                values[key] = {**(section or {}), field: default}
+        values["supernet"] = {**base, **(given or {})}
+        if kind == "qa":
+            values = _qa_defaults(values)
         return values
 
     @field_validator("objectives")
@@ -239,7 +245,7 @@ class SearchConfig(_Strict):
             raise ValueError("task.test: a QA task is scored on its dev file (task.dev); it has no test file")
         return self
 
-    def recipe(self) -> TrainRecipe:
+    def train_recipe(self) -> TrainRecipe:
         """The supernet's TrainRecipe (its device: `supernet.device` if set, else the config's `device`)."""
         return TrainRecipe.from_dict({"device": self.device, **self.supernet})
 
@@ -247,23 +253,25 @@ class SearchConfig(_Strict):
         return [OBJECTIVES[name] for name in self.objectives]
 
 
-def load_config(path: str | Path | None = None) -> SearchConfig:
-    """The demo defaults, overridden by a YAML file when given."""
-    if path is None:
-        return SearchConfig()
-    source = Path(path)
-    if not source.is_file():
-        raise ConfigError(f"{source}: config file not found")
-    try:
-        raw = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{source}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: the top level must be a mapping of keys")
+def load_config(path: str | Path | None = None, recipe: str | None = None) -> SearchConfig:
+    """The demo defaults, overridden by a YAML file when given, then by a named `recipe`."""
+    raw: dict[str, Any] = {}
+    source = Path(path) if path is not None else None
+    if source is not None:
+        if not source.is_file():
+            raise ConfigError(f"{source}: config file not found")
+        try:
+            raw = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{source}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{source}: the top level must be a mapping of keys")
+    if recipe is not None:
+        raw = {**raw, "recipe": recipe}
     try:
         return SearchConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(f"{source}: {_first_error(exc)}") from None
+        raise ConfigError(f"{source}: {_first_error(exc)}" if source else _first_error(exc)) from None
 
 
 def _first_error(exc: ValidationError) -> str:

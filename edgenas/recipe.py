@@ -12,8 +12,41 @@ from typing import Any
 from edgenas.errors import EdgenasError
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
+#: auto: bf16 autocast where the device computes bf16 natively (CUDA; CPUs with AVX512-BF16 or AMX), else fp32
+PRECISIONS = ("auto", "bf16", "fp32")
 #: fields that change where or how fast training runs, not what it computes
-NOT_HASHED = ("checkpoint_every", "threads", "device")
+NOT_HASHED = ("checkpoint_every", "threads", "device", "precision", "eval_every")
+
+
+#: the named training budgets (`recipe:` in a config, `--recipe` on the command line)
+RECIPE_NAMES = ("demo", "cpu", "gpu")
+
+#: each named budget's departures from TrainRecipe's defaults (which are the `gpu` recipe), per task
+#: kind. Wall times are on a 2-core AMD EPYC (Zen 4) in bf16 autocast, see README.
+NAMED_RECIPES: dict[str, dict[str, dict[str, Any]]] = {
+    "classification": {
+        # minutes: the README demo
+        "demo": {"steps": 20, "teacher_steps": 210, "teacher_lr": 1.5e-4, "seq_len": 48, "max_train_examples": 3200,
+                 "random_subnets_per_step": 1, "importance_examples": 256},
+        # about an hour of training on 2 cores: step counts from the measured learning curves
+        "cpu": {"steps": 1200, "teacher_steps": 1860, "seq_len": 64, "random_subnets_per_step": 1, "eval_every": 250},
+        "gpu": {},
+    },
+    "qa": {
+        # windows of 256 tokens, about 13 minutes on 2 cores
+        "demo": {"steps": 20, "teacher_steps": 150, "teacher_lr": 1e-4, "seq_len": 256, "batch_size": 16,
+                 "max_train_examples": 2400, "random_subnets_per_step": 1, "importance_examples": 64},
+        "gpu": {"seq_len": 256},
+    },
+}
+
+
+def named_recipe(task_kind: str, name: str) -> dict[str, Any]:
+    """The TrainRecipe fields a named budget sets for a task kind; EdgenasError if it has none."""
+    recipes = NAMED_RECIPES[task_kind]
+    if name not in recipes:
+        raise EdgenasError(f"recipe {name!r}: none for {task_kind} (choose from {', '.join(recipes)})")
+    return dict(recipes[name])
 
 
 @dataclass(frozen=True)
@@ -36,20 +69,24 @@ class TrainRecipe:
     train_word_embeddings: bool = False  # the big table stays as pretrained (and training is ~40 % faster on CPU)
     importance_examples: int = 512  # training examples that rank heads, neurons and hidden units
     device: str = "auto"  # auto: CUDA, then MPS, then the CPU
+    precision: str = "auto"  # auto, bf16 or fp32 autocast (master weights stay fp32)
     checkpoint_every: int = 200  # steps between resumable checkpoints
+    eval_every: int = 0  # steps between learning-curve points on held-out examples (0: none)
     threads: int = 2  # torch intra-op threads on the CPU
     seed: int = 0
 
     def __post_init__(self) -> None:
         problems = [name for name in ("steps", "batch_size", "checkpoint_every", "threads")
                     if getattr(self, name) < 1]
-        problems += [name for name in ("teacher_steps", "importance_examples") if getattr(self, name) < 0]
+        problems += [name for name in ("teacher_steps", "importance_examples", "eval_every") if getattr(self, name) < 0]
         if problems:
             raise ValueError(f"{problems[0]} must be positive, got {getattr(self, problems[0])}")
         if not 0.0 <= self.distill_weight <= 1.0:
             raise ValueError(f"distill_weight must lie in [0, 1], got {self.distill_weight}")
         if self.device not in DEVICES:
             raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.seq_len < 2:
             raise ValueError(f"seq_len must be at least 2, got {self.seq_len}")
 

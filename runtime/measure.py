@@ -17,8 +17,9 @@ import resource
 import socket
 import sys
 import time
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -31,6 +32,73 @@ NOISE_LIMIT = 0.02
 NOISE_BLOCKS = 5  # consecutive blocks whose medians give the median's uncertainty
 T975_4DF = 2.776  # two-sided 95 % Student t quantile for NOISE_BLOCKS - 1 degrees of freedom
 CLS_ID, SEP_ID = 101, 102  # BERT uncased [CLS]/[SEP]; synthetic ids stay inside its 30522 vocab
+
+
+@dataclass(frozen=True)
+class MeasureRequest:
+    """How to measure one artifact: the one source of measure()'s options, its command line and its parser."""
+
+    threads: int = 1
+    warmup: int = 10
+    runs: int = 50
+    max_runs: int | None = None
+    batch_size: int = 1
+    max_eval: int | None = None
+    logits: bool = False
+    cpus: tuple[int, ...] | None = None  # pins the measuring child process (command line only)
+    knobs: dict[str, Any] = field(default_factory=dict)  # runtime knobs of the backend catalog
+
+    HELP: ClassVar[dict[str, str]] = {"max_runs": "timing goes on up to this while noisy (default 4 x runs)",
+            "batch_size": "accuracy batch (1: scores independent of batching)",
+            "max_eval": "score the first N rows (QA: questions)", "logits": "also print the scored rows' logits",
+            "cpus": "comma-separated CPU ids to pin this process to"}
+
+    @classmethod
+    def of(cls, **options: Any) -> "MeasureRequest":
+        """A request from keyword options, the catalog's knobs among them; TypeError names an unknown one."""
+        names = {f.name for f in fields(cls)} - {"knobs"}
+        unknown = set(options) - names - set(KNOBS)
+        if unknown:
+            raise TypeError(f"unknown measurement knobs: {', '.join(sorted(unknown))}")
+        given = {k: v for k, v in options.items() if k in names and v is not None}
+        if given.get("cpus") is not None:
+            given["cpus"] = tuple(int(c) for c in given["cpus"])
+        knobs = {k: KNOBS[k].check(v) for k, v in options.items() if k in KNOBS and v is not None}
+        return cls(**given, knobs=knobs)
+
+    def to_args(self, artifact: str, data: str | None) -> list[str]:
+        """The command line of `python -m ...measure` for this request (defaults left out)."""
+        args = [artifact] + (["--data", data] if data else [])
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "knobs" or value == f.default:
+                continue
+            flag = f"--{f.name.replace('_', '-')}"
+            args += [flag] if value is True else [flag, ",".join(map(str, value)) if f.name == "cpus" else str(value)]
+        for name, value in self.knobs.items():
+            args += [f"--{name.replace('_', '-')}", KNOBS[name].spell(value)]
+        return args
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        """One flag per field (and per catalog knob), typed and defaulted by the field."""
+        for f in fields(cls):
+            if f.name == "knobs":
+                continue
+            flag = f"--{f.name.replace('_', '-')}"
+            if f.default is False:
+                parser.add_argument(flag, action="store_true", help=cls.HELP.get(f.name))
+            elif f.name == "cpus":
+                parser.add_argument(flag, type=lambda v: tuple(int(c) for c in v.split(",")), help=cls.HELP[f.name])
+            else:
+                parser.add_argument(flag, type=int, default=f.default, help=cls.HELP.get(f.name))
+        for knob in KNOBS.values():
+            parser.add_argument(f"--{knob.name.replace('_', '-')}", type=knob.parse, default=None, help=knob.help)
+
+    @classmethod
+    def from_namespace(cls, args: argparse.Namespace) -> "MeasureRequest":
+        return cls.of(**{f.name: getattr(args, f.name) for f in fields(cls) if f.name != "knobs"},
+                      **{name: getattr(args, name) for name in KNOBS})
 
 
 class DataError(ValueError):
@@ -210,12 +278,10 @@ def scores(runner: Runner, data: dict[str, np.ndarray], batch_size: int) -> tupl
     return score_logits(logits, data), logits
 
 
-def measure(artifact: str | Path, data: str | Path | None = None, *, threads: int = 1, warmup: int = 10,
-            runs: int = 50, max_runs: int | None = None, batch_size: int = 1, max_eval: int | None = None,
-            logits: bool = False, **knobs: Any) -> dict[str, Any]:
+def measure(artifact: str | Path, data: str | Path | None = None, **options: Any) -> dict[str, Any]:
     """Time batch-1 inference (and accuracy if data has labels) of one artifact in this process.
 
-    knobs: runtime settings from the backend catalog (e.g. xnnpack, graph_optimization);
+    options: the fields of MeasureRequest and the runtime knobs, runtime settings from the backend catalog (e.g. xnnpack, graph_optimization);
     those of other backends are ignored, so one set serves every artifact. logits: also
     return the scored rows' logits (to compare with torch without running them again).
 
@@ -224,7 +290,11 @@ def measure(artifact: str | Path, data: str | Path | None = None, *, threads: in
     batch_size 1 by default, because ONNX Runtime's dynamic int8 quantizes activations
     per batch: a row's scores would otherwise depend on its neighbours.
     """
-    max_runs = 4 * runs if max_runs is None else max_runs
+    request = MeasureRequest.of(**options)
+    threads, warmup, runs, batch_size, max_eval, logits, knobs = (
+        request.threads, request.warmup, request.runs, request.batch_size, request.max_eval, request.logits,
+        request.knobs)
+    max_runs = 4 * runs if request.max_runs is None else request.max_runs
     if runs < 1 or warmup < 0 or batch_size < 1 or max_runs < runs:
         raise ValueError("runs and batch_size must be >= 1, warmup >= 0 and max_runs >= runs")
     arrays = load_data(data, max_eval) if data is not None else None
@@ -255,6 +325,12 @@ def measure(artifact: str | Path, data: str | Path | None = None, *, threads: in
     return result
 
 
+def options_of(request: MeasureRequest) -> dict[str, Any]:
+    """measure()'s keyword options for a request (its knobs flattened beside its fields)."""
+    return {**{f.name: getattr(request, f.name) for f in fields(request) if f.name not in ("knobs", "cpus")},
+            **request.knobs}
+
+
 def _error_kind(exc: BaseException) -> str:
     """Classify a failure for the caller: missing_runtime, rejected, data or error."""
     if isinstance(exc, RuntimeMissingError):
@@ -271,16 +347,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("artifact")
     p.add_argument("--data", default=None, help="tokenized .npz (input_ids, attention_mask, token_type_ids, labels; "
                                                 "or QA windows with offsets, example, contexts, answers)")
-    p.add_argument("--threads", type=int, default=1)
-    for knob in KNOBS.values():  # each backend's knobs, from the catalog
-        p.add_argument(f"--{knob.name.replace('_', '-')}", type=knob.parse, default=None, help=knob.help)
-    p.add_argument("--warmup", type=int, default=10)
-    p.add_argument("--runs", type=int, default=50)
-    p.add_argument("--max-runs", type=int, default=None, help="timing goes on up to this while noisy (default 4 x runs)")
-    p.add_argument("--batch-size", type=int, default=1, help="accuracy batch (1: scores independent of batching)")
-    p.add_argument("--max-eval", type=int, default=None, help="score the first N rows (QA: questions)")
-    p.add_argument("--logits", action="store_true", help="also print the scored rows' logits")
-    p.add_argument("--cpus", default=None, help="comma-separated CPU ids to pin this process to")
+    MeasureRequest.add_arguments(p)
     return p
 
 
@@ -288,12 +355,10 @@ def main(argv: list[str] | None = None) -> int:
     """CLI: print the measurement (or an error) as one JSON object on stdout."""
     args = _parser().parse_args(argv)
     try:
-        if args.cpus:
-            os.sched_setaffinity(0, {int(c) for c in args.cpus.split(",")})
-        knobs = {name: getattr(args, name) for name in KNOBS}
-        result = measure(args.artifact, args.data, threads=args.threads, warmup=args.warmup, runs=args.runs,
-                         max_runs=args.max_runs, batch_size=args.batch_size, max_eval=args.max_eval,
-                         logits=args.logits, **knobs)
+        request = MeasureRequest.from_namespace(args)
+        if request.cpus:
+            os.sched_setaffinity(0, set(request.cpus))
+        result = measure(args.artifact, args.data, **options_of(request))
     except Exception as exc:  # the caller reads the error from stdout, never a traceback
         message = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(json.dumps({"error": message, "kind": _error_kind(exc), **device_info()}))

@@ -25,7 +25,8 @@ from urllib.parse import urlsplit
 from edgenas.errors import EdgenasError
 from edgenas.paths import cache_root
 
-from .backends import KNOBS, UnknownBackendError
+from .backends import UnknownBackendError
+from .measure import MeasureRequest
 
 BUNDLE_PACKAGE = "edgenas_device_runtime"
 BUNDLE_FILES = ("runners.py", "backends.py", "measure.py", "qa.py")
@@ -70,29 +71,12 @@ def bundle_sources() -> dict[str, str]:
     return files
 
 
-def measure_args(artifact: str, data: str | None, knobs: dict[str, Any]) -> list[str]:
-    """Command-line arguments of `python -m <bundle>.measure` for these knobs."""
-    args = [artifact] + (["--data", data] if data else [])
-    allowed = {"threads", "warmup", "runs", "max_runs", "batch_size", "max_eval", "cpus", "logits", *KNOBS}
-    unknown = set(knobs) - allowed
-    if unknown:
-        raise TypeError(f"unknown measurement knobs: {', '.join(sorted(unknown))}")
-    for key, value in knobs.items():
-        if value is None:
-            continue
-        if key in KNOBS:
-            try:
-                KNOBS[key].check(value)
-            except UnknownBackendError as exc:
-                raise EdgenasError(str(exc)) from None
-            args += [f"--{key.replace('_', '-')}", KNOBS[key].spell(value)]
-        elif key == "cpus":
-            args += ["--cpus", ",".join(str(c) for c in value)]
-        elif key == "logits":
-            args += ["--logits"] if value else []
-        else:
-            args += [f"--{key.replace('_', '-')}", str(value)]
-    return args
+def measure_args(artifact: str, data: str | None, options: dict[str, Any]) -> list[str]:
+    """Command-line arguments of `python -m <bundle>.measure` for these options (see MeasureRequest)."""
+    try:
+        return MeasureRequest.of(**options).to_args(artifact, data)
+    except UnknownBackendError as exc:
+        raise EdgenasError(str(exc)) from None
 
 
 def parse_result(device: str, rc: int, stdout: str, stderr: str) -> dict[str, Any]:

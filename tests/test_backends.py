@@ -56,7 +56,15 @@ def test_knobs_belong_to_their_backend() -> None:
 
 def test_measure_arguments_come_from_the_catalog() -> None:
     args = measure_args("m.tflite", None, {"threads": 2, "xnnpack": False, "graph_optimization": "basic", "logits": True})
-    assert args == ["m.tflite", "--threads", "2", "--xnnpack", "false", "--graph-optimization", "basic", "--logits"]
+    assert args == ["m.tflite", "--threads", "2", "--logits", "--xnnpack", "false", "--graph-optimization", "basic"]
+    # the child's parser reads back exactly the request the command line was written from
+    from edgenas.runtime.measure import MeasureRequest, _parser
+
+    request = MeasureRequest.of(threads=2, xnnpack=False, graph_optimization="basic", logits=True, cpus=[0, 1])
+    parsed = _parser().parse_args(request.to_args("m.tflite", "d.npz"))
+    assert MeasureRequest.from_namespace(parsed) == request and parsed.data == "d.npz"
+    with pytest.raises(TypeError, match="unknown measurement knobs: speed"):
+        MeasureRequest.of(speed=3)
     with pytest.raises(EdgenasError, match="xnnpack must be one of true, false"):
         measure_args("m.tflite", None, {"xnnpack": "sometimes"})
 

@@ -46,7 +46,9 @@ def test_speedup_quick(bench) -> None:
     assert all(v > 0 for v in ms.values())
     assert record["speedup_vs_tflite_fp32"] == pytest.approx(ms["full_tflite"] / ms["searched"])
     assert 0 <= record["test_accuracy"]["searched"] <= 1
-    assert record["better_reference"] in ("full MobileBERT", "teacher (tiny local BERT)")
+    assert record["reference"] == "teacher (tiny local BERT)"
+    assert record["drop_vs_teacher_points"] == pytest.approx(
+        (record["test_accuracy"]["teacher_torch"] - record["test_accuracy"]["searched"]) * 100)
     assert isinstance(record["target_met"], bool) and record["pipeline"]["reused"] is False
     assert "Speedup over TFLite fp32" in text and "Training budget" in text
 
@@ -97,6 +99,9 @@ def test_search_efficiency_quick(bench) -> None:
         assert all(0 < v <= 1 + 1e-9 for v in curve) and curve == sorted(curve)  # hypervolume never shrinks
     assert [row["trials"] for row in record["table"]] == [1, 2]
     assert "tpe_mean" in text
+    p3 = record["p3"]  # TPE after N = 1 trial against random search after 2
+    assert p3["n"] == 1 and p3["tpe_at_n"] == record["table"][0]["tpe_mean"]
+    assert p3["random_at_2n"] == record["table"][1]["random_mean"] and "P3: TPE after 1 trials" in text
 
 
 def test_replace_section(tmp_path: Path) -> None:

@@ -13,7 +13,10 @@ from edgenas.runtime.backends import BACKENDS
 
 
 def test_plan_covers_every_mode_or_the_subset() -> None:
-    assert len(plan(CompareOptions())) == sum(len(b.modes) for b in BACKENDS.values())
+    assert len(plan(CompareOptions(modes=["all"]))) == sum(len(b.modes) for b in BACKENDS.values())
+    searched = plan(CompareOptions())  # the default: the modes a search samples
+    assert searched == [(name, m.name) for name, b in BACKENDS.items() for m in b.modes if m.searched]
+    assert 0 < len(searched) < len(plan(CompareOptions(modes=["all"])))
     assert plan(CompareOptions(modes=["fp32"])) == [("tflite", "fp32"), ("onnxruntime", "fp32"), ("executorch", "fp32")]
     assert plan(CompareOptions(modes=["onnxruntime/fp16", "full_int8"])) == [("tflite", "full_int8"), ("onnxruntime", "fp16")]
     with pytest.raises(EdgenasError, match="unknown mode 'int3'"):

@@ -23,9 +23,9 @@ def test_defaults_are_the_demo() -> None:
 
 
 def test_device_reaches_the_recipe_unless_the_recipe_names_one(tmp_path: Path) -> None:
-    assert load_config(write(tmp_path, "device: cpu\n")).recipe().device == "cpu"
-    assert load_config(write(tmp_path, "device: cpu\nsupernet: {steps: 5, device: mps}\n")).recipe().device == "mps"
-    assert SearchConfig().recipe().device == "auto"
+    assert load_config(write(tmp_path, "device: cpu\n")).train_recipe().device == "cpu"
+    assert load_config(write(tmp_path, "device: cpu\nsupernet: {steps: 5, device: mps}\n")).train_recipe().device == "mps"
+    assert SearchConfig().train_recipe().device == "auto"
 
 
 def test_partial_file_overrides_defaults(tmp_path: Path) -> None:
@@ -49,6 +49,8 @@ def test_partial_file_overrides_defaults(tmp_path: Path) -> None:
         ("budgets:\n  min_accuracy: 2\n", "budgets.min_accuracy"),
         ("supernet:\n  epochz: 1\n", "unknown training recipe key 'epochz'"),
         ("supernet:\n  steps: 0\n", "steps must be positive"),
+        ("recipe: huge\n", "recipe: Input should be 'demo', 'cpu' or 'gpu'"),
+        ("task: {dataset: squad}\nrecipe: cpu\n", "recipe 'cpu': none for qa (choose from demo, gpu)"),
         ("device: tpu\n", "device: Input should be 'auto', 'cpu', 'cuda' or 'mps'"),
         ("supernet:\n  steps: many\n", "steps: Input should be a valid integer"),
         ("objectives: [accuracy, accuracy]\n", "distinct objectives"),
@@ -78,3 +80,23 @@ def test_cli_missing_config_file(tmp_path: Path, capsys: pytest.CaptureFixture) 
     with pytest.raises(SystemExit) as info:
         main(["search", "--config", str(tmp_path / "nope.yaml")])
     assert info.value.code == 2 and "config file not found" in capsys.readouterr().err
+
+
+def test_named_recipes_and_their_overrides(tmp_path: Path) -> None:
+    from edgenas.recipe import named_recipe
+
+    assert SearchConfig().train_recipe() == load_config(None, recipe="demo").train_recipe()
+    cpu = load_config(write(tmp_path, "recipe: cpu\n")).train_recipe()
+    assert cpu.steps == named_recipe("classification", "cpu")["steps"] and cpu.eval_every > 0
+    tuned = load_config(write(tmp_path, "recipe: cpu\nsupernet: {steps: 7}\n")).train_recipe()
+    assert tuned.steps == 7 and tuned.teacher_steps == cpu.teacher_steps  # the config's fields win, the rest stay
+    full = load_config(write(tmp_path, "supernet: {steps: 7}\n")).train_recipe()
+    assert full.teacher_steps == 4650  # `supernet:` without `recipe:` starts from the gpu (full) recipe
+    assert load_config(write(tmp_path, "recipe: demo\n"), recipe="gpu").train_recipe().steps == 2500  # --recipe wins
+
+
+def test_cli_recipe_flag(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["train", "--recipe", "tiny", "--out", str(tmp_path / "out")])
+    assert info.value.code == 2 and "recipe" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -85,7 +85,7 @@ def test_the_task_kind_decides_qa_not_the_file_suffix() -> None:
     assert SearchConfig.model_validate({"task": {"dataset": "mine.json", "kind": "qa"}}).task.is_qa
     assert SearchConfig.model_validate({"task": {"dataset": "squad"}}).task.score_name == "F1"
     # a recipe without seq_len gets the QA windows' length, not a classifier's 64 tokens
-    assert SearchConfig.model_validate({"task": {"dataset": "squad"}, "supernet": {"steps": 5}}).recipe().seq_len == 256
+    assert SearchConfig.model_validate({"task": {"dataset": "squad"}, "supernet": {"steps": 5}}).train_recipe().seq_len == 256
 
 
 def test_a_qa_config_gets_the_qa_demo_defaults(tmp_path: Path) -> None:

@@ -233,3 +233,20 @@ def test_readers_do_not_create_a_missing_sqlite_database(tmp_path: Path) -> None
     with pytest.raises(StudyError, match="no study database at"):
         open_storage(f"sqlite:///{tmp_path / 'typo' / 'study.db'}", must_exist=True)
     assert not (tmp_path / "typo").exists()
+
+
+def test_a_workers_command_line_reads_back_as_the_same_options(monkeypatch, tmp_path: Path) -> None:
+    """--workers derives each child's flags from SearchOptions' fields: none is lost on the way."""
+    from edgenas import cli
+    from edgenas.search.study import runner
+    from edgenas.search.study.runner import SearchOptions
+    from edgenas.search.study.workers import worker_command
+
+    options = SearchOptions(out_dir=tmp_path / "out", study_name="s", n_trials=7, timeout=30.0, sampler="random",
+                            seed=3, artifacts=tmp_path / "store", supernet=tmp_path / "net")
+    command = worker_command(options, index=2, config_path=None, recipe="cpu")
+    seen = {}
+    monkeypatch.setattr(runner, "run_search", lambda config, opts, console: seen.update(opts=opts, config=config))
+    cli.main(command[command.index("search"):])
+    assert seen["opts"] == SearchOptions(**{**options.__dict__, "seed": 5, "progress": False, "summary": False})
+    assert seen["config"].recipe == "cpu"

@@ -234,3 +234,73 @@ def test_cpu_training_is_repeatable(tmp_path, splits, tokenizer) -> None:
     b = train_supernet(SPACE, splits, tokenizer, replace(recipe, device="cpu"), tmp_path / "b", progress=False)
     for name, value in a.state_dict().items():
         torch.testing.assert_close(b.state_dict()[name], value, atol=1e-6, rtol=0)
+
+
+def test_bf16_training_lands_within_noise_of_fp32(tmp_path, splits, tokenizer) -> None:
+    """bf16 autocast keeps fp32 master weights: a short training learns as well as the fp32 one."""
+    encoded, labels = encode_split(tokenizer, splits.dev, RECIPE.seq_len)
+    scores = {}
+    for precision in ("fp32", "bf16"):
+        net = train_supernet(SPACE, splits, tokenizer, replace(RECIPE, precision=precision), tmp_path / precision,
+                             progress=False)
+        assert all(p.dtype == torch.float32 for p in net.parameters())
+        scores[precision] = evaluate_accuracy(net, encoded, labels, arch=SPACE.max_arch())
+    assert scores["fp32"] >= 0.9 and abs(scores["bf16"] - scores["fp32"]) <= 0.1
+    record = json.loads(next((tmp_path / "bf16").glob("*/supernet.json")).read_text())
+    assert record["training"]["device"].endswith("bf16 autocast")
+
+
+def test_precision_auto_follows_the_cpu_instructions(monkeypatch) -> None:
+    from edgenas.search.training import loop
+
+    cpu = torch.device("cpu")
+    for native in (True, False):
+        monkeypatch.setattr(loop, "native_bf16", lambda device, native=native: native)
+        assert loop.uses_bf16(cpu, "auto") is native
+        assert loop.uses_bf16(cpu, "bf16") and not loop.uses_bf16(cpu, "fp32")
+    with pytest.raises(EdgenasError, match="no bf16 autocast on mps"):
+        loop.uses_bf16(torch.device("mps"), "bf16")
+    with pytest.raises(EdgenasError, match="precision must be one of auto, bf16, fp32"):
+        TrainRecipe.from_dict({"precision": "fp8"})
+
+
+def test_supernet_records_each_depths_learning_curve(tmp_path, splits, tokenizer) -> None:
+    recipe = replace(RECIPE, steps=10, eval_every=4)
+    train_supernet(SPACE, splits, tokenizer, recipe, tmp_path, progress=False)
+    curve = json.loads(next(tmp_path.glob("*/supernet.json")).read_text())["training"]["curve"]
+    assert [point["step"] for point in curve] == [0, 4, 8, 10]
+    assert all(0.0 <= point[f"dev@{depth}"] <= 1.0 for point in curve for depth in (1, 2))
+    assert supernet_key(SPACE, splits, tokenizer, recipe) == supernet_key(SPACE, splits, tokenizer,
+                                                                 replace(recipe, eval_every=0, precision="bf16"))
+
+
+def test_teacher_resumes_after_interruption_to_the_same_weights(tmp_path, splits, tokenizer) -> None:
+    from edgenas.search.training.teacher import finetune_teacher
+
+    recipe = replace(RECIPE, teacher_steps=14, teacher_lr=3e-3, checkpoint_every=4, eval_every=5)
+
+    def classifier() -> BertForSequenceClassification:
+        torch.manual_seed(0)
+        return BertForSequenceClassification(BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1,
+                                                         num_attention_heads=2, intermediate_size=32,
+                                                         max_position_embeddings=32))
+
+    cpu = torch.device("cpu")
+    straight = classifier()
+    done = finetune_teacher(straight, splits, tokenizer, recipe, cpu, progress=False)
+
+    def interrupt(step: int) -> None:
+        if step == 10:
+            raise KeyboardInterrupt
+
+    checkpoint = tmp_path / "checkpoint.pt"
+    with pytest.raises(KeyboardInterrupt):
+        finetune_teacher(classifier(), splits, tokenizer, recipe, cpu, False, checkpoint, on_step=interrupt)
+    seen: list[int] = []
+    resumed = classifier()
+    again = finetune_teacher(resumed, splits, tokenizer, recipe, cpu, False, checkpoint, on_step=seen.append)
+    assert seen == list(range(9, 15))  # from the checkpoint of step 8
+    for name, value in straight.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[name], value, atol=0, rtol=0)
+    assert [point["step"] for point in again["curve"]] == [5, 10, 14] == [point["step"] for point in done["curve"]]
+    assert again["curve"][-1]["test"] == done["curve"][-1]["test"]

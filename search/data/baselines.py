@@ -8,8 +8,12 @@ import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from edgenas.search.data.datasets import Splits
 
 #: the regularisation strengths tried; the best on dev is kept
 C_GRID = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
@@ -37,14 +41,14 @@ class Baselines:
         truth = labels if rows is None else labels[rows]
         return float((predictions == truth).mean())
 
-    def table(self, splits, dev_rows: np.ndarray | None = None) -> dict[str, dict[str, float]]:
+    def table(self, splits: Splits, dev_rows: np.ndarray | None = None) -> dict[str, dict[str, float]]:
         """{baseline: {dev, test}} accuracies (dev on `dev_rows` when given)."""
         return {name: {"dev": self.accuracy(name, "dev", splits.dev.labels, dev_rows),
                        "test": self.accuracy(name, "test", splits.test.labels)}
                 for name in ("majority", "tfidf")}
 
 
-def compute_baselines(splits) -> Baselines:
+def compute_baselines(splits: Splits) -> Baselines:
     """Fit both baselines on train; TF-IDF's C is chosen on dev."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
@@ -64,7 +68,7 @@ def compute_baselines(splits) -> Baselines:
     return Baselines(majority, c, model.predict(dev).tolist(), model.predict(test).tolist())
 
 
-def load_baselines(splits, cache_dir: Path) -> Baselines:
+def load_baselines(splits: Splits, cache_dir: Path) -> Baselines:
     """The cached baselines of this dataset, computed on first use."""
     path = Path(cache_dir) / f"baselines-v{VERSION}-{splits.content_hash()}.json"
     if path.is_file():

@@ -9,10 +9,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from edgenas.errors import EdgenasError
+
+if TYPE_CHECKING:
+    from edgenas.search.data.splits import Tokenizer
 
 
 @dataclass(frozen=True)
@@ -24,7 +28,7 @@ class VocabTrim:
     unk_id: int
 
     @classmethod
-    def from_texts(cls, tokenizer, texts: list[str]) -> "VocabTrim":
+    def from_texts(cls, tokenizer: Tokenizer, texts: list[str]) -> "VocabTrim":
         """The tokens `texts` use, plus every special token of the tokenizer."""
         used = set(tokenizer.all_special_ids)
         for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]:
@@ -59,7 +63,7 @@ class VocabTrim:
         model.set_input_embeddings(trimmed)
         model.config.vocab_size = len(rows)
 
-    def save_tokenizer(self, tokenizer, directory: Path) -> None:
+    def save_tokenizer(self, tokenizer: Tokenizer, directory: Path) -> None:
         """Write tokenizer.json (+ tokenizer_config.json) whose ids are the trimmed ones.
 
         Written as JSON here: the tokenizers library re-serialises a vocabulary by id,

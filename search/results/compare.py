@@ -31,7 +31,7 @@ class CompareOptions:
     """The `edgenas compare` flags."""
 
     target: str = "local"
-    modes: list[str] | None = None  # mode names, or runtime/mode; None: all
+    modes: list[str] | None = None  # mode names, or runtime/mode; None: the modes a search samples; ["all"]: every one
     runtimes: tuple[str, ...] = tuple(BACKENDS)
     threads: int = 1
     warmup: int = 5
@@ -40,9 +40,11 @@ class CompareOptions:
 
 
 def plan(options: CompareOptions) -> list[tuple[str, str]]:
-    """(runtime, mode) pairs to build: every mode of each runtime, or the requested subset."""
+    """(runtime, mode) pairs to build: the modes a search samples by default, every mode ("all"), or a subset."""
     pairs = [(rt, m) for rt in options.runtimes for m in get_backend(rt).mode_names]
     if not options.modes:
+        return [(rt, m.name) for rt in options.runtimes for m in get_backend(rt).modes if m.searched]
+    if options.modes == ["all"]:
         return pairs
     wanted = set(options.modes)
     known = {name for rt, m in pairs for name in _names(rt, m)}
@@ -95,11 +97,15 @@ def compare_one(model_dir: Path, runtime: str, mode: str, seq_len: int, data: di
     return row
 
 
-def compare_model(model_dir: Path, options: CompareOptions, progress=None) -> list[dict[str, Any]]:
-    """One row per runtime/mode: latency distribution, throughput, size, dev accuracy, agreement with torch."""
+def compare_model(model_dir: Path, options: CompareOptions, on_row=None, progress: bool = False) -> list[dict[str, Any]]:
+    """One row per runtime/mode: latency distribution, throughput, size, dev accuracy, agreement with torch.
+
+    on_row(row) is called as each row is done; progress shows a bar over the rows, naming the one being built.
+    """
     from edgenas.runtime.targets import target_from_url
     from edgenas.search.study.runner import quiet_libraries
     from edgenas.search.study.trial import load_npz
+    from edgenas.search.training.loop import progress_bar
 
     quiet_libraries()
     model_dir = Path(model_dir)
@@ -113,12 +119,16 @@ def compare_model(model_dir: Path, options: CompareOptions, progress=None) -> li
     reference = reference_logits(model_dir, arrays)  # full width, like the artifacts' logits
     torch_accuracy = score_logits(reference, arrays)["accuracy"]
     rows = []
-    for runtime, mode in pairs:
-        why = get_backend(runtime).missing()
-        rows.append({"runtime": runtime, "mode": mode, "status": "skipped", "error": why} if why else
-                    compare_one(model_dir, runtime, mode, seq_len, data, target, options, reference, torch_accuracy))
-        if progress is not None:
-            progress(rows[-1])
+    with progress_bar(progress) as bar:
+        task = bar.add_task("compare", total=len(pairs), info="")
+        for runtime, mode in pairs:
+            bar.update(task, description=runtime_mode(runtime, mode), info="build, check, time")
+            why = get_backend(runtime).missing()
+            rows.append({"runtime": runtime, "mode": mode, "status": "skipped", "error": why} if why else
+                        compare_one(model_dir, runtime, mode, seq_len, data, target, options, reference, torch_accuracy))
+            if on_row is not None:
+                on_row(rows[-1])
+            bar.advance(task)
     return rows
 
 

@@ -11,7 +11,7 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import optuna
@@ -31,6 +31,9 @@ from edgenas.search.uncertainty import wilson_interval
 from edgenas.search.results.report import completed, load_study
 from edgenas.runtime.backends import PER_BATCH, get_backend
 from edgenas.types import Candidate
+
+if TYPE_CHECKING:
+    from edgenas.search.data.splits import TaskSplits, Tokenizer
 
 
 @dataclass
@@ -81,7 +84,7 @@ def select_trials(study: optuna.Study, spec: str) -> list[FrozenTrial]:
     return chosen
 
 
-def write_data(splits, tokenizer, config: SearchConfig, seq_len: int, directory: Path,
+def write_data(splits: TaskSplits, tokenizer: Tokenizer, config: SearchConfig, seq_len: int, directory: Path,
                questions: int = 2000) -> dict[str, Path]:
     """Tokenized dev, test, calibration and parity sets at seq_len, as .npz files (QA: no test set;
     `questions` dev questions, a seeded subset)."""
@@ -151,7 +154,7 @@ def export_trial(trial: FrozenTrial, trained, config: SearchConfig, options: Exp
     data = write_data(trained.splits, trained.tokenizer, config, seq_len, model_dir / "data", options.questions)
     dev = load_npz(data["dev"])
     inherited = trained.supernet.extract(candidate.arch)
-    recipe = config.recipe()
+    recipe = config.train_recipe()
     tuned = finetune_subnet(trained.supernet, candidate.arch, trained.data, steps=options.steps,
                             batch_size=options.batch_size, seed=config.task.split_seed, threads=recipe.threads,
                             device=recipe.device)
@@ -206,7 +209,7 @@ def export_trial(trial: FrozenTrial, trained, config: SearchConfig, options: Exp
     return model_dir
 
 
-def qa_baselines(splits, config: SearchConfig, questions: int) -> dict[str, Any]:
+def qa_baselines(splits: TaskSplits, config: SearchConfig, questions: int) -> dict[str, Any]:
     """The sliding-window baseline's EM and F1 (fractions) on the export's scored dev questions."""
     from edgenas.search.data.qa import sliding_window_scores
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import optuna
 from optuna.artifacts import FileSystemArtifactStore
@@ -30,22 +30,42 @@ from edgenas.search.study import verdict
 from edgenas.tables import narrow_table, number_column, runtime_mode, text_column
 from edgenas.types import Candidate, arch_legend
 
+if TYPE_CHECKING:
+    from edgenas.runtime.targets import Target
+    from edgenas.search.data.splits import TaskSplits, Tokenizer
+    from edgenas.search.space import SearchSpace
+    from edgenas.search.training.supernet import MobileBertSupernet
+    from edgenas.search.training.train import TrainingSet
+
+
+def _flag(flag: str, default: Any) -> Any:
+    return field(default=default, metadata={"flag": flag})
+
 
 @dataclass
 class SearchOptions:
-    """The command-line flags users script against."""
+    """The command-line flags users script against; a field with a `flag` is passed on to --workers."""
 
-    out_dir: Path = Path("edgenas-out")
-    storage: str | None = None
-    study_name: str = "edgenas-demo"
-    n_trials: int = 15
-    timeout: float | None = None
-    sampler: str = "tpe"
-    seed: int | None = 0
-    artifacts: Path | None = None
-    supernet: Path | None = None  # a portable supernet directory (`edgenas train`) instead of training here
+    out_dir: Path = _flag("--out", Path("edgenas-out"))
+    storage: str | None = None  # travels to workers in EDGENAS_STORAGE, never on a command line
+    study_name: str = _flag("--study", "edgenas-demo")
+    n_trials: int = _flag("--n-trials", 15)
+    timeout: float | None = _flag("--timeout", None)
+    sampler: str = _flag("--sampler", "tpe")
+    seed: int | None = _flag("--seed", 0)
+    artifacts: Path | None = _flag("--artifacts", None)
+    supernet: Path | None = _flag("--supernet", None)  # a portable supernet directory (`edgenas train`)
     progress: bool = True
     summary: bool = True  # the final Pareto table (a --workers parent prints one for all)
+
+    def flags(self) -> list[str]:
+        """The `edgenas search` flags that give these options (those set, the storage left out)."""
+        out = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if "flag" in f.metadata and value is not None:
+                out += [f.metadata["flag"], str(value)]
+        return out
 
 
 class TrialCap:
@@ -116,14 +136,14 @@ def optimize_capped(study: optuna.Study, objective: Any, cap: TrialCap, timeout:
 class TrainedTask:
     """A study's data, tokenizer, space and trained supernet (from cache after the first run)."""
 
-    space: Any
-    splits: Any
-    tokenizer: Any
-    supernet: Any
-    data: Any  # the supernet's TrainingSet: its training examples and the teacher's logits on them
+    space: SearchSpace
+    splits: TaskSplits
+    tokenizer: Tokenizer
+    supernet: MobileBertSupernet
+    data: TrainingSet  # the supernet's training examples and the teacher's logits on them
 
 
-def load_task_data(config: SearchConfig) -> tuple[Any, Any, Any]:
+def load_task_data(config: SearchConfig) -> tuple[SearchSpace, TaskSplits, Tokenizer]:
     """The search space, the data splits and the tokenizer a config names."""
     from edgenas.search.data.datasets import load_dataset
     from edgenas.search.space import load_space
@@ -138,7 +158,7 @@ def load_task_data(config: SearchConfig) -> tuple[Any, Any, Any]:
 
         splits = load_qa(task.dataset, dev=task.dev, seed=task.split_seed, stride=task.stride)
         tokenizer = load_tokenizer(task.tokenizer)
-        check_windows(splits, tokenizer, [*config.candidates.seq_lens, config.recipe().seq_len])
+        check_windows(splits, tokenizer, [*config.candidates.seq_lens, config.train_recipe().seq_len])
         return space, splits, tokenizer
     splits = load_dataset(
         task.dataset, text_column=task.text_column, label_column=task.label_column,
@@ -152,7 +172,7 @@ def train_task_supernet(config: SearchConfig, space: Any, splits: Any, tokenizer
     """The study's supernet (trained, or from the cache) and its training set."""
     from edgenas.search.training.train import supernet_dir, train_supernet, training_set
 
-    recipe = config.recipe()
+    recipe = config.train_recipe()
     console.print(f"[bold]supernet[/] {space.name}: max {space.max_arch().short()}, {splits.name} data "
                   f"({len(splits.train)} train / {len(splits.dev)} dev), {recipe.steps} steps")
     cache = cache_root() / "supernets"
@@ -171,10 +191,10 @@ def load_trained_task(config: SearchConfig, console: Console, progress: bool = T
 class TaskInputs:
     """The target, space, data splits and tokenizer of a config, checked before any study exists."""
 
-    target: Any
-    space: Any
-    splits: Any
-    tokenizer: Any
+    target: Target
+    space: SearchSpace
+    splits: TaskSplits
+    tokenizer: Tokenizer
 
 
 def load_inputs(config: SearchConfig) -> TaskInputs:
@@ -214,7 +234,7 @@ def artifact_dir(options: SearchOptions) -> Path:
     return options.artifacts or study_dirs(options.out_dir)[0]
 
 
-def trimmed_vocabulary(splits, tokenizer):
+def trimmed_vocabulary(splits: TaskSplits, tokenizer: Tokenizer):
     """The VocabTrim of the tokens the training split uses."""
     from edgenas.search.data.vocab import VocabTrim
 
@@ -348,7 +368,7 @@ def train_only(config: SearchConfig, out: Path, console: Console, progress: bool
     quiet_libraries()
     space, splits, tokenizer = load_task_data(config)
     train_task_supernet(config, space, splits, tokenizer, console, progress)
-    recipe = config.recipe()
+    recipe = config.train_recipe()
     run_dir = supernet_dir(space, splits, tokenizer, recipe, cache_root() / "supernets")
     return write_portable(run_dir, out, space, splits, tokenizer, recipe)
 

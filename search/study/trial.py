@@ -9,7 +9,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 import optuna
@@ -26,6 +26,14 @@ from edgenas.search.study.verdict import eval_rows
 from edgenas.search.uncertainty import wilson_interval
 from edgenas.types import Candidate
 
+if TYPE_CHECKING:
+    from edgenas.runtime.drift import DriftMonitor
+    from edgenas.runtime.targets import Target
+    from edgenas.search.data.splits import TaskSplits, Tokenizer
+    from edgenas.search.data.vocab import VocabTrim
+    from edgenas.search.training.supernet import MobileBertSupernet
+    from edgenas.search.training.train import TrainingSet
+
 
 # ---------------------------------------------------------------- data prepared once per study
 
@@ -39,7 +47,7 @@ class EncodedSets:
     calibration: dict[int, Path] = field(default_factory=dict)
 
 
-def write_encoded_sets(splits, tokenizer, config: SearchConfig, directory: Path, vocab=None) -> EncodedSets:
+def write_encoded_sets(splits: TaskSplits, tokenizer: Tokenizer, config: SearchConfig, directory: Path, vocab=None) -> EncodedSets:
     """Tokenize the dev subset (eval, parity) and train samples (calibration) for each seq_len
     (in the trimmed vocabulary's ids when `vocab`, a VocabTrim, is given)."""
     from edgenas.search.data.tokenizer import encode
@@ -63,12 +71,12 @@ def write_encoded_sets(splits, tokenizer, config: SearchConfig, directory: Path,
     return sets
 
 
-def calibration_rows(splits, config: SearchConfig, seed_offset: int = 1) -> np.ndarray:
+def calibration_rows(splits: TaskSplits, config: SearchConfig, seed_offset: int = 1) -> np.ndarray:
     """The training rows static quantization calibrates on."""
     return seeded_rows(len(splits.train), config.measure.calibration_examples, config.task.split_seed + seed_offset)
 
 
-def _write_qa_sets(splits, tokenizer, config: SearchConfig, directory: Path) -> EncodedSets:
+def _write_qa_sets(splits: TaskSplits, tokenizer: Tokenizer, config: SearchConfig, directory: Path) -> EncodedSets:
     """The QA windows of the scored dev questions (with their contexts and gold answers) and of
     training questions for calibration, per seq_len; parity checks the first scored windows."""
     from edgenas.search.data.qa import measurement_sets
@@ -125,16 +133,16 @@ class TrialContext:
 
     config: SearchConfig
     space: SearchSpace
-    supernet: Any
-    data: Any  # the supernet's TrainingSet (per-candidate fine-tunes distil from its teacher logits)
-    splits: Any
-    tokenizer: Any
+    supernet: MobileBertSupernet
+    data: TrainingSet  # per-candidate fine-tunes distil from its teacher logits
+    splits: TaskSplits
+    tokenizer: Tokenizer
     encoded: EncodedSets
-    measurer: Any  # a runtime Target or DriftMonitor: .measure(artifact, data, **knobs) -> dict
+    measurer: Target | DriftMonitor  # .measure(artifact, data, **knobs) -> dict
     artifact_store: FileSystemArtifactStore
     compile_cache: Path
     work_dir: Path
-    vocab: Any = None  # a VocabTrim when config.trim_vocab: candidates keep only its rows
+    vocab: VocabTrim | None = None  # when config.trim_vocab: candidates keep only its rows
 
 
 def run_trial(trial: optuna.Trial, ctx: TrialContext) -> list[float]:
@@ -168,7 +176,7 @@ def _measure_candidate(trial: optuna.Trial, candidate: Candidate, ctx: TrialCont
         model_dir = Path(tmp) / "model"
         with clock.phase("extract"):
             if ctx.config.finetune_steps:
-                recipe = ctx.config.recipe()
+                recipe = ctx.config.train_recipe()
                 model = finetune_subnet(ctx.supernet, candidate.arch, ctx.data, steps=ctx.config.finetune_steps,
                                         threads=recipe.threads, device=recipe.device)
             else:

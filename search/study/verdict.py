@@ -4,7 +4,7 @@ the two baselines on those same rows, and whether the front beats them by more t
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import optuna
@@ -12,6 +12,9 @@ import optuna
 from edgenas.config import SearchConfig
 from edgenas.search.data.datasets import seeded_rows
 from edgenas.search.uncertainty import clearly_better, half_width
+
+if TYPE_CHECKING:
+    from edgenas.search.data.splits import TaskSplits
 
 #: study user attribute holding the baselines on the study's dev rows
 BASELINES_ATTR = "baselines"
@@ -24,12 +27,12 @@ def baseline_names(baselines: dict[str, Any]) -> dict[str, str]:
     return baselines.get("names") or BASELINE_NAMES
 
 
-def eval_rows(splits, config: SearchConfig) -> np.ndarray:
+def eval_rows(splits: TaskSplits, config: SearchConfig) -> np.ndarray:
     """The dev rows every candidate is scored on (seeded, sorted): all of dev when it is small enough."""
     return seeded_rows(len(splits.dev), config.measure.eval_examples, config.task.split_seed)
 
 
-def study_baselines(splits, config: SearchConfig, cache_dir: Path) -> dict[str, Any]:
+def study_baselines(splits: TaskSplits, config: SearchConfig, cache_dir: Path) -> dict[str, Any]:
     """Majority-class and TF-IDF accuracies on the study's dev rows and on test (cached per dataset);
     for QA, the sliding-window baseline's F1 on the study's dev questions."""
     from edgenas.search.data.baselines import load_baselines

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import optuna
@@ -23,25 +24,15 @@ from edgenas.search.study.runner import (
 STORAGE_ENV = "EDGENAS_STORAGE"  # the URL travels in the environment, never on a command line
 
 
-def worker_command(options: SearchOptions, index: int, config_path: Path | None, device: str | None = None) -> list[str]:
+def worker_command(options: SearchOptions, index: int, config_path: Path | None, device: str | None = None,
+                   recipe: str | None = None) -> list[str]:
     """The `edgenas search` command line of worker `index` (its own sampler seed)."""
-    command = [
-        sys.executable, "-m", "edgenas.cli", "search", "--study", options.study_name,
-        "--n-trials", str(options.n_trials), "--sampler", options.sampler, "--out", str(options.out_dir),
-        "--no-progress", "--worker",
-    ]
-    if options.seed is not None:
-        command += ["--seed", str(options.seed + index)]
-    if options.timeout:
-        command += ["--timeout", str(options.timeout)]
-    if options.artifacts:
-        command += ["--artifacts", str(options.artifacts)]
-    if config_path:
-        command += ["--config", str(config_path)]
-    if options.supernet:
-        command += ["--supernet", str(options.supernet)]
-    if device:
-        command += ["--device", device]
+    seed = None if options.seed is None else options.seed + index
+    command = [sys.executable, "-m", "edgenas.cli", "search", *replace(options, seed=seed).flags(),
+               "--no-progress", "--worker"]
+    for flag, value in (("--config", config_path), ("--device", device), ("--recipe", recipe)):
+        if value:
+            command += [flag, str(value)]
     return command
 
 
@@ -64,7 +55,7 @@ def run_workers(config: SearchConfig, options: SearchOptions, workers: int, conf
     processes = []
     for index in range(workers):
         process = subprocess.Popen(
-            worker_command(options, index, config_path, config.device), env=env, stdout=subprocess.PIPE,
+            worker_command(options, index, config_path, config.device, config.recipe), env=env, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True,
         )
         relay = threading.Thread(target=_relay, args=(process, f"[w{index}]", console), daemon=True)

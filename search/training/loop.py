@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, ContextManager
+from typing import TYPE_CHECKING, Any, ContextManager
 
 import numpy as np
 import torch
@@ -16,6 +16,9 @@ from torch import nn
 
 from edgenas.errors import EdgenasError
 from edgenas.search.data.datasets import seeded_rows
+
+if TYPE_CHECKING:
+    from edgenas.search.data.splits import TaskSplits, Tokenizer
 
 Encoded = dict[str, np.ndarray]
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -40,21 +43,45 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def device_name(device: torch.device) -> str:
-    """A readable name of the device training ran on (the GPU model on CUDA)."""
+def device_name(device: torch.device, precision: str | None = None) -> str:
+    """A readable name of the device training ran on (the GPU model on CUDA, the CPU model),
+    and with `precision` given, whether it trained in bf16 or fp32."""
     if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
+        name = torch.cuda.get_device_name(device)
+    elif device.type == "cpu":
+        from edgenas.runtime.measure import cpu_model
+
+        name = f"CPU ({cpu_model()}, {torch.get_num_threads()} threads)"
+    else:
+        name = device.type
+    if precision is None:
+        return name
+    return f"{name}, {'bf16 autocast' if uses_bf16(device, precision) else 'fp32'}"
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` computes bf16 natively: a CUDA GPU that supports it, or a CPU with
+    AVX512-BF16 or AMX (elsewhere a CPU emulates bf16, slower than fp32: pytorch#86550)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
     if device.type == "cpu":
-        import platform
-
-        return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-    return device.type
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    return False
 
 
-def autocast(device: torch.device) -> ContextManager[Any]:
-    """bf16 autocast on CUDA devices that support it; full precision elsewhere."""
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+def uses_bf16(device: torch.device, precision: str = "auto") -> bool:
+    """Whether training on `device` runs under bf16 autocast: forced by "bf16"/"fp32", detected by "auto"."""
+    if precision == "auto":
+        return native_bf16(device)
+    if precision == "bf16" and device.type not in ("cpu", "cuda"):
+        raise EdgenasError(f"precision bf16: no bf16 autocast on {device.type} (use auto or fp32)")
+    return precision == "bf16"
+
+
+def autocast(device: torch.device, precision: str = "auto") -> ContextManager[Any]:
+    """bf16 autocast (fp32 master weights) where `uses_bf16` says so; full precision elsewhere."""
+    if uses_bf16(device, precision):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return nullcontext()
 
 
@@ -69,7 +96,7 @@ def subsample(texts: list[str], labels: np.ndarray, limit: int | None, seed: int
     return [texts[i] for i in picked], np.asarray(labels)[picked]
 
 
-def encode_split(tokenizer, split, seq_len: int, limit: int | None = None, seed: int = 0) -> tuple[Encoded, np.ndarray]:
+def encode_split(tokenizer: Tokenizer, split, seq_len: int, limit: int | None = None, seed: int = 0) -> tuple[Encoded, np.ndarray]:
     """Tokenized arrays and labels of a TextSplit (optionally a seeded subsample)."""
     from edgenas.search.data.tokenizer import encode
 
@@ -77,7 +104,7 @@ def encode_split(tokenizer, split, seq_len: int, limit: int | None = None, seed:
     return encode(tokenizer, texts, seq_len), labels.astype(np.int64)
 
 
-def encode_training(splits, tokenizer, seq_len: int, limit: int | None = None, seed: int = 0) -> tuple[Encoded, np.ndarray]:
+def encode_training(splits: TaskSplits, tokenizer: Tokenizer, seq_len: int, limit: int | None = None, seed: int = 0) -> tuple[Encoded, np.ndarray]:
     """A task's training inputs and labels: texts and their classes, or for QA the windows of
     (a seeded subsample of) the questions and each window's answer start and end tokens."""
     if splits.task != "qa":
@@ -177,6 +204,49 @@ def progress_bar(enabled: bool) -> Progress:
     )
 
 
+def save_checkpoint(path: Path, model: nn.Module, optimizer, scheduler, step: int, elapsed: float, **extra: Any) -> None:
+    """Everything a run needs to go on exactly where it was: weights, optimizer, schedule, step, RNG."""
+    atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                 "step": step, "elapsed": elapsed, "torch_rng": torch.get_rng_state(), **extra}, path)
+
+
+def resume(path: Path | None, model: nn.Module, optimizer, scheduler, device: torch.device) -> dict[str, Any]:
+    """Restore a checkpoint of save_checkpoint if one exists; its step, seconds trained and extras
+    (step 0 without one)."""
+    if path is None or not path.is_file():
+        return {"step": 0, "elapsed": 0.0}
+    state = torch.load(path, map_location=device, weights_only=True)
+    model.load_state_dict(state.pop("model"))
+    optimizer.load_state_dict(state.pop("optimizer"))
+    scheduler.load_state_dict(state.pop("scheduler"))
+    torch.set_rng_state(state.pop("torch_rng").cpu())
+    return {**state, "step": int(state["step"]), "elapsed": float(state["elapsed"])}
+
+
+#: held-out examples per split that a learning curve is measured on (about ±3 points)
+CURVE_EXAMPLES = 1000
+
+
+def curve_sets(splits: TaskSplits, tokenizer: Tokenizer, recipe) -> dict[str, tuple[Encoded, np.ndarray]]:
+    """Seeded samples of dev and test (at most CURVE_EXAMPLES each) for learning curves; none for QA,
+    whose score needs span decoding."""
+    if splits.task == "qa":
+        return {}
+    return {name: encode_split(tokenizer, getattr(splits, name), recipe.seq_len, CURVE_EXAMPLES, recipe.seed + 11)
+            for name in ("dev", "test") if len(getattr(splits, name).texts)}
+
+
+def curve_point(step: int, elapsed: float, scored: dict[str, tuple[nn.Module, Any]],
+                sets: dict[str, tuple[Encoded, np.ndarray]], device: torch.device, precision: str = "auto") -> dict:
+    """One point of a learning curve: the accuracy of each named (model, arch) on each held-out set."""
+    point: dict[str, Any] = {"step": step, "seconds": round(elapsed, 1)}
+    for split, (encoded, labels) in sets.items():
+        for name, (model, arch) in scored.items():
+            logits = predict_logits(model, encoded, arch=arch, device=device, precision=precision)
+            point[f"{split}{name}"] = round(float((logits.argmax(-1) == labels).mean()), 4)
+    return point
+
+
 def atomic_save(obj: Any, path: Path) -> None:
     """torch.save to a temporary name, then rename: a crash never leaves half a file."""
     tmp = path.with_suffix(path.suffix + ".tmp")
@@ -185,10 +255,11 @@ def atomic_save(obj: Any, path: Path) -> None:
 
 
 def predict_logits(model: nn.Module, encoded: Encoded, arch=None, batch_size: int = 128, device: torch.device | None = None,
-                   progress: bool = False, label: str = "predict") -> np.ndarray:
+                   progress: bool = False, label: str = "predict", precision: str = "fp32") -> np.ndarray:
     """Logits of a supernet (at `arch`) or a transformers model, in eval mode, in the examples' order.
 
-    Examples run sorted by length, each batch cut to its longest text."""
+    Examples run sorted by length, each batch cut to its longest text; in fp32 unless
+    `precision` asks for bf16 (distillation targets, where speed matters more than the last digit)."""
     from edgenas.search.training.supernet import MobileBertSupernet
 
     device = device or next(model.parameters()).device
@@ -197,7 +268,7 @@ def predict_logits(model: nn.Module, encoded: Encoded, arch=None, batch_size: in
     n = len(encoded["input_ids"])
     order = np.argsort(lengths_of(encoded), kind="stable")
     outputs: list[np.ndarray] = []
-    with torch.no_grad(), autocast(device), progress_bar(progress) as bar:
+    with torch.no_grad(), autocast(device, precision), progress_bar(progress) as bar:
         task = bar.add_task(label, total=n, info="")
         for start in range(0, n, batch_size):
             ids, mask, types = tensors(encoded, order[start : start + batch_size], device)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -20,8 +21,11 @@ from edgenas.recipe import NOT_HASHED, TrainRecipe
 from edgenas.search.training.teacher import TEACHER_LOGITS
 from edgenas.search.training.train import RECORD, WEIGHTS, load_supernet, save_supernet, supernet_key
 
+if TYPE_CHECKING:
+    from edgenas.search.data.splits import TaskSplits, Tokenizer
 
-def write_portable(run_dir: Path, out: Path, space, splits, tokenizer, recipe: TrainRecipe) -> int:
+
+def write_portable(run_dir: Path, out: Path, space, splits: TaskSplits, tokenizer: Tokenizer, recipe: TrainRecipe) -> int:
     """Write the supernet of run_dir to `out` in fp16; returns the directory's size in bytes."""
     net, record = load_supernet(run_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -47,7 +51,7 @@ def _readme(record: dict) -> str:
     ])
 
 
-def adopt_portable(directory: Path, config, space, splits, tokenizer, cache_dir: Path):
+def adopt_portable(directory: Path, config, space, splits: TaskSplits, tokenizer: Tokenizer, cache_dir: Path):
     """Check a portable supernet against the search's space, data and tokenizer, install it in the
     cache, and return the config with the directory's training recipe (so every later step finds it)."""
     from edgenas.search.training.teacher import vocab_hash
@@ -65,7 +69,7 @@ def adopt_portable(directory: Path, config, space, splits, tokenizer, cache_dir:
                                "train it with the same config (`edgenas train`)")
     hashed = {k: v for k, v in record["recipe"].items() if k not in NOT_HASHED}
     adopted = config.model_copy(update={"supernet": hashed})
-    key = supernet_key(space, splits, tokenizer, adopted.recipe())
+    key = supernet_key(space, splits, tokenizer, adopted.train_recipe())
     if key != record["key"]:
         raise EdgenasError(f"{directory}: its key {record['key']} does not follow from its record ({key}); "
                            "the directory was changed or written by another edgenas version")

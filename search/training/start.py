@@ -6,6 +6,7 @@ importance once, so every leading slice keeps the most important parts."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -15,8 +16,11 @@ from edgenas.search.space import SearchSpace
 from edgenas.search.training import loop
 from edgenas.search.training.supernet import MobileBertSupernet
 
+if TYPE_CHECKING:
+    from edgenas.search.data.splits import TaskSplits, Tokenizer
 
-def initial_supernet(space: SearchSpace, splits, tokenizer, recipe: TrainRecipe, train_encoded: loop.Encoded,
+
+def initial_supernet(space: SearchSpace, splits: TaskSplits, tokenizer: Tokenizer, recipe: TrainRecipe, train_encoded: loop.Encoded,
                      cache_dir: Path, run_dir: Path,
                      progress: bool = True) -> tuple[MobileBertSupernet, dict, np.ndarray | None]:
     """The supernet before training, a record of how it started, and the teacher's logits on the
@@ -46,7 +50,7 @@ def initial_supernet(space: SearchSpace, splits, tokenizer, recipe: TrainRecipe,
     return net, record, soft
 
 
-def reorder_by_importance(net: MobileBertSupernet, splits, tokenizer, recipe: TrainRecipe) -> None:
+def reorder_by_importance(net: MobileBertSupernet, splits: TaskSplits, tokenizer: Tokenizer, recipe: TrainRecipe) -> None:
     """Rank heads, neurons and hidden units by the task loss's first-order sensitivity on
     `importance_examples` training texts, then permute the weights most important first."""
     encoded, labels = loop.encode_training(splits, tokenizer, recipe.seq_len, recipe.importance_examples,

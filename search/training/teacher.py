@@ -7,9 +7,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import time
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
@@ -19,6 +21,9 @@ from transformers.utils import logging as hf_logging
 from edgenas.errors import EdgenasError
 from edgenas.recipe import TrainRecipe
 from edgenas.search.training import loop
+
+if TYPE_CHECKING:
+    from edgenas.search.data.splits import TaskSplits, Tokenizer
 
 TEACHER_VERSION = "teacher-v2"
 #: the teacher's logits over the training examples, saved beside the supernet that distils from them
@@ -84,13 +89,13 @@ def checkpoint_hash(spec: str) -> str:
     return hashlib.sha256(((source / "config.json").read_text() + file_hash(weights_file(source))).encode()).hexdigest()[:20]
 
 
-def vocab_hash(tokenizer) -> str:
+def vocab_hash(tokenizer: Tokenizer) -> str:
     """Hash of the tokenizer's vocabulary (token -> id)."""
     items = sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])
     return hashlib.sha256("\n".join(token for token, _ in items).encode()).hexdigest()[:16]
 
 
-def teacher_key(spec: str, splits, tokenizer, recipe: TrainRecipe) -> str:
+def teacher_key(spec: str, splits: TaskSplits, tokenizer: Tokenizer, recipe: TrainRecipe) -> str:
     """Content hash of (teacher weights, data, vocab, fine-tune recipe)."""
     body = {
         "version": TEACHER_VERSION,
@@ -102,12 +107,12 @@ def teacher_key(spec: str, splits, tokenizer, recipe: TrainRecipe) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:20]
 
 
-def teacher_dir(spec: str, splits, tokenizer, recipe: TrainRecipe, cache_dir: Path) -> Path:
+def teacher_dir(spec: str, splits: TaskSplits, tokenizer: Tokenizer, recipe: TrainRecipe, cache_dir: Path) -> Path:
     """Where the fine-tuned teacher of this spec, data and recipe is (or will be) cached."""
     return Path(cache_dir) / f"teacher-{teacher_key(spec, splits, tokenizer, recipe)}"
 
 
-def load_teacher(spec: str, splits, tokenizer, recipe: TrainRecipe, cache_dir: Path,
+def load_teacher(spec: str, splits: TaskSplits, tokenizer: Tokenizer, recipe: TrainRecipe, cache_dir: Path,
                  progress: bool = True) -> tuple[PreTrainedModel, Path]:
     """The teacher fine-tuned on `splits` (trained once, then from the cache) and its directory, in eval mode."""
     out = teacher_dir(spec, splits, tokenizer, recipe, cache_dir)
@@ -128,20 +133,28 @@ def load_teacher(spec: str, splits, tokenizer, recipe: TrainRecipe, cache_dir: P
             f"{source}: teacher vocabulary has {model.config.vocab_size} tokens, the tokenizer {len(tokenizer)}"
         )
     device = loop.resolve_device(recipe.device)
+    partial = out.with_name(out.name + ".partial")  # checkpoints of an unfinished fine-tune
+    partial.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    finetune_teacher(model, splits, tokenizer, recipe, device, progress)
+    curve = finetune_teacher(model, splits, tokenizer, recipe, device, progress, partial / "checkpoint.pt")
     tmp = out.with_name(out.name + ".tmp")
     model.save_pretrained(str(tmp))
-    record = {"source": spec, "steps": recipe.teacher_steps, "lr": recipe.teacher_lr, "device": loop.device_name(device),
-              "train_seconds": round(time.perf_counter() - started, 1)}
+    record = {"source": spec, "steps": recipe.teacher_steps, "lr": recipe.teacher_lr,
+              "device": loop.device_name(device, recipe.precision), **curve,
+              "wall_seconds_this_run": round(time.perf_counter() - started, 1)}
     (tmp / "teacher.json").write_text(json.dumps(record, indent=2))
     os.replace(tmp, out)
+    shutil.rmtree(partial, ignore_errors=True)
     return model.eval(), out
 
 
-def finetune_teacher(model: torch.nn.Module, splits, tokenizer, recipe: TrainRecipe, device: torch.device,
-                     progress: bool = True) -> None:
-    """Plain cross-entropy fine-tune of a transformers classifier (or QA model) for recipe.teacher_steps steps."""
+def finetune_teacher(model: torch.nn.Module, splits: TaskSplits, tokenizer: Tokenizer, recipe: TrainRecipe, device: torch.device,
+                     progress: bool = True, checkpoint: Path | None = None,
+                     on_step: Callable[[int], None] | None = None) -> dict:
+    """Plain cross-entropy fine-tune of a transformers classifier (or QA model) for recipe.teacher_steps steps.
+
+    With `checkpoint`, it saves there every recipe.checkpoint_every steps and resumes from it. Returns
+    the seconds trained and, every recipe.eval_every steps, the learning curve on held-out examples."""
     loop.limit_threads(recipe.threads)
     torch.manual_seed(recipe.seed)
     encoded, labels = loop.encode_training(splits, tokenizer, recipe.seq_len, recipe.max_train_examples, recipe.seed)
@@ -151,23 +164,38 @@ def finetune_teacher(model: torch.nn.Module, splits, tokenizer, recipe: TrainRec
     model.get_input_embeddings().weight.requires_grad_(recipe.train_word_embeddings)
     optimizer, scheduler = loop.make_optimizer([p for p in model.parameters() if p.requires_grad], recipe.teacher_lr,
                                                recipe.weight_decay, total, recipe.warmup_fraction)
-    step, epoch = 0, 0
+    state = loop.resume(checkpoint, model, optimizer, scheduler, device)
+    step, elapsed, curve = state["step"], state["elapsed"], json.loads(state.get("curve", "[]"))
+    held_out = loop.curve_sets(splits, tokenizer, recipe) if recipe.eval_every else {}
+    per_epoch = -(-len(labels) // recipe.batch_size)
     with loop.progress_bar(progress) as bar:
-        task = bar.add_task("teacher", total=total, info="")
+        task = bar.add_task("teacher", total=total, completed=step, info="")
         while step < total:
-            for index in loop.batch_order(lengths, recipe.batch_size, recipe.seed + 1, epoch):
+            epoch, offset = divmod(step, per_epoch)
+            for index in loop.batch_order(lengths, recipe.batch_size, recipe.seed + 1, epoch)[offset:]:
                 if step >= total:
                     break
+                tick = time.perf_counter()
                 ids, mask, types = loop.tensors(encoded, index, device)
-                with loop.autocast(device):
+                with loop.autocast(device, recipe.precision):
                     logits = loop.logits_of(model(input_ids=ids, attention_mask=mask, token_type_ids=types))
                 loss = loop.mixed_loss(logits, torch.from_numpy(labels[index]).to(device), None, 0.0, 1.0)
                 loss.backward()
                 loop.clip_and_step(model, optimizer, scheduler)
                 step += 1
+                elapsed += time.perf_counter() - tick
                 bar.update(task, advance=1, info=f"loss {float(loss.detach()):.3f}")
-            epoch += 1
+                if held_out and (step % recipe.eval_every == 0 or step == total):
+                    curve.append(loop.curve_point(step, elapsed, {"": (model, None)}, held_out, device,
+                                                  recipe.precision))
+                    model.train()
+                if checkpoint is not None and step % recipe.checkpoint_every == 0 and step < total:
+                    loop.save_checkpoint(checkpoint, model, optimizer, scheduler, step, elapsed,
+                                         curve=json.dumps(curve))
+                if on_step is not None:
+                    on_step(step)
     model.cpu().eval()
+    return {"train_seconds": round(elapsed, 1), "curve": curve}
 
 
 def teacher_logits(model: torch.nn.Module, directory: Path, encoded: loop.Encoded, recipe: TrainRecipe,
@@ -181,7 +209,8 @@ def teacher_logits(model: torch.nn.Module, directory: Path, encoded: loop.Encode
         return np.load(path)
     device = loop.resolve_device(recipe.device)
     model.to(device)
-    logits = loop.predict_logits(model, encoded, device=device, progress=progress, label="teacher logits")
+    logits = loop.predict_logits(model, encoded, device=device, progress=progress, label="teacher logits",
+                                precision=recipe.precision)
     model.cpu()
     tmp = path.with_name(path.name + ".tmp.npy")
     np.save(tmp, logits)

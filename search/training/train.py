@@ -23,7 +23,7 @@ import random
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
@@ -36,12 +36,15 @@ from edgenas.search.training.supernet import MobileBertSupernet
 from edgenas.search.training.teacher import TEACHER_LOGITS, checkpoint_hash, vocab_hash
 from edgenas.types import ArchConfig
 
+if TYPE_CHECKING:
+    from edgenas.search.data.splits import TaskSplits, Tokenizer
+
 CACHE_VERSION = "supernet-v3"
 WEIGHTS = "supernet.safetensors"
 RECORD = "supernet.json"
 
 
-def supernet_key(space: SearchSpace, splits, tokenizer, recipe: TrainRecipe) -> str:
+def supernet_key(space: SearchSpace, splits: TaskSplits, tokenizer: Tokenizer, recipe: TrainRecipe) -> str:
     """Content hash of (space, data, tokenizer vocab, recipe, the weights it starts from): the cache key."""
     body = {
         "version": CACHE_VERSION,
@@ -58,7 +61,7 @@ def supernet_key(space: SearchSpace, splits, tokenizer, recipe: TrainRecipe) -> 
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:20]
 
 
-def supernet_dir(space: SearchSpace, splits, tokenizer, recipe: TrainRecipe, cache_dir: Path) -> Path:
+def supernet_dir(space: SearchSpace, splits: TaskSplits, tokenizer: Tokenizer, recipe: TrainRecipe, cache_dir: Path) -> Path:
     """The cache directory of this supernet (it holds a finished run once train_supernet returned)."""
     return Path(cache_dir) / supernet_key(space, splits, tokenizer, recipe)
 
@@ -76,7 +79,7 @@ class TrainingSet:
         return loop.lengths_of(self.encoded)
 
 
-def training_set(splits, tokenizer, recipe: TrainRecipe, run_dir: Path | None = None) -> TrainingSet:
+def training_set(splits: TaskSplits, tokenizer: Tokenizer, recipe: TrainRecipe, run_dir: Path | None = None) -> TrainingSet:
     """The (subsampled) training split at recipe.seq_len, with the teacher's logits if run_dir has them."""
     encoded, labels = loop.encode_training(splits, tokenizer, recipe.seq_len, recipe.max_train_examples, recipe.seed)
     soft = None
@@ -89,8 +92,8 @@ def training_set(splits, tokenizer, recipe: TrainRecipe, run_dir: Path | None = 
 
 def train_supernet(
     space: SearchSpace,
-    splits,
-    tokenizer,
+    splits: TaskSplits,
+    tokenizer: Tokenizer,
     recipe: TrainRecipe,
     cache_dir: Path,
     progress: bool = True,
@@ -118,7 +121,13 @@ def train_supernet(
     trained = [p for p in net.parameters() if p.requires_grad]
     optimizer, scheduler = loop.make_optimizer(trained, recipe.lr, recipe.weight_decay, recipe.steps,
                                                recipe.warmup_fraction)
-    step, elapsed = _resume(run_dir / "checkpoint.pt", net, optimizer, scheduler, device)
+    state = loop.resume(run_dir / "checkpoint.pt", net, optimizer, scheduler, device)
+    step, elapsed, curve = state["step"], state["elapsed"], json.loads(state.get("curve", "[]"))
+    held_out = loop.curve_sets(splits, tokenizer, recipe) if recipe.eval_every else {}
+    held_out.pop("test", None)  # subnets are chosen on dev: the depth curve is a dev curve
+    depths = {f"@{d}": (net, replace(space.max_arch(), num_hidden_layers=d)) for d in space.choices["num_hidden_layers"]}
+    if held_out and step == 0:
+        curve.append(loop.curve_point(0, 0.0, depths, held_out, device, recipe.precision))
     per_epoch = -(-len(data.labels) // recipe.batch_size)
     with loop.progress_bar(progress) as bar:
         task = bar.add_task("supernet", total=recipe.steps, completed=step, info="")
@@ -133,15 +142,19 @@ def train_supernet(
                 step += 1
                 elapsed += time.perf_counter() - tick
                 bar.update(task, advance=1, info=f"loss {loss:.3f}")
+                if held_out and (step % recipe.eval_every == 0 or step == recipe.steps):
+                    curve.append(loop.curve_point(step, elapsed, depths, held_out, device, recipe.precision))
                 if step % recipe.checkpoint_every == 0 and step < recipe.steps:
-                    _save_checkpoint(run_dir / "checkpoint.pt", net, optimizer, scheduler, step, elapsed)
+                    loop.save_checkpoint(run_dir / "checkpoint.pt", net, optimizer, scheduler, step, elapsed,
+                                         curve=json.dumps(curve))
                 if on_step is not None:
                     on_step(step)
     net.cpu().eval()
     record = {
         "start": start_record, "steps": recipe.steps, "steps_per_epoch": per_epoch,
         "train_examples": int(len(data.labels)), "supernet_seconds": round(elapsed, 1),
-        "wall_seconds": round(time.perf_counter() - started, 1), "device": loop.device_name(device),
+        "wall_seconds": round(time.perf_counter() - started, 1), "device": loop.device_name(device, recipe.precision),
+        "curve": curve,
     }
     save_supernet(net, run_dir, space, splits, tokenizer, recipe, record)
     (run_dir / "checkpoint.pt").unlink(missing_ok=True)
@@ -167,7 +180,7 @@ def sandwich_step(net: MobileBertSupernet, space: SearchSpace, data: TrainingSet
             continue  # a one-point space (stand-alone training) or a sample that repeats one
         seen.add(arch)
         run = depths if net.layers == "first" else sorted({deepest, depths[0], rng.choice(depths)})
-        with loop.autocast(device):
+        with loop.autocast(device, recipe.precision):
             outputs = net.forward_depths(ids, mask, types, arch, run)
         if soft is None:  # no teacher: the max sub-config teaches the others in place
             soft = outputs[deepest].detach()
@@ -189,7 +202,7 @@ def sandwich_step(net: MobileBertSupernet, space: SearchSpace, data: TrainingSet
 # ---------------------------------------------------------------- the supernet directory
 
 
-def save_supernet(net: MobileBertSupernet, directory: Path, space: SearchSpace, splits, tokenizer,
+def save_supernet(net: MobileBertSupernet, directory: Path, space: SearchSpace, splits: TaskSplits, tokenizer: Tokenizer,
                   recipe: TrainRecipe, training: dict, dtype: torch.dtype = torch.float32) -> None:
     """Write weights (safetensors) and the JSON record that says what they are."""
     from safetensors.torch import save_file
@@ -230,23 +243,6 @@ def load_supernet(directory: Path) -> tuple[MobileBertSupernet, dict]:
     return net.eval(), record
 
 
-def _save_checkpoint(path: Path, net, optimizer, scheduler, step: int, elapsed: float) -> None:
-    loop.atomic_save({"model": net.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                      "step": step, "elapsed": elapsed, "torch_rng": torch.get_rng_state()}, path)
-
-
-def _resume(path: Path, net, optimizer, scheduler, device: torch.device) -> tuple[int, float]:
-    """Restore a checkpoint if one exists; returns (step, seconds trained so far)."""
-    if not path.is_file():
-        return 0, 0.0
-    state = torch.load(path, map_location=device, weights_only=True)
-    net.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["torch_rng"].cpu())
-    return int(state["step"]), float(state["elapsed"])
-
-
 # ---------------------------------------------------------------- one subnet
 
 
@@ -262,6 +258,7 @@ def finetune_subnet(
     seed: int = 0,
     threads: int = 2,
     device: str = "auto",
+    precision: str = "auto",
 ):
     """Extract `arch` and fine-tune it for `steps` steps on labels plus the teacher's logits
     (the max subnet's, computed here, when the training set has none)."""
@@ -288,7 +285,7 @@ def finetune_subnet(
                 with torch.no_grad():
                     supernet.eval()
                     soft = supernet(ids, mask, types)
-            with loop.autocast(target):
+            with loop.autocast(target, precision):
                 logits = loop.logits_of(model(input_ids=ids, attention_mask=mask, token_type_ids=types))
             labels = torch.from_numpy(data.labels[index]).to(target)
             loop.mixed_loss(logits, labels, soft, distill_weight, temperature).backward()
