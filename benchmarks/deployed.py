@@ -276,6 +276,34 @@ def pick(models: list[dict[str, Any]], min_dev_accuracy: float, by: str) -> dict
     return {**max(models, key=lambda m: m["dev_accuracy"]), "met_accuracy_rule": False}
 
 
+def closing_line(record: dict[str, Any], fits, what: str, allowance_points: float) -> str:
+    """For a missed target: the most accurate exported model that meets its speed or size bound, and how far
+    its test accuracy is from the allowance below the teacher."""
+    fitting = [m for m in record["models"] if fits(m)]
+    if not fitting:
+        return f"No exported model is {what}: the front needs smaller sub-configs."
+    best = max(fitting, key=lambda m: m["test_accuracy"])
+    gap = (record["teacher"]["test_accuracy"] - best["test_accuracy"]) * 100 - allowance_points
+    return (f"The most accurate exported model {what} is {model_label(best)} at {best['test_accuracy']:.4f} test, "
+            f"{gap:.2f} points short of the allowance. " + shallow_trend(record))
+
+
+def shallow_trend(record: dict[str, Any]) -> str:
+    """What the 1-layer learning curve says about closing an accuracy gap of the small sub-configs."""
+    curve = record["training"]["supernet"].get("curve", [])
+    key = min((k for k in (curve[-1] if curve else {}) if k.startswith("dev@")), default=None, key=lambda k: int(k[4:]))
+    if key is None or len(curve) < 2:
+        return "What would close it: more accurate small sub-configs."
+    change = (curve[-1][key] - curve[-2][key]) * 100
+    if change > 0.5:
+        return (f"The shallowest depth's inherited dev accuracy still rose {change:.1f} points over the last "
+                f"{curve[-1]['step'] - curve[-2]['step']} supernet steps: a longer supernet training would help.")
+    return (f"The shallowest depth's inherited dev accuracy changed {change:+.1f} points over the last "
+            f"{curve[-1]['step'] - curve[-2]['step']} supernet steps: more sandwich steps alone will not close it; "
+            f"per-depth exits distilled from the teacher's logits or hidden-state distillation from the max subnet "
+            f"are the next things to try.")
+
+
 def timing_data(model_dir: str) -> Path:
     """Real tokenized tweets (the parity set) to time with: the timed example is its first row."""
     return Path(model_dir) / "data" / "parity.npz"
@@ -328,12 +356,13 @@ def caps_line(record: dict[str, Any]) -> str:
     """Where and how long the models trained, and the budgets, for every section that uses the pipeline."""
     r, s, seconds = record["recipe"], record["setup"], record["build_seconds"]
     teacher, supernet = record["training"]["teacher"], record["training"]["supernet"]
-    trained = (f"Trained on {supernet['device']}: " + (f"teacher {teacher['steps']} steps in {teacher['train_seconds']:.0f} s, "
-               if teacher else "") + f"supernet {supernet['steps']} sandwich steps in {supernet['supernet_seconds']:.0f} s")
+    trained = (f"Trained on {supernet['device']}: "
+               + (f"teacher {teacher['steps']} steps in {teacher['train_seconds']:.0f} s, " if teacher else "")
+               + f"supernet {supernet['steps']} sandwich steps in {supernet['supernet_seconds']:.0f} s")
     phases = (f"search {s['n_trials']} trials (TPE, seed 0) in {seconds['search']:.0f} s (first trial start to last "
               f"finish); export of the front in {seconds['export']:.0f} s (each model fine-tuned {s['export_steps']} "
-              f"steps, distilled from the supernet, then compiled and measured with every backend); reference "
-              f"compile {seconds['reference']:.0f} s")
+              f"steps on the labels and the teacher's cached logits, then compiled and measured with every "
+              f"backend); reference compile {seconds['reference']:.0f} s")
     budget = (f"Training budget (recipe `{s['config'].get('recipe', 'demo')}`): supernet {r['steps']} steps over "
               f"{record['train_examples']} of {record['n_train_total']} training examples (batch {r['batch_size']}, "
               f"seq {r['seq_len']}, lr {r['lr']:g}), teacher {r['teacher_steps']} steps at lr {r['teacher_lr']:g}.")

@@ -64,7 +64,9 @@ def markdown(f: dict[str, Any], record: dict[str, Any]) -> str:
              "(fresh process each); dev accuracy through the runtime on the whole dev split. "
              "`ort_over_tflite_latency` > 1 means TFLite is faster."]
     for name, rows in f["models"].items():
-        parts += ["", f"**{name}**", "", common.table(rows, cols)]
+        note = (" (24 layers, random weights: speed and size only, its accuracy is that of chance)"
+                if name == "full MobileBERT" else "")
+        parts += ["", f"**{name}**{note}", "", common.table(rows, cols)]
         failed = [f"{r['modes']}: {r.get('tflite_error') or r.get('onnxruntime_error')}" for r in rows
                   if "ort_over_tflite_latency" not in r]
         parts += [f"Failed: {'; '.join(failed)}"] if failed else []

@@ -104,7 +104,10 @@ def markdown(f: dict[str, Any], chosen: dict[str, Any], record: dict[str, Any]) 
             {"figure": f"{dp.teacher_label(record)} test accuracy (torch)", "value": f["teacher_test_accuracy"]},
         ], ["figure", "value"]), "",
         f"**{f['tweets_per_s']:.0f} tweets/s** on one core (target >= 1000) at **{f['drop_vs_teacher_points']:.2f} "
-        f"points** below the teacher (target <= 1.0). Target {common.verdict(f['target_met'])}. {f['warning']}", "",
+        f"points** below the teacher (target <= 1.0). Target {common.verdict(f['target_met'])}." + (f" {f['warning']}" if f["warning"] else "")
+        + ("" if f["target_met"] else " " + dp.closing_line(
+            record, lambda m: m["export_median_ms"] <= 1000 / TARGET_PER_S, "at most 1.00 ms per tweet at export "
+            "(batch 1)", MAX_DROP_POINTS)), "",
         dp.caps_line(record),
     ])
 

@@ -22,7 +22,7 @@ NOT_HASHED = ("checkpoint_every", "threads", "device", "precision", "eval_every"
 RECIPE_NAMES = ("demo", "cpu", "gpu")
 
 #: each named budget's departures from TrainRecipe's defaults (which are the `gpu` recipe), per task
-#: kind. Wall times are on a 2-core AMD EPYC (Zen 4) in bf16 autocast, see README.
+#: kind. Wall times on 2 cores in bf16 autocast: see README.
 NAMED_RECIPES: dict[str, dict[str, dict[str, Any]]] = {
     "classification": {
         # minutes: the README demo

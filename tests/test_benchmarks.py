@@ -64,6 +64,17 @@ def test_size_quick(bench) -> None:
     assert "smaller than BERT-large fp32" in text and "accuracy change" in text
 
 
+def test_training_quick(bench) -> None:
+    import training
+
+    training.main(bench["argv"])
+    record, text = _outputs(bench["out"], "training")
+    phases = record["phase_seconds"]
+    assert set(phases) >= {"teacher fine-tune", "supernet (sandwich rule)", "search", "export of the front"}
+    assert all(v >= 0 for v in phases.values()) and record["total_seconds"] == pytest.approx(sum(phases.values()))
+    assert record["device"].startswith("CPU") and "Wall time of each phase" in text
+
+
 def test_throughput_quick(bench) -> None:
     import throughput
 

@@ -1,0 +1,78 @@
+"""Training on the CPU: where the deployed pipeline's teacher and supernet trained, how long each phase took,
+and their learning curves.
+
+Reads the records the training wrote (the teacher's teacher.json, the supernet's
+supernet.json, through the pipeline record of deployed.py): the device, the wall
+time of each phase, the teacher's dev/test accuracy against its steps, and each
+depth's inherited dev accuracy against the supernet's sandwich steps (seeded
+samples of at most 1,000 examples; the exported models' figures use the whole
+splits). Nothing is trained or timed here.
+
+    python benchmarks/training.py --quick
+    python benchmarks/training.py --write-results
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import common
+import deployed as dp
+
+TARGET_MINUTES = 75
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args, run, record = dp.start("training", __doc__, argv)
+    teacher, supernet = record["training"]["teacher"], record["training"]["supernet"]
+    phases = phase_seconds(record)
+    figures = {"device": supernet["device"], "phase_seconds": phases, "total_seconds": sum(phases.values()),
+               "teacher_curve": teacher["curve"] if teacher else [], "supernet_curve": supernet.get("curve", []),
+               "recipe": record["recipe"], "setup": record["setup"]}
+    return run.finish(figures, markdown(figures), args.write_results)
+
+
+def phase_seconds(record: dict[str, Any]) -> dict[str, float]:
+    """Wall seconds of each phase of the pipeline, from the training records and the pipeline's own timing."""
+    teacher, supernet = record["training"]["teacher"], record["training"]["supernet"]
+    seconds = record["build_seconds"]
+    training_wall = supernet.get("wall_seconds", supernet["supernet_seconds"])
+    teacher_s = teacher["train_seconds"] if teacher else 0.0
+    return {"teacher fine-tune": teacher_s,
+            "teacher logits, head and neuron importance, data": max(training_wall - teacher_s - supernet["supernet_seconds"], 0.0),
+            "supernet (sandwich rule)": supernet["supernet_seconds"], "search": seconds["search"],
+            "export of the front": seconds["export"]}
+
+
+def markdown(f: dict[str, Any]) -> str:
+    """The training section."""
+    r, s = f["recipe"], f["setup"]
+    steps = {"teacher fine-tune": r["teacher_steps"], "supernet (sandwich rule)": r["steps"]}
+    phases = [{"phase": name, "seconds": sec, "minutes": sec / 60,
+               "s per step": sec / steps[name] if name in steps else None} for name, sec in f["phase_seconds"].items()]
+    phases.append({"phase": "total", "seconds": f["total_seconds"], "minutes": f["total_seconds"] / 60})
+    minutes = f["total_seconds"] / 60
+    depth_cols = sorted({k for point in f["supernet_curve"] for k in point if k.startswith("dev@")},
+                        key=lambda k: int(k[4:]))
+    return "\n".join([
+        f"Trained on {f['device']}. Recipe `{s['config'].get('recipe', 'demo')}`: teacher {r['teacher_steps']} steps "
+        f"(lr {r['teacher_lr']:g}), supernet {r['steps']} sandwich steps (lr {r['lr']:g}, "
+        f"{r['random_subnets_per_step']} random subnet per step), batch {r['batch_size']}, seq {r['seq_len']}; "
+        f"search {s['n_trials']} trials; each Pareto model exported with {s['export_steps']} fine-tune steps.", "",
+        "Wall time of each phase (the training phases from their own records, which count only the seconds "
+        "spent training, across resumes):", "",
+        common.table(phases, ["phase", "seconds", "minutes", "s per step"]), "",
+        f"The whole pipeline: **{minutes:.0f} minutes** (target: about {TARGET_MINUTES} on 2 cores). Target "
+        f"{common.verdict(minutes <= TARGET_MINUTES * 1.05)}. The steps' own speed on a quiet machine is "
+        f"`benchmarks/train_speed.py`'s (README); a phase that ran beside other jobs on these 2 cores took longer.", "",
+        "Teacher (MiniLM fine-tuned on the tweets): accuracy on seeded samples of 1,000 dev and 1,000 test "
+        "examples against steps:", "",
+        common.table(f["teacher_curve"], ["step", "seconds", "dev", "test"]), "",
+        "Supernet: each depth's inherited dev accuracy (the widest subnet of that depth, 1,000 dev examples) "
+        "against sandwich steps:", "",
+        common.table(f["supernet_curve"], ["step", "seconds", *depth_cols]),
+    ])
+
+
+if __name__ == "__main__":
+    main()
