@@ -103,7 +103,7 @@ def reference_row(questions_npz: dict[str, Any], config: SearchConfig, tokenizer
 
 def windows_at(questions_npz: dict[str, Any], tokenizer, config: SearchConfig, seq_len: int):
     """The windows of the exported model's dev questions read at seq_len."""
-    from edgenas.runtime.measure import question_field
+    from edgenas.runtime.tasks import question_field
     from edgenas.runtime.qa import make_windows
 
     questions, contexts = (question_field(questions_npz[key]) for key in ("questions", "contexts"))
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=30, help="timed runs of each reference")
     args = p.parse_args(argv)
     run = common.Run("qa", args.quick, args.out, argv)
-    from edgenas.runtime.measure import question_field
+    from edgenas.runtime.tasks import question_field
     from edgenas.search.study.runner import load_task_data, quiet_libraries
     from edgenas.search.study.trial import load_npz
 

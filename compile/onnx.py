@@ -74,10 +74,10 @@ def export_torch(model_dir: Path, out: Path, seq_len: int) -> None:
 
 
 def _output_axes(model_dir: Path) -> dict[int, str]:
-    """The logits' dynamic axes: the batch, and for a QA model the tokens too."""
-    from edgenas.compile.torch_model import is_qa
+    """The logits' dynamic axes: the batch, and for a span model's per-token logits the tokens too."""
+    from edgenas.runtime.tasks import task_of_model
 
-    return {0: "batch", 2: "sequence"} if is_qa(model_dir) else {0: "batch"}
+    return {0: "batch", 2: "sequence"} if task_of_model(model_dir).spans else {0: "batch"}
 
 
 def export_tf2onnx(model_dir: Path, out: Path) -> None:

@@ -15,14 +15,7 @@ from typing import Any
 import numpy as np
 
 from edgenas.runtime.runners import INPUT_KEYS
-
-QA_ARCHITECTURE = "MobileBertForQuestionAnswering"
-
-
-def is_qa(model_dir: Path) -> bool:
-    """Whether the saved model in model_dir is an extractive-QA model (by its config's architectures)."""
-    config = json.loads((Path(model_dir) / "config.json").read_text())
-    return QA_ARCHITECTURE in (config.get("architectures") or [])
+from edgenas.runtime.tasks import task_of_model
 
 
 def load_model(model_dir: Path, additive_mask: bool = False, **kwargs: Any) -> Any:
@@ -31,11 +24,10 @@ def load_model(model_dir: Path, additive_mask: bool = False, **kwargs: Any) -> A
     additive_mask: build the 4-D additive mask here rather than in transformers
     (whose index ops break the PT2E quantizer's observers)."""
     import torch
-    from transformers import MobileBertForQuestionAnswering, MobileBertForSequenceClassification
+    import transformers
 
-    qa = is_qa(model_dir)
-    cls = MobileBertForQuestionAnswering if qa else MobileBertForSequenceClassification
-    inner = cls.from_pretrained(str(model_dir), **kwargs).eval()
+    task = task_of_model(model_dir)
+    inner = getattr(transformers, task.architecture).from_pretrained(str(model_dir), **kwargs).eval()
 
     class Logits(torch.nn.Module):
         def __init__(self) -> None:
@@ -48,7 +40,7 @@ def load_model(model_dir: Path, additive_mask: bool = False, **kwargs: Any) -> A
             if additive_mask:
                 mask = (1.0 - attention_mask[:, None, None, :].to(torch.float32)) * torch.finfo(torch.float32).min
             out = self.model(input_ids=input_ids, attention_mask=mask, token_type_ids=token_type_ids)
-            return torch.stack([out.start_logits, out.end_logits], dim=1) if qa else out.logits
+            return torch.stack([out.start_logits, out.end_logits], dim=1) if task.spans else out.logits
 
     return Logits().eval()
 

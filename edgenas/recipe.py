@@ -36,6 +36,10 @@ NAMED_RECIPES: dict[str, dict[str, dict[str, Any]]] = {
         # windows of 256 tokens, about 13 minutes on 2 cores
         "demo": {"steps": 20, "teacher_steps": 150, "teacher_lr": 1e-4, "seq_len": 256, "batch_size": 16,
                  "max_train_examples": 2400, "random_subnets_per_step": 1, "importance_examples": 64},
+        # windows of 256 tokens, 30,000 questions: teacher steps from its measured F1 curve (README)
+        "cpu": {"steps": 500, "teacher_steps": 800, "teacher_lr": 1e-4, "seq_len": 256, "max_train_examples": 30000,
+                "random_subnets_per_step": 1, "importance_examples": 256, "eval_every": 200,
+                "checkpoint_every": 25},  # a supernet step takes about 20 s here: lose minutes, not an hour
         "gpu": {"seq_len": 256},
     },
 }

@@ -2,7 +2,7 @@
 
 Runnable as ``python -m edgenas.runtime.measure ARTIFACT [--data NPZ] ...``: prints
 one JSON object on stdout; on failure prints {"error": ..., "kind": ...} and exits 3.
-Imports only numpy, runners.py, backends.py and (for QA) qa.py, all in this folder,
+Imports only numpy, runners.py, backends.py, tasks.py and (for QA) qa.py, all in this folder,
 so a target can copy them to a device and run them there.
 """
 
@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .backends import KNOBS, backend_for, load_runner
+from .tasks import task_of_set
 from .runners import DEFAULT_SEQ_LEN, INPUT_KEYS, Runner, RuntimeLoadError, RuntimeMissingError, fit_seq_len
 
 ERROR_EXIT_CODE = 3
@@ -142,25 +143,10 @@ def load_data(path: str | Path, max_eval: int | None = None) -> dict[str, np.nda
     n, seq = arrays["input_ids"].shape
     arrays.setdefault("attention_mask", np.ones((n, seq), dtype=np.int64))
     arrays.setdefault("token_type_ids", np.zeros((n, seq), dtype=np.int64))
+    task = task_of_set(arrays)
     if max_eval is not None:
-        arrays = _first_questions(arrays, max_eval) if is_qa_set(arrays) else {k: v[:max_eval] for k, v in arrays.items()}
+        arrays = task.first(arrays, max_eval) if task is not None else {k: v[:max_eval] for k, v in arrays.items()}
     return arrays
-
-
-#: a QA set's per-question arrays: JSON lists in 0-d string arrays
-QUESTION_KEYS = ("questions", "contexts", "answers")
-
-
-def question_field(array: np.ndarray) -> list[Any]:
-    """One of a QA set's per-question lists (QUESTION_KEYS), decoded."""
-    return json.loads(array.item())
-
-
-def _first_questions(arrays: dict[str, np.ndarray], count: int) -> dict[str, np.ndarray]:
-    """A QA set cut to its first `count` questions and all of their windows."""
-    keep = arrays["example"] < count
-    return {k: np.array(json.dumps(question_field(v)[:count])) if k in QUESTION_KEYS else v[keep]
-            for k, v in arrays.items()}
 
 
 def synthetic_example(seq_len: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -244,29 +230,13 @@ def peak_rss_mb() -> float:
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
 
 
-def is_qa_set(arrays: dict[str, np.ndarray]) -> bool:
-    """Whether a tokenized set holds QA windows (scored on answer spans) rather than labelled texts."""
-    return "offsets" in arrays
-
-
 def score_logits(logits: np.ndarray, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
-    """How good the logits of a scored set are: {"accuracy", "n_eval"}.
-
-    A classifier's accuracy is the share of rows whose argmax is the label. For a QA set
-    "accuracy" is the official SQuAD v1.1 F1 (as a fraction), beside "exact_match"; n_eval
-    counts questions, and "windows_per_question" says how many model runs one question takes.
-    """
-    if not is_qa_set(arrays):
-        return {"accuracy": float((logits.argmax(axis=-1) == arrays["labels"].reshape(-1)).mean()),
-                "n_eval": int(len(arrays["labels"]))}
-    from .qa import best_spans, squad_scores, windows_of
-
-    windows, contexts = windows_of(arrays), question_field(arrays["contexts"])
-    golds = question_field(arrays["answers"])
-    answers = best_spans(logits[:, 0], logits[:, 1], windows, contexts)
-    official = squad_scores([a.text for a in answers], golds)
-    return {"accuracy": official["f1"] / 100, "exact_match": official["exact_match"] / 100,
-            "n_eval": len(golds), "windows_per_question": len(windows) / len(golds)}
+    """How good the logits of a scored set are, as its task scores them: {"accuracy", "n_eval", ...}
+    (for QA "accuracy" is SQuAD's F1 as a fraction, beside "exact_match" and "windows_per_question")."""
+    task = task_of_set(arrays)
+    if task is None:
+        raise DataError("the set has neither labels nor QA windows: nothing to score")
+    return task.score(logits, arrays)
 
 
 def scores(runner: Runner, data: dict[str, np.ndarray], batch_size: int) -> tuple[dict[str, Any], np.ndarray]:
@@ -315,7 +285,7 @@ def measure(artifact: str | Path, data: str | Path | None = None, **options: Any
         "warmup": warmup, "seq_len": seq_len, "batch": 1,
         "artifact": artifact.name, "artifact_mb": artifact.stat().st_size / 2**20, "load_ms": load_ms,
     }
-    if arrays is not None and ("labels" in arrays or is_qa_set(arrays)):
+    if arrays is not None and task_of_set(arrays) is not None:
         scored_set, scored = scores(runner, arrays, batch_size)
         result |= scored_set
         if "windows_per_question" in scored_set:  # a long context is several runs of the model

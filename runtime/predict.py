@@ -18,6 +18,7 @@ import numpy as np
 from .backends import BACKENDS, load_runner
 from .qa import QA_STRIDE, Answer, best_spans, make_windows
 from .runners import DEFAULT_SEQ_LEN, Runner, RuntimeLoadError
+from .tasks import CLASSIFICATION, get_task
 
 METRICS_FILE = "metrics.json"
 #: each backend's artifact file inside an exported model directory
@@ -109,10 +110,10 @@ class Predictor:
         self.artifact = choose_artifact(self.model_dir, runtime)
         info = _read_json(self.model_dir / METRICS_FILE)
         self.seq_len = int(info.get("seq_len", DEFAULT_SEQ_LEN))
-        self.task = str(info.get("task", "classification"))
         self.stride = int(info.get("stride", QA_STRIDE))
         self.labels = label_names(self.model_dir)
         try:
+            self.task = get_task(str(info.get("task", CLASSIFICATION.name)))
             self.runner: Runner = load_runner(self.artifact, threads=threads)
         except RuntimeLoadError as exc:
             raise PredictError(str(exc)) from None
@@ -128,7 +129,7 @@ class Predictor:
         batch_size 1 makes each text's scores independent of the others: ONNX Runtime's
         dynamic int8 quantizes activations with ranges taken over the whole batch.
         """
-        if self.task == "qa":
+        if self.task.spans:
             raise PredictError(f"{self.model_dir} answers questions: give --question and --context")
         if not texts:
             return []
@@ -147,7 +148,7 @@ class Predictor:
 
         A context longer than the compiled sequence is read in overlapping windows, one model run each,
         one window at a time (batch 1), as the measurements were."""
-        if self.task != "qa":
+        if not self.task.spans:
             raise PredictError(f"{self.model_dir} is a text classifier: give texts, not --question/--context")
         if not question.strip() or not context.strip():
             raise PredictError("give a non-empty --question and --context")

@@ -1,7 +1,7 @@
 """Where a measurement runs: this machine (a fresh child process) or a host over SSH.
 
-Both targets run the same self-contained bundle (runners.py, backends.py, measure.py and qa.py copied
-into a temporary package), so what runs locally is exactly what runs on a device
+Both targets run the same self-contained bundle (runners.py, backends.py, tasks.py, measure.py and
+qa.py copied into a temporary package), so what runs locally is exactly what runs on a device
 that has only numpy and the runtime libraries.
 """
 
@@ -29,7 +29,7 @@ from .backends import UnknownBackendError
 from .measure import MeasureRequest
 
 BUNDLE_PACKAGE = "edgenas_device_runtime"
-BUNDLE_FILES = ("runners.py", "backends.py", "measure.py", "qa.py")
+BUNDLE_FILES = ("runners.py", "backends.py", "tasks.py", "measure.py", "qa.py")
 REMOTE_LOCK = "/tmp/edgenas-device.lock"
 _KIND_TEXT = {"missing_runtime": "runtime library missing on device", "rejected": "artifact rejected",
               "data": "bad data"}

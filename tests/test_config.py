@@ -50,7 +50,6 @@ def test_partial_file_overrides_defaults(tmp_path: Path) -> None:
         ("supernet:\n  epochz: 1\n", "unknown training recipe key 'epochz'"),
         ("supernet:\n  steps: 0\n", "steps must be positive"),
         ("recipe: huge\n", "recipe: Input should be 'demo', 'cpu' or 'gpu'"),
-        ("task: {dataset: squad}\nrecipe: cpu\n", "recipe 'cpu': none for qa (choose from demo, gpu)"),
         ("device: tpu\n", "device: Input should be 'auto', 'cpu', 'cuda' or 'mps'"),
         ("supernet:\n  steps: many\n", "steps: Input should be a valid integer"),
         ("objectives: [accuracy, accuracy]\n", "distinct objectives"),
@@ -100,3 +99,11 @@ def test_cli_recipe_flag(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
         main(["train", "--recipe", "tiny", "--out", str(tmp_path / "out")])
     assert info.value.code == 2 and "recipe" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_every_task_has_every_named_recipe() -> None:
+    """A QA config trains QA's own cpu budget (windows of 256 tokens), not the tweets' one."""
+    qa = SearchConfig.model_validate({"task": {"dataset": "squad"}, "recipe": "cpu"}).train_recipe()
+    tweets = SearchConfig.model_validate({"recipe": "cpu"}).train_recipe()
+    assert (qa.seq_len, qa.teacher_steps, qa.max_train_examples) == (256, 800, 30000)
+    assert (tweets.seq_len, tweets.teacher_steps) == (64, 1860)

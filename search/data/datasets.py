@@ -61,6 +61,15 @@ class Splits:
                 digest.update(f"{label}\x1f{text}\x1d".encode())
         return digest.hexdigest()[:16]
 
+    def scored_set(self, split: str, tokenizer, seq_len: int, rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """The arrays runtime/ scores a split on (all of it, or its `rows`): the texts encoded, and their labels."""
+        from edgenas.search.data.tokenizer import encode
+
+        part: TextSplit = getattr(self, split)
+        picked = np.arange(len(part)) if rows is None else np.asarray(rows)
+        return {**encode(tokenizer, [part.texts[i] for i in picked], seq_len),
+                "labels": part.labels[picked].astype(np.int64)}
+
 
 def seeded_rows(n: int, limit: int | None, seed: int) -> np.ndarray:
     """The sorted indices of a seeded random subset of at most `limit` of n rows (all of them if None)."""

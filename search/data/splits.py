@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol, Sequence
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from transformers import PreTrainedTokenizerBase as Tokenizer  # noqa: F401  (re-exported for annotations)
 
 
@@ -21,3 +23,8 @@ class TaskSplits(Protocol):
     def label_names(self) -> Sequence[str]: ...
 
     def content_hash(self) -> str: ...
+
+    def scored_set(self, split: str, tokenizer: Tokenizer, seq_len: int,
+                   rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """The arrays runtime/ scores a split ("train", "dev", "test") on: what score_logits reads."""
+        ...

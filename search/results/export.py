@@ -220,9 +220,9 @@ def qa_baselines(splits: TaskSplits, config: SearchConfig, questions: int) -> di
 
 def _scored(arrays: dict[str, np.ndarray]) -> int:
     """Examples (QA: questions) a scored set holds."""
-    from edgenas.runtime.measure import question_field
+    from edgenas.runtime.tasks import task_of_set
 
-    return len(question_field(arrays["answers"])) if "answers" in arrays else len(arrays["input_ids"])
+    return task_of_set(arrays).examples(arrays)
 
 
 def save_trimmed(model, trained, config: SearchConfig, seq_len: int, model_dir: Path) -> tuple[dict[str, Path], dict]:

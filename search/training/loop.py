@@ -223,27 +223,27 @@ def resume(path: Path | None, model: nn.Module, optimizer, scheduler, device: to
     return {**state, "step": int(state["step"]), "elapsed": float(state["elapsed"])}
 
 
-#: held-out examples per split that a learning curve is measured on (about ±3 points)
-CURVE_EXAMPLES = 1000
+def curve_sets(splits: TaskSplits, tokenizer: Tokenizer, recipe) -> dict[str, dict[str, np.ndarray]]:
+    """Seeded samples of dev and test (where it has one) for learning curves, as scored sets."""
+    from edgenas.runtime.tasks import get_task
 
-
-def curve_sets(splits: TaskSplits, tokenizer: Tokenizer, recipe) -> dict[str, tuple[Encoded, np.ndarray]]:
-    """Seeded samples of dev and test (at most CURVE_EXAMPLES each) for learning curves; none for QA,
-    whose score needs span decoding."""
-    if splits.task == "qa":
-        return {}
-    return {name: encode_split(tokenizer, getattr(splits, name), recipe.seq_len, CURVE_EXAMPLES, recipe.seed + 11)
-            for name in ("dev", "test") if len(getattr(splits, name).texts)}
+    limit = get_task(splits.task).curve_examples
+    return {name: splits.scored_set(name, tokenizer, recipe.seq_len,
+                                    seeded_rows(len(getattr(splits, name)), limit, recipe.seed + 11))
+            for name in ("dev", "test") if len(getattr(splits, name))}
 
 
 def curve_point(step: int, elapsed: float, scored: dict[str, tuple[nn.Module, Any]],
-                sets: dict[str, tuple[Encoded, np.ndarray]], device: torch.device, precision: str = "auto") -> dict:
-    """One point of a learning curve: the accuracy of each named (model, arch) on each held-out set."""
+                sets: dict[str, dict[str, np.ndarray]], device: torch.device, precision: str = "auto") -> dict:
+    """One point of a learning curve: the score (accuracy; QA: F1 as a fraction) of each named
+    (model, arch) on each held-out set, as runtime/ scores an artifact."""
+    from edgenas.runtime.measure import score_logits
+
     point: dict[str, Any] = {"step": step, "seconds": round(elapsed, 1)}
-    for split, (encoded, labels) in sets.items():
+    for split, arrays in sets.items():
         for name, (model, arch) in scored.items():
-            logits = predict_logits(model, encoded, arch=arch, device=device, precision=precision)
-            point[f"{split}{name}"] = round(float((logits.argmax(-1) == labels).mean()), 4)
+            logits = predict_logits(model, arrays, arch=arch, device=device, precision=precision)
+            point[f"{split}{name}"] = round(float(score_logits(logits, arrays)["accuracy"]), 4)
     return point
 
 

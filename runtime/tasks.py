@@ -1,0 +1,175 @@
+"""The task catalog: every kind of model edgenas builds (a text classifier, an extractive-QA
+model), declared once.
+
+A record says what the model's head is (by transformers class name and the layout of its
+logits), how a scored set is scored and cut, what the score is called and how a results
+table shows it. `get_task`, `task_of_set` and `task_of_model` are the only places a name,
+a set or a saved model becomes a Task.
+
+Imports only the standard library and numpy (and this folder's qa.py for span scoring),
+so it ships to a device with the runners.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .runners import RuntimeLoadError
+
+#: a QA set's per-question arrays: JSON lists in 0-d string arrays
+QUESTION_KEYS = ("questions", "contexts", "answers")
+
+
+class UnknownTaskError(RuntimeLoadError):
+    """A task name, or a saved model, that the catalog does not know."""
+
+
+def question_field(array: np.ndarray) -> list[Any]:
+    """One of a QA set's per-question lists (QUESTION_KEYS), decoded."""
+    return json.loads(array.item())
+
+
+# ---------------------------------------------------------------- scoring a set's logits
+
+
+def _label_scores(logits: np.ndarray, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The share of rows whose argmax is the label."""
+    return {"accuracy": float((logits.argmax(axis=-1) == arrays["labels"].reshape(-1)).mean()),
+            "n_eval": int(len(arrays["labels"]))}
+
+
+def _span_scores(logits: np.ndarray, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The official SQuAD v1.1 F1 (as a fraction, under "accuracy") and exact match of each
+    question's best span over its windows; n_eval counts questions."""
+    from .qa import best_spans, squad_scores, windows_of
+
+    windows, contexts = windows_of(arrays), question_field(arrays["contexts"])
+    golds = question_field(arrays["answers"])
+    answers = best_spans(logits[:, 0], logits[:, 1], windows, contexts)
+    official = squad_scores([a.text for a in answers], golds)
+    return {"accuracy": official["f1"] / 100, "exact_match": official["exact_match"] / 100,
+            "n_eval": len(golds), "windows_per_question": len(windows) / len(golds)}
+
+
+def _first_rows(arrays: dict[str, np.ndarray], count: int) -> dict[str, np.ndarray]:
+    return {k: v[:count] for k, v in arrays.items()}
+
+
+def _first_questions(arrays: dict[str, np.ndarray], count: int) -> dict[str, np.ndarray]:
+    """A QA set cut to its first `count` questions and all of their windows."""
+    keep = arrays["example"] < count
+    return {k: np.array(json.dumps(question_field(v)[:count])) if k in QUESTION_KEYS else v[keep]
+            for k, v in arrays.items()}
+
+
+def _rows(arrays: dict[str, np.ndarray]) -> int:
+    return len(arrays["input_ids"])
+
+
+def _questions(arrays: dict[str, np.ndarray]) -> int:
+    return len(question_field(arrays["answers"]))
+
+
+# ---------------------------------------------------------------- the records
+
+
+@dataclass(frozen=True)
+class Column:
+    """A number in a results table: its heading, least width, the row key it shows, its format."""
+
+    heading: str
+    width: int
+    key: str
+    format: str
+
+
+@dataclass(frozen=True)
+class Task:
+    """One kind of model: its head, how its scored sets are scored, and how its results are shown."""
+
+    name: str
+    architecture: str  # the transformers class of an exported model (config.json's "architectures")
+    teacher_class: str  # the transformers auto class a teacher of the task is loaded as
+    spans: bool  # answers with a span of a context: logits (batch, 2, seq), a start and an end score per token
+    score_name: str  # what the accuracy objective measures
+    score_short: str  # the same in a narrow column
+    score_scale: float  # a score as shown: 1 (accuracy as a fraction) or 100 (F1 in points)
+    scored_label: str  # the axis title of a dev score measured through a runtime
+    score: Callable[[np.ndarray, dict[str, np.ndarray]], dict[str, Any]]  # a scored set's logits -> scores
+    first: Callable[[dict[str, np.ndarray], int], dict[str, np.ndarray]]  # a scored set cut to its first n
+    examples: Callable[[dict[str, np.ndarray]], int]  # the examples (QA: questions) a scored set holds
+    compare_columns: tuple[Column, ...]  # `edgenas compare`'s numbers besides latency
+    compare_note: str  # the line under compare's table (at most 80 characters)
+    what: str  # a model card's description of the model ({labels}: the label names)
+    curve_examples: int = 1000  # held-out examples a learning-curve point scores
+
+    def __str__(self) -> str:
+        return self.name
+
+
+_LATENCY = (Column("median\nms", 6, "median_ms", "{:.3f}"), Column("p90\nms", 6, "p90_ms", "{:.3f}"))
+_AGREEMENT = Column("agree\ntorch", 5, "torch_agreement", "{:.3f}")
+
+CLASSIFICATION = Task(
+    name="classification",
+    architecture="MobileBertForSequenceClassification",
+    teacher_class="AutoModelForSequenceClassification",
+    spans=False,
+    score_name="accuracy", score_short="acc", score_scale=1.0,
+    scored_label="dev accuracy (through the runtime)",
+    score=_label_scores, first=_first_rows, examples=_rows,
+    compare_columns=(*_LATENCY, Column("p99\nms", 6, "p99_ms", "{:.3f}"), Column("ex/s", 5, "throughput_per_s", "{:.0f}"),
+                     Column("MB", 6, "size_mb", "{:.2f}"), Column("dev\nacc", 6, "dev_accuracy", "{:.4f}"), _AGREEMENT),
+    compare_note="batch 1; ex/s = 1000 / median ms; agree torch: dev predictions equal to torch's",
+    what="a text classifier ({labels})",
+    curve_examples=1000,  # about ±3 points of accuracy
+)
+
+QA = Task(
+    name="qa",
+    architecture="MobileBertForQuestionAnswering",
+    teacher_class="AutoModelForQuestionAnswering",
+    spans=True,
+    score_name="F1", score_short="F1", score_scale=100.0,
+    scored_label="dev F1, SQuAD v1.1 (through the runtime)",
+    score=_span_scores, first=_first_questions, examples=_questions,
+    compare_columns=(*_LATENCY, Column("ms per\nquestion", 8, "ms_per_question", "{:.2f}"),
+                     Column("MB", 6, "size_mb", "{:.2f}"), Column("dev\nEM", 5, "exact_match", "{:.3f}"),
+                     Column("dev\nF1", 5, "dev_accuracy", "{:.3f}"), _AGREEMENT),
+    compare_note="batch 1; ms: one window; agree torch: start/end token as torch's; SQuAD EM, F1",
+    what="an extractive question-answering model (SQuAD v1.1 style: the answer is a span of the context)",
+    curve_examples=500,  # about ±2 points of F1
+)
+
+TASKS: dict[str, Task] = {task.name: task for task in (CLASSIFICATION, QA)}
+
+
+def get_task(name: str | Task) -> Task:
+    """The catalog's record of a task name (a record is returned as it is)."""
+    if isinstance(name, Task):
+        return name
+    try:
+        return TASKS[name]
+    except KeyError:
+        raise UnknownTaskError(f"unknown task {name!r} (choose from {', '.join(TASKS)})") from None
+
+
+def task_of_set(arrays: dict[str, np.ndarray]) -> Task | None:
+    """The task a tokenized set is scored for: QA windows carry their token offsets, labelled
+    texts their labels; None for a set that cannot be scored (inputs only)."""
+    if "offsets" in arrays:
+        return QA
+    return CLASSIFICATION if "labels" in arrays else None
+
+
+def task_of_model(model_dir: str | Path) -> Task:
+    """The task of a saved transformers model, by its config.json's architectures (a classifier
+    where they name none of the catalog's)."""
+    config = json.loads((Path(model_dir) / "config.json").read_text())
+    named = config.get("architectures") or []
+    return next((task for task in TASKS.values() if task.architecture in named), CLASSIFICATION)
