@@ -154,7 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     if model_dir is None or not (model_dir / "metrics.json").is_file():
         p.error("--model must be an `edgenas export` directory (or use --quick)")
     metrics = json.loads((model_dir / "metrics.json").read_text())
-    if metrics.get("task") != "qa":
+    from edgenas.runtime.tasks import task_of_model
+
+    if not task_of_model(model_dir).spans:
         p.error(f"{model_dir} is not a QA model (its metrics.json says task {metrics.get('task', 'classification')})")
     config = SearchConfig.model_validate(metrics["config"])
     space, splits, tokenizer = load_task_data(config)

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from edgenas.errors import EdgenasError
 from edgenas.recipe import DEVICES, RECIPE_NAMES, TrainRecipe, named_recipe
 from edgenas.runtime.backends import BACKENDS, KNOBS, UnknownBackendError, get_backend
+from edgenas.runtime.tasks import TASKS, Task, UnknownTaskError, task_of_config
 
 OBJECTIVES = {"accuracy": "maximize", "latency": "minimize", "size": "minimize"}
 
@@ -22,11 +23,6 @@ class ConfigError(EdgenasError):
 #: the demo recipes (what a config without `recipe:` or `supernet:` trains)
 DEMO_RECIPE: dict[str, Any] = named_recipe("classification", "demo")
 QA_DEMO_RECIPE: dict[str, Any] = named_recipe("qa", "demo")
-#: the sequence lengths a QA search compiles for when the config names none (SQuAD's standard is 384)
-QA_SEQ_LENS = [256, 384]
-#: dev questions each QA candidate is scored on when the config names none: each costs a window or more
-#: through torch and through the runtime, so fewer than a classifier's 500 texts (F1 within about 6 points)
-QA_EVAL_QUESTIONS = 200
 
 
 class _Strict(BaseModel):
@@ -39,7 +35,7 @@ class TaskConfig(_Strict):
 
     dataset: str = "tweets"
     #: classification or qa; unset: qa for `squad`, classification for anything else
-    kind: Optional[Literal["classification", "qa"]] = None
+    kind: Optional[str] = None
     text_column: str = "text"
     label_column: str = "label"
     dev: Optional[str] = None
@@ -49,30 +45,31 @@ class TaskConfig(_Strict):
     #: QA: tokens two consecutive windows of a long context share (SQuAD's standard doc stride)
     stride: int = Field(default=128, ge=1)
 
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, kind: str | None) -> str | None:
+        if kind is not None and kind not in TASKS:
+            raise ValueError(f"unknown task kind {kind!r} (choose from {', '.join(TASKS)})")
+        return kind
+
     @property
-    def is_qa(self) -> bool:
-        """Extractive question answering rather than text classification."""
-        return is_qa_task(self.kind, self.dataset)
+    def record(self) -> Task:
+        """The catalog's record of this task (runtime/tasks.py)."""
+        return task_of_config(self.kind, self.dataset)
 
     @property
     def score_name(self) -> str:
-        """What the accuracy objective measures: SQuAD's F1 for QA."""
-        return "F1" if self.is_qa else "accuracy"
+        """What the accuracy objective measures (accuracy; SQuAD's F1 for QA)."""
+        return self.record.score_name
 
 
-def _qa_defaults(values: dict[str, Any]) -> dict[str, Any]:
-    """A QA task's own defaults for what its config leaves out: sequence lengths and scored questions."""
-    for key, field, default in (("candidates", "seq_lens", list(QA_SEQ_LENS)),
-                                ("measure", "eval_examples", QA_EVAL_QUESTIONS)):
+def _task_defaults(values: dict[str, Any], task: Task) -> dict[str, Any]:
+    """A task's own defaults for what its config leaves out (QA: window lengths and scored questions)."""
+    for key, field, default in task.config_defaults:
         section = values.get(key)
         if section is None or (isinstance(section, dict) and field not in section):
-            values[key] = {**(section or {}), field: default}
+            values[key] = {**(section or {}), field: list(default) if isinstance(default, tuple) else default}
     return values
-
-
-def is_qa_task(kind: Any, dataset: Any) -> bool:
-    """Whether task.kind and task.dataset (as written in a config) make a QA task."""
-    return kind == "qa" or (kind is None and dataset == "squad")
 
 
 def searched_modes() -> dict[str, list[str]]:
@@ -206,20 +203,21 @@ class SearchConfig(_Strict):
         if not isinstance(values, dict):
             return values
         task = values.get("task") if isinstance(values.get("task"), dict) else {}
-        kind = "qa" if is_qa_task(task.get("kind"), task.get("dataset", "tweets")) else "classification"
+        try:
+            kind = task_of_config(task.get("kind"), task.get("dataset", "tweets"))
+        except UnknownTaskError:
+            return values  # task.kind's own validator names the choices
         given = values.get("supernet")
         name = values.get("recipe") or ("gpu" if given is not None else "demo")
         if name not in RECIPE_NAMES or (given is not None and not isinstance(given, dict)):
             return values  # the field validators say what is wrong
         try:
-            base = named_recipe(kind, name)
+            base = named_recipe(kind.name, name)
         except EdgenasError as exc:
             raise ValueError(str(exc)) from None
         values = dict(values)
         values["supernet"] = {**base, **(given or {})}
-        if kind == "qa":
-            values = _qa_defaults(values)
-        return values
+        return _task_defaults(values, kind)
 
     @field_validator("objectives")
     @classmethod
@@ -238,11 +236,12 @@ class SearchConfig(_Strict):
         return values
 
     @model_validator(mode="after")
-    def _qa_fits(self) -> "SearchConfig":
-        if self.task.is_qa and self.trim_vocab:
-            raise ValueError("trim_vocab: works for text classification only, not for QA (task.dataset)")
-        if self.task.is_qa and self.task.test is not None:
-            raise ValueError("task.test: a QA task is scored on its dev file (task.dev); it has no test file")
+    def _task_fits(self) -> "SearchConfig":
+        task = self.task.record
+        if self.trim_vocab and not task.trims_vocab:
+            raise ValueError(f"trim_vocab: works for text classification only, not for {task.name} (task.dataset)")
+        if self.task.test is not None and not task.test_file:
+            raise ValueError(f"task.test: a {task.name} task is scored on its dev file (task.dev); it has no test file")
         return self
 
     def train_recipe(self) -> TrainRecipe:

@@ -106,6 +106,15 @@ class Task:
     compare_columns: tuple[Column, ...]  # `edgenas compare`'s numbers besides latency
     compare_note: str  # the line under compare's table (at most 80 characters)
     what: str  # a model card's description of the model ({labels}: the label names)
+    pareto_time: Column  # the Pareto table's second time, after the median
+    pareto_note: str  # the line under the Pareto table ("": none)
+    report_accuracy: str  # `edgenas report`'s sentence on how the score was measured
+    data_module: str  # the search/data module whose `load_splits(task_config)` loads the task's data
+    packaged: str | None = None  # the packaged dataset whose name alone makes a config this task
+    trims_vocab: bool = True  # an exported model's vocabulary can be cut to the tokens its data uses
+    test_file: bool = True  # a config may name a test file (else the task is scored on dev)
+    #: what a config of the task leaves out: (section, field, value)
+    config_defaults: tuple[tuple[str, str, Any], ...] = ()
     curve_examples: int = 1000  # held-out examples a learning-curve point scores
 
     def __str__(self) -> str:
@@ -127,6 +136,10 @@ CLASSIFICATION = Task(
                      Column("MB", 6, "size_mb", "{:.2f}"), Column("dev\nacc", 6, "dev_accuracy", "{:.4f}"), _AGREEMENT),
     compare_note="batch 1; ex/s = 1000 / median ms; agree torch: dev predictions equal to torch's",
     what="a text classifier ({labels})",
+    pareto_time=Column("p90", 6, "p90_ms", "{:.2f}"),
+    pareto_note="",
+    report_accuracy="accuracy is dev accuracy measured through the runtime, with its 95 % (Wilson) interval.",
+    data_module="edgenas.search.data.datasets",
     curve_examples=1000,  # about ±3 points of accuracy
 )
 
@@ -143,6 +156,18 @@ QA = Task(
                      Column("dev\nF1", 5, "dev_accuracy", "{:.3f}"), _AGREEMENT),
     compare_note="batch 1; ms: one window; agree torch: start/end token as torch's; SQuAD EM, F1",
     what="an extractive question-answering model (SQuAD v1.1 style: the answer is a span of the context)",
+    pareto_time=Column("ms/q", 7, "ms_per_question", "{:.2f}"),  # a question: all the windows of its context
+    pareto_note=("F1: the official SQuAD v1.1 F1 (as a fraction); ms: one window of seq tokens; ms/q: a question, "
+                 "all the windows of its context"),
+    report_accuracy=("accuracy is the official SQuAD v1.1 F1 on dev questions, through the runtime, with a 95 % "
+                     "(Wilson) interval that is conservative for a mean F1; a question's latency is its windows' "
+                     "(ms/q)."),
+    data_module="edgenas.search.data.qa",
+    packaged="squad",
+    trims_vocab=False,
+    test_file=False,
+    # long contexts need long windows; a question costs several windows, so fewer are scored
+    config_defaults=(("candidates", "seq_lens", (256, 384)), ("measure", "eval_examples", 200)),
     curve_examples=500,  # about ±2 points of F1
 )
 
@@ -157,6 +182,15 @@ def get_task(name: str | Task) -> Task:
         return TASKS[name]
     except KeyError:
         raise UnknownTaskError(f"unknown task {name!r} (choose from {', '.join(TASKS)})") from None
+
+
+def task_of_config(kind: str | None, dataset: Any) -> Task:
+    """The task a config's task.kind and task.dataset (as written) name: the kind if given, else the
+    task whose packaged dataset it is, else a classifier."""
+    if kind is not None:
+        return get_task(kind)
+    return next((task for task in TASKS.values() if task.packaged is not None and task.packaged == dataset),
+                CLASSIFICATION)
 
 
 def task_of_set(arrays: dict[str, np.ndarray]) -> Task | None:

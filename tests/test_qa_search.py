@@ -12,6 +12,7 @@ from rich.console import Console
 
 from edgenas.config import ConfigError, SearchConfig, load_config
 from edgenas.runtime.measure import measure, score_logits
+from edgenas.search.data import qa as qa_data
 from edgenas.search.study.objectives import RESULT_ATTR
 from edgenas.search.study.runner import SearchOptions, run_search
 from tiny_project import make_tiny_qa_project
@@ -19,7 +20,7 @@ from tiny_project import make_tiny_qa_project
 
 def test_a_qa_search_scores_every_trial_on_answer_spans(tmp_path: Path, isolated_cache: Path) -> None:
     config = load_config(make_tiny_qa_project(tmp_path / "project"))
-    assert config.task.is_qa
+    assert config.task.record.spans
     options = SearchOptions(out_dir=tmp_path / "out", study_name="qa", n_trials=3, progress=False)
     out = io.StringIO()
     study = run_search(config, options, Console(file=out, width=120))
@@ -81,19 +82,19 @@ def test_qa_configs_refuse_what_qa_cannot_do(update: dict, message: str) -> None
 
 
 def test_the_task_kind_decides_qa_not_the_file_suffix() -> None:
-    assert not SearchConfig.model_validate({"task": {"dataset": "rows.json"}}).task.is_qa  # JSON lines of texts
-    assert SearchConfig.model_validate({"task": {"dataset": "mine.json", "kind": "qa"}}).task.is_qa
+    assert not SearchConfig.model_validate({"task": {"dataset": "rows.json"}}).task.record.spans  # JSON lines of texts
+    assert SearchConfig.model_validate({"task": {"dataset": "mine.json", "kind": "qa"}}).task.record.spans
     assert SearchConfig.model_validate({"task": {"dataset": "squad"}}).task.score_name == "F1"
     # a recipe without seq_len gets the QA windows' length, not a classifier's 64 tokens
     assert SearchConfig.model_validate({"task": {"dataset": "squad"}, "supernet": {"steps": 5}}).train_recipe().seq_len == 256
 
 
 def test_a_qa_config_gets_the_qa_demo_defaults(tmp_path: Path) -> None:
-    from edgenas.config import QA_DEMO_RECIPE, QA_EVAL_QUESTIONS, QA_SEQ_LENS
+    from edgenas.config import QA_DEMO_RECIPE
 
     config = SearchConfig.model_validate({"task": {"dataset": "squad"}})
-    assert config.supernet == QA_DEMO_RECIPE and config.candidates.seq_lens == QA_SEQ_LENS
-    assert config.measure.eval_examples == QA_EVAL_QUESTIONS
+    assert config.supernet == QA_DEMO_RECIPE and config.candidates.seq_lens == [256, 384]
+    assert config.measure.eval_examples == 200
     given = SearchConfig.model_validate({"task": {"dataset": "squad"}, "candidates": {"seq_lens": [128]},
                                          "supernet": {"steps": 5, "seq_len": 128}})
     assert given.candidates.seq_lens == [128] and given.supernet == {"steps": 5, "seq_len": 128}
@@ -230,7 +231,7 @@ def test_a_qa_front_that_does_not_beat_the_lexical_baseline_is_warned_about() ->
     from edgenas.search.study import verdict
 
     study = optuna.create_study()
-    study.set_user_attr(verdict.BASELINES_ATTR, {"n_dev": 200, "n_test": 0, "names": verdict.QA_BASELINE_NAMES,
+    study.set_user_attr(verdict.BASELINES_ATTR, {"n_dev": 200, "n_test": 0, "names": qa_data.BASELINE_NAMES,
                                                  "score": "F1", "sliding_window": {"dev": 0.15}})
     warning = verdict.front_warning(study, 0.18, 200)
     assert warning and "best dev F1 0.180" in warning and "sliding-window lexical baseline (0.150)" in warning

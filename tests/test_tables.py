@@ -14,7 +14,8 @@ from rich.console import Console, RenderableType
 
 from edgenas.cli import bench_table
 from edgenas.config import SearchConfig
-from edgenas.search.results.compare import TABLE_NOTE, CompareOptions, compare_table, plan, spread
+from edgenas.runtime.tasks import CLASSIFICATION
+from edgenas.search.results.compare import CompareOptions, compare_table, plan, spread
 from edgenas.search.results.report import Report, reference_point, terminal_summary, trial_row
 from edgenas.search.study.objectives import FAIL_ATTR, RESULT_ATTR, objective_values, pareto_trials
 from edgenas.search.study.storage import open_study
@@ -120,7 +121,7 @@ def test_compare_table_shows_every_mode_and_number_in_80_columns() -> None:
     text = render(compare_table(rows, "trial-12-onnxruntime-dynamic_int8_per_channel"))
     assert_fits(text)
     lines = text.splitlines()
-    assert TABLE_NOTE in lines and len(TABLE_NOTE) <= 80
+    assert CLASSIFICATION.compare_note in lines and len(CLASSIFICATION.compare_note) <= 80
     for r in rows:
         code = f"{'onnx' if r['runtime'] == 'onnxruntime' else r['runtime']}/{r['mode']}"
         row = next(line for line in lines if line.startswith(code + " "))  # one line per mode, name whole

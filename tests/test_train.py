@@ -304,3 +304,21 @@ def test_teacher_resumes_after_interruption_to_the_same_weights(tmp_path, splits
         torch.testing.assert_close(resumed.state_dict()[name], value, atol=0, rtol=0)
     assert [point["step"] for point in again["curve"]] == [5, 10, 14] == [point["step"] for point in done["curve"]]
     assert again["curve"][-1]["test"] == done["curve"][-1]["test"]
+
+
+def test_paired_depths_train_each_width_at_one_depth(tmp_path, splits, tokenizer) -> None:
+    """Paired: the max width at the max depth, the min at the min, a random width at a random depth;
+    unpaired: every width at the max, the min and a random depth (first-k: every depth up to its last)."""
+    from edgenas.search.training.train import _depths_of
+
+    rng, depths = random.Random(0), [1, 2, 3, 4]
+    assert [_depths_of(p, depths, "spread", True, rng) for p in (0, 1)] == [[4], [1]]
+    assert len(_depths_of(2, depths, "spread", True, rng)) == 1
+    assert {1, 4} <= set(_depths_of(2, depths, "spread", False, rng))
+    assert _depths_of(1, depths, "first", True, rng) == [1] and _depths_of(0, depths, "first", True, rng) == depths
+    recipe = replace(RECIPE, paired_depths=True)
+    assert supernet_key(SPACE, splits, tokenizer, recipe) != supernet_key(SPACE, splits, tokenizer, RECIPE)
+    net = train_supernet(SPACE, splits, tokenizer, recipe, tmp_path, progress=False)
+    encoded, labels = encode_split(tokenizer, splits.dev, RECIPE.seq_len)
+    for depth in (1, 2):
+        assert evaluate_accuracy(net, encoded, labels, arch=replace(SPACE.max_arch(), num_hidden_layers=depth)) >= 0.8

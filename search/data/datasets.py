@@ -71,6 +71,57 @@ class Splits:
                 "labels": part.labels[picked].astype(np.int64)}
 
 
+    def training_inputs(self, tokenizer, seq_len: int, limit: int | None = None,
+                        seed: int = 0) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """The training texts encoded (a seeded subsample of `limit`), and their classes."""
+        from edgenas.search.data.tokenizer import encode
+
+        rows = seeded_rows(len(self.train), limit, seed)
+        return (encode(tokenizer, [self.train.texts[i] for i in rows], seq_len),
+                self.train.labels[rows].astype(np.int64))
+
+    def measurement_sets(self, tokenizer, seq_len: int, dev_rows: np.ndarray | None, calibration_rows: np.ndarray,
+                         parity_examples: int, calibration_examples: int,
+                         with_test: bool = False) -> dict[str, dict[str, np.ndarray]]:
+        """What compile/ and runtime/ need at seq_len: the scored dev rows (all of dev if None), the
+        first `calibration_examples` calibration texts (static quantization), the first scored texts
+        (parity with torch) and, with `with_test`, the scored test split."""
+        from edgenas.search.data.tokenizer import encode
+
+        sets = {"dev": self.scored_set("dev", tokenizer, seq_len, dev_rows),
+                "calibration": encode(tokenizer, [self.train.texts[i] for i in calibration_rows[:calibration_examples]],
+                                      seq_len)}
+        sets["parity"] = {k: v[:parity_examples] for k, v in sets["dev"].items()}
+        if with_test:
+            sets["test"] = self.scored_set("test", tokenizer, seq_len)
+        return sets
+
+    def baselines(self, dev_rows: np.ndarray | None, cache_dir: Path) -> dict:
+        """Majority-class and tuned TF-IDF accuracies on the dev rows (all if None) and on test; cached."""
+        from edgenas.search.data.baselines import load_baselines
+
+        baselines = load_baselines(self, cache_dir)
+        return {"tfidf_c": baselines.tfidf_c, **baselines.table(self, dev_rows)}
+
+    def export_rows(self, limit: int, seed: int) -> np.ndarray | None:
+        """The dev rows an exported model is scored on: all of them (texts are cheap to score)."""
+        return None
+
+    def metadata(self) -> dict:
+        """What an exported model's metrics.json records of the data besides its name and sizes."""
+        return {}
+
+
+def load_splits(config) -> tuple[Splits, object]:
+    """A classification config's splits (task.dataset: tweets or a CSV/JSONL file) and its tokenizer."""
+    from edgenas.search.data.tokenizer import load_tokenizer
+
+    task = config.task
+    splits = load_dataset(task.dataset, text_column=task.text_column, label_column=task.label_column,
+                          dev=task.dev, test=task.test, seed=task.split_seed)
+    return splits, load_tokenizer(task.tokenizer)
+
+
 def seeded_rows(n: int, limit: int | None, seed: int) -> np.ndarray:
     """The sorted indices of a seeded random subset of at most `limit` of n rows (all of them if None)."""
     return np.sort(np.random.default_rng(seed).permutation(n)[:limit])

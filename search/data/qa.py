@@ -16,7 +16,7 @@ from tokenizers import Tokenizer
 
 from edgenas.runtime.runners import INPUT_KEYS
 from edgenas.runtime.qa import QA_SEQ_LEN, QA_STRIDE, Windows, bare_copy, check_room, make_windows
-from edgenas.search.data.datasets import DataError
+from edgenas.search.data.datasets import DataError, seeded_rows
 from edgenas.search.data.fetch import fetch_file
 
 SQUAD_MEMBERS = {
@@ -74,6 +74,53 @@ class QASplits:
         questions: list[QAExample] = getattr(self, split)
         picked = range(len(questions)) if rows is None else np.asarray(rows).tolist()
         return scored_set(tokenizer, [questions[i] for i in picked], seq_len, self.stride)
+
+    def training_inputs(self, tokenizer: Any, seq_len: int, limit: int | None = None,
+                        seed: int = 0) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """The windows of (a seeded subsample of `limit`) training questions, and each window's
+        answer start and end tokens."""
+        examples = [self.train[i] for i in seeded_rows(len(self.train), limit, seed)]
+        windows = qa_windows(tokenizer, examples, seq_len, self.stride)
+        return windows.inputs(), answer_positions(windows, examples)
+
+    def measurement_sets(self, tokenizer: Any, seq_len: int, dev_rows: np.ndarray | None,
+                         calibration_rows: np.ndarray, parity_examples: int, calibration_examples: int,
+                         with_test: bool = False) -> dict[str, dict[str, np.ndarray]]:
+        """What compile/ and runtime/ need at seq_len: the scored set of the dev questions `dev_rows`
+        (all if None), the first `calibration_examples` windows of the training questions
+        `calibration_rows` (static quantization) and the first scored windows (parity with torch).
+        A QA task has no test set."""
+        dev = self.scored_set("dev", tokenizer, seq_len, dev_rows)
+        calibration = qa_windows(tokenizer, [self.train[i] for i in calibration_rows], seq_len, self.stride).inputs()
+        return {"dev": dev, "calibration": {k: v[:calibration_examples] for k, v in calibration.items()},
+                "parity": {k: dev[k][:parity_examples] for k in INPUT_KEYS}}
+
+    def baselines(self, dev_rows: np.ndarray | None, cache_dir: Path) -> dict:
+        """The sliding-window lexical baseline's F1 and exact match (fractions) on the dev questions."""
+        rows = range(len(self.dev)) if dev_rows is None else np.asarray(dev_rows).tolist()
+        scores = sliding_window_scores([self.dev[i] for i in rows])
+        return {"names": BASELINE_NAMES, "score": "F1",
+                "sliding_window": {"dev": scores["f1"] / 100, "exact_match": scores["exact_match"] / 100}}
+
+    def export_rows(self, limit: int, seed: int) -> np.ndarray | None:
+        """The dev questions an exported model is scored on: a seeded `limit` of them (each costs windows)."""
+        return seeded_rows(len(self.dev), limit, seed)
+
+    def metadata(self) -> dict:
+        """What an exported model's metrics.json records of the data besides its name and sizes."""
+        return {"stride": self.stride}
+
+
+def load_splits(config: Any) -> tuple[QASplits, Any]:
+    """A QA config's splits (task.dataset: squad or a SQuAD-format file) and its tokenizer, after
+    checking that the windows of every searched and trained length leave room for a context."""
+    from edgenas.search.data.tokenizer import load_tokenizer
+
+    task = config.task
+    splits = load_qa(task.dataset, dev=task.dev, seed=task.split_seed, stride=task.stride)
+    tokenizer = load_tokenizer(task.tokenizer)
+    check_windows(splits, tokenizer, [*config.candidates.seq_lens, config.train_recipe().seq_len])
+    return splits, tokenizer
 
 
 def load_squad(split: str = "dev") -> list[QAExample]:
@@ -260,17 +307,6 @@ def answer_positions(windows: Windows, examples: list[QAExample]) -> np.ndarray:
     return np.where(inside[:, None], np.stack([start, end], axis=1), 0).astype(np.int64)
 
 
-def measurement_sets(splits: QASplits, tokenizer: Any, dev_rows: np.ndarray, calibration_rows: np.ndarray,
-                     seq_len: int, parity_examples: int, calibration_examples: int) -> dict[str, dict[str, np.ndarray]]:
-    """What compile/ and runtime/ need to check and score a QA model at seq_len: the scored set of the
-    dev questions `dev_rows`, the first windows of the training questions `calibration_rows` (static
-    quantization) and the first scored windows (parity with torch)."""
-    dev = scored_set(tokenizer, [splits.dev[i] for i in dev_rows], seq_len, splits.stride)
-    calibration = qa_windows(tokenizer, [splits.train[i] for i in calibration_rows], seq_len, splits.stride).inputs()
-    return {"dev": dev, "calibration": {k: v[:calibration_examples] for k, v in calibration.items()},
-            "parity": {k: dev[k][:parity_examples] for k in INPUT_KEYS}}
-
-
 def scored_set(tokenizer: Any, examples: list[QAExample], seq_len: int, stride: int = QA_STRIDE) -> dict[str, np.ndarray]:
     """The arrays of an .npz that runtime/ scores QA on: the questions' windows, then, in the
     questions' order, their texts, contexts and gold answer texts, each a JSON string (a
@@ -289,6 +325,8 @@ def scored_set(tokenizer: Any, examples: list[QAExample], seq_len: int, stride: 
 STOPWORDS = frozenset("""a an the of in on at to for from by with and or is are was were be been being do does did
 what which who whom whose when where why how that this these those it its as into than then there their they he she
 his her him i you we our your not no""".split())
+#: the baselines a QA study records, with their labels
+BASELINE_NAMES = {"sliding_window": "sliding-window lexical baseline"}
 #: the baseline's settings, chosen on the first 2,000 SQuAD dev questions: F1 15.8 there (11.2 without the
 #: distance term; the SQuAD paper's sliding window, with parsed constituents as candidates, reports 20.0)
 WINDOW_WORDS = 5  # words each side of a candidate answer compared with the question

@@ -20,6 +20,7 @@ from rich.text import Text
 from edgenas.errors import EdgenasError
 from edgenas.tables import RUNTIME_CODES, narrow_table, number_column, runtime_mode, text_column
 from edgenas.runtime.backends import BACKENDS, get_backend
+from edgenas.runtime.tasks import CLASSIFICATION, Task, get_task, task_of_model
 
 COLUMNS = ("runtime", "mode", "status", "median_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "throughput_per_s",
            "size_mb", "dev_accuracy", "torch_accuracy", "torch_agreement", "max_abs_logit_diff", "exact_match",
@@ -118,69 +119,40 @@ def compare_model(model_dir: Path, options: CompareOptions, on_row=None, progres
     arrays = load_npz(data["dev"])
     reference = reference_logits(model_dir, arrays)  # full width, like the artifacts' logits
     torch_accuracy = score_logits(reference, arrays)["accuracy"]
-    rows = []
+    rows, task_name = [], task_of_model(model_dir).name
     with progress_bar(progress) as bar:
         task = bar.add_task("compare", total=len(pairs), info="")
         for runtime, mode in pairs:
             bar.update(task, description=runtime_mode(runtime, mode), info="build, check, time")
             why = get_backend(runtime).missing()
-            rows.append({"runtime": runtime, "mode": mode, "status": "skipped", "error": why} if why else
-                        compare_one(model_dir, runtime, mode, seq_len, data, target, options, reference, torch_accuracy))
+            rows.append({"task": task_name, **({"runtime": runtime, "mode": mode, "status": "skipped", "error": why}
+                         if why else compare_one(model_dir, runtime, mode, seq_len, data, target, options, reference,
+                                                 torch_accuracy))})
             if on_row is not None:
                 on_row(rows[-1])
             bar.advance(task)
     return rows
 
 
-#: numeric columns of the terminal table: heading, least width, row key, format
-TABLE_NUMBERS = (
-    ("median\nms", 6, "median_ms", "{:.3f}"),
-    ("p90\nms", 6, "p90_ms", "{:.3f}"),
-    ("p99\nms", 6, "p99_ms", "{:.3f}"),
-    ("ex/s", 5, "throughput_per_s", "{:.0f}"),
-    ("MB", 6, "size_mb", "{:.2f}"),
-    ("dev\nacc", 6, "dev_accuracy", "{:.4f}"),
-    ("agree\ntorch", 5, "torch_agreement", "{:.3f}"),
-)
-#: a QA model's: the time to answer a question (all its windows) and the official F1 and exact match
-QA_TABLE_NUMBERS = (
-    ("median\nms", 6, "median_ms", "{:.3f}"),
-    ("p90\nms", 6, "p90_ms", "{:.3f}"),
-    ("ms per\nquestion", 8, "ms_per_question", "{:.2f}"),
-    ("MB", 6, "size_mb", "{:.2f}"),
-    ("dev\nEM", 5, "exact_match", "{:.3f}"),
-    ("dev\nF1", 5, "dev_accuracy", "{:.3f}"),
-    ("agree\ntorch", 5, "torch_agreement", "{:.3f}"),
-)
-#: the line under the terminal table (at most 80 characters)
-TABLE_NOTE = "batch 1; ex/s = 1000 / median ms; agree torch: dev predictions equal to torch's"
-QA_TABLE_NOTE = "batch 1; ms: one window; agree torch: start/end token as torch's; SQuAD EM, F1"
-
-
-def is_qa(rows: list[dict[str, Any]]) -> bool:
-    """Whether the rows are a QA model's (scored by F1 on answer spans)."""
-    return any("ms_per_question" in r for r in rows)
-
-
-def score_label(rows: list[dict[str, Any]]) -> str:
-    """The axis title of the rows' dev score."""
-    return "dev F1, SQuAD v1.1 (through the runtime)" if is_qa(rows) else "dev accuracy (through the runtime)"
+def task_of_rows(rows: list[dict[str, Any]]) -> Task:
+    """The task of the model the rows measure (rows written before rows named it: a classifier's)."""
+    return get_task(rows[0].get("task", "classification")) if rows else CLASSIFICATION
 
 
 def compare_table(rows: list[dict[str, Any]], title: str) -> Group:
     """One line per runtime/mode, in 80 columns, and a note; a failed mode says so under the median."""
-    qa = is_qa(rows)
-    numbers = QA_TABLE_NUMBERS if qa else TABLE_NUMBERS
+    task = task_of_rows(rows)
+    numbers = task.compare_columns
     table = narrow_table(title)
     text_column(table, "runtime/mode")
-    for heading, width, _, _ in numbers:
-        number_column(table, heading, width)
+    for column in numbers:
+        number_column(table, column.heading, column.width)
     for r in rows:
         if r["status"] != "ok":
             table.add_row(runtime_mode(r["runtime"], r["mode"]), r["status"], *[""] * (len(numbers) - 1))
             continue
-        table.add_row(runtime_mode(r["runtime"], r["mode"]), *(fmt.format(r[key]) for _, _, key, fmt in numbers))
-    return Group(table, Text(QA_TABLE_NOTE if qa else TABLE_NOTE))
+        table.add_row(runtime_mode(r["runtime"], r["mode"]), *(c.format.format(r[c.key]) for c in numbers))
+    return Group(table, Text(task.compare_note))
 
 
 def write_outputs(rows: list[dict[str, Any]], out_dir: Path, title: str) -> list[Path]:
@@ -270,7 +242,7 @@ def _accuracy_panel(ax: Any, rows: list[dict[str, Any]]) -> None:
                     va="center", fontsize=9, color=RUNTIME_STYLE[r["runtime"]][0],
                     arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.6, "shrinkA": 2, "shrinkB": 4})
     ax.set_xlabel("median latency, batch 1 (ms)")
-    ax.set_ylabel(score_label(rows))
+    ax.set_ylabel(task_of_rows(rows).scored_label)
     ax.grid(alpha=0.3)
 
 
@@ -304,6 +276,6 @@ def _html(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
                            "accuracy %{y:.4f}, agreement with torch %{customdata[4]:.3f}<extra></extra>"),
         ))
     fig.update_layout(title=title, xaxis_title="median latency, batch 1 (ms); bar to p99",
-                      yaxis_title=score_label(rows))
+                      yaxis_title=task_of_rows(rows).scored_label)
     fig.write_html(str(path), include_plotlyjs="directory")
     return path

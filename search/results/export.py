@@ -22,14 +22,13 @@ from edgenas.config import SearchConfig
 from edgenas.paths import cache_root
 from edgenas.errors import EdgenasError
 from edgenas.runtime.predict import ARTIFACT_FILES
-from edgenas.search.data.baselines import load_baselines
 from edgenas.search.study.objectives import RESULT_ATTR, pareto_trials
-from edgenas.search.data.datasets import seeded_rows
 from edgenas.search.study.trial import calibration_rows, compile_cache_dir, load_npz, torch_scores
 from edgenas.search.study.verdict import BASELINE_NAMES
 from edgenas.search.uncertainty import wilson_interval
 from edgenas.search.results.report import completed, load_study
 from edgenas.runtime.backends import PER_BATCH, get_backend
+from edgenas.runtime.tasks import Task, get_task
 from edgenas.types import Candidate
 
 if TYPE_CHECKING:
@@ -88,22 +87,11 @@ def write_data(splits: TaskSplits, tokenizer: Tokenizer, config: SearchConfig, s
                questions: int = 2000) -> dict[str, Path]:
     """Tokenized dev, test, calibration and parity sets at seq_len, as .npz files (QA: no test set;
     `questions` dev questions, a seeded subset)."""
-    from edgenas.search.data.tokenizer import encode
-
     directory.mkdir(parents=True, exist_ok=True)
-    calib_rows = calibration_rows(splits, config, seed_offset=0)
-    if splits.task == "qa":
-        from edgenas.search.data.qa import measurement_sets
-
-        rows = seeded_rows(len(splits.dev), questions, config.task.split_seed)
-        return _save_sets(measurement_sets(splits, tokenizer, rows, calib_rows, seq_len, config.measure.parity_examples,
-                                           config.measure.calibration_examples), directory)
-    sets = {
-        "dev": {**encode(tokenizer, splits.dev.texts, seq_len), "labels": splits.dev.labels.astype(np.int64)},
-        "test": {**encode(tokenizer, splits.test.texts, seq_len), "labels": splits.test.labels.astype(np.int64)},
-        "calibration": encode(tokenizer, [splits.train.texts[i] for i in calib_rows], seq_len),
-    }
-    sets["parity"] = {k: v[: config.measure.parity_examples] for k, v in sets["dev"].items()}
+    measure = config.measure
+    sets = splits.measurement_sets(tokenizer, seq_len, splits.export_rows(questions, config.task.split_seed),
+                                   calibration_rows(splits, config, seed_offset=0), measure.parity_examples,
+                                   measure.calibration_examples, with_test=True)
     return _save_sets(sets, directory)
 
 
@@ -192,30 +180,21 @@ def export_trial(trial: FrozenTrial, trained, config: SearchConfig, options: Exp
         "study": study_name, "trial": trial.number,
         "candidate": candidate.to_dict(), "runtime": candidate.runtime, "quantization": candidate.quantization,
         "task": trained.splits.task, "seq_len": seq_len, "label_names": names,
-        **({"stride": trained.splits.stride} if trained.splits.task == "qa" else {}),
+        **trained.splits.metadata(),
         "torch": torch_acc, "artifacts": artifacts, "vocabulary": vocabulary,
         "finetune": {"steps": options.steps, "batch_size": options.batch_size,
                      "distilled_from": "the teacher" if trained.data.soft is not None else "the supernet's max subnet",
                      "train_examples": int(len(trained.data.labels)), "dev_accuracy_inherited": dev_before,
                      "dev_accuracy_finetuned": dev_after, "kept": kept},
         "data": {"dataset": config.task.dataset, "n_dev": _scored(dev), "n_test": len(trained.splits.test)},
-        "baselines": (qa_baselines(trained.splits, config, options.questions) if trained.splits.task == "qa"
-                      else load_baselines(trained.splits, cache_root() / "baselines").table(trained.splits)),
+        "baselines": trained.splits.baselines(trained.splits.export_rows(options.questions, config.task.split_seed),
+                                              cache_root() / "baselines"),
         "search_result": trial.user_attrs[RESULT_ATTR], "target": options.target or config.measure.target,
         "config": json.loads(config.model_dump_json()),
     }
     (model_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
     (model_dir / "README.md").write_text(model_card(metrics))
     return model_dir
-
-
-def qa_baselines(splits: TaskSplits, config: SearchConfig, questions: int) -> dict[str, Any]:
-    """The sliding-window baseline's EM and F1 (fractions) on the export's scored dev questions."""
-    from edgenas.search.data.qa import sliding_window_scores
-
-    rows = seeded_rows(len(splits.dev), questions, config.task.split_seed)
-    scores = sliding_window_scores([splits.dev[i] for i in rows])
-    return {"sliding_window": {"dev": scores["f1"] / 100, "exact_match": scores["exact_match"] / 100}}
 
 
 def _scored(arrays: dict[str, np.ndarray]) -> int:
@@ -247,8 +226,8 @@ def export_study(study_name: str, storage: str | None, options: ExportOptions, c
     from edgenas.search.study.runner import load_trained_task, quiet_libraries
 
     study, config = load_study(study_name, storage)
-    if options.trim_vocab and config.task.is_qa:
-        raise EdgenasError("--trim-vocab works for text classifiers only, not for QA models")
+    if options.trim_vocab and not config.task.record.trims_vocab:
+        raise EdgenasError(f"--trim-vocab works for text classifiers only, not for {config.task.record.name} models")
     if options.device:
         config = config.model_copy(update={"device": options.device})
     trials = select_trials(study, options.trials)
@@ -280,16 +259,15 @@ def runtime_knobs(runtime: str, candidate: Candidate) -> str:
 def model_card(metrics: dict[str, Any]) -> str:
     """A README.md describing architecture, quantization, runtime, accuracy, latency, size and measurement."""
     c = Candidate.from_dict(metrics["candidate"])
-    qa = metrics.get("task") == "qa"
-    what = ("an extractive question-answering model (SQuAD v1.1 style: the answer is a span of the context)" if qa
-            else f"a text classifier ({', '.join(metrics['label_names'])})")
+    task = get_task(metrics.get("task", "classification"))
+    what = task.what.format(labels=", ".join(metrics["label_names"]))
     lines = [
         f"# MobileBERT {c.arch.short()} ({c.runtime}, {c.quantization})", "",
         f"Exported by `edgenas export` from trial {metrics['trial']} of study `{metrics.get('study')}`: "
         f"{what}, trained on {metrics['data']['dataset']}.", "",
-        *_architecture(metrics, c), *_training(metrics, qa),
-        *(_qa_results(metrics) if qa else _classifier_results(metrics)),
-        *_how_measured(metrics, c, qa), *_usage(qa),
+        *_architecture(metrics, c), *_training(metrics, task),
+        *(_span_results(metrics) if task.spans else _classifier_results(metrics)),
+        *_how_measured(metrics, c, task), *_usage(task),
     ]
     return "\n".join(lines)
 
@@ -303,9 +281,9 @@ def _architecture(metrics: dict[str, Any], c: Candidate) -> list[str]:
             f"| vocabulary | {metrics['vocabulary']['kept']} of {metrics['vocabulary']['of']} tokens |", ""]
 
 
-def _training(metrics: dict[str, Any], qa: bool) -> list[str]:
+def _training(metrics: dict[str, Any], task: Task) -> list[str]:
     tune = metrics["finetune"]
-    metric = "F1" if qa else "accuracy"
+    metric = task.score_name
     return ["## Training", "",
             f"Weights inherited from the weight-sharing supernet, then fine-tuned for {tune['steps']} steps "
             f"(batch {tune['batch_size']}) on labels plus distillation from {tune['distilled_from']}. "
@@ -334,7 +312,7 @@ def _classifier_results(metrics: dict[str, Any]) -> list[str]:
         for name, label in BASELINE_NAMES.items()) + "."]
 
 
-def _qa_results(metrics: dict[str, Any]) -> list[str]:
+def _span_results(metrics: dict[str, Any]) -> list[str]:
     lines = [
         "## Results", "",
         f"The official SQuAD v1.1 exact match and F1 on {metrics['data']['n_dev']} dev questions (SQuAD's test set "
@@ -357,13 +335,13 @@ def _qa_results(metrics: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _how_measured(metrics: dict[str, Any], c: Candidate, qa: bool) -> list[str]:
+def _how_measured(metrics: dict[str, Any], c: Candidate, task: Task) -> list[str]:
     first = next(iter(metrics["artifacts"].values()))["measurement"]
     knobs = "; ".join(runtime_knobs(runtime, c) for runtime in metrics["artifacts"])
     dynamic = any(get_backend(runtime).mode(a["mode"]).activations == PER_BATCH
                   for runtime, a in metrics["artifacts"].items())
     scored = ("through the runtime on the tokenized windows in `data/dev.npz`: the best span of each question "
-              "over its windows (at most 30 tokens), then the official normalisation" if qa
+              "over its windows (at most 30 tokens), then the official normalisation" if task.spans
               else "through the runtime on the tokenized sets in `data/` (dev, test)")
     return [
         "", "## How it was measured", "",
@@ -374,14 +352,12 @@ def _how_measured(metrics: dict[str, Any], c: Candidate, qa: bool) -> list[str]:
     ]
 
 
-def _usage(qa: bool) -> list[str]:
-    if qa:
+def _usage(task: Task) -> list[str]:
+    if task.spans:
         run = "edgenas predict . --question \"Who wrote it?\" --context \"...\"   # through the artifact"
-        load = "from transformers import AutoTokenizer, MobileBertForQuestionAnswering"
-        model = "model = MobileBertForQuestionAnswering.from_pretrained('.')"
     else:
         run = "edgenas predict . \"some text\"   # through the artifact"
-        load = "from transformers import AutoTokenizer, MobileBertForSequenceClassification"
-        model = "model = MobileBertForSequenceClassification.from_pretrained('.')"
+    load = f"from transformers import AutoTokenizer, {task.architecture}"
+    model = f"model = {task.architecture}.from_pretrained('.')"
     return ["## Use", "", "```bash", run, "edgenas bench model.* --data data/dev.npz", "```", "", "```python",
             load, model, "tokenizer = AutoTokenizer.from_pretrained('.')", "```", ""]

@@ -310,10 +310,7 @@ def summary_prose(study: optuna.Study, config: SearchConfig, report: Report, n_c
              f"{n_completed} completed trials, {failed} failed. Objectives: "
              + ", ".join(f"{o} ({OBJECTIVES[o]})" for o in config.objectives) + ".", "",
              f"Latency is the median of {config.measure.runs} batch-1 runs on target `{config.measure.target}`; "
-             + ("accuracy is the official SQuAD v1.1 F1 on dev questions, through the runtime, with a 95 % "
-                "(Wilson) interval that is conservative for a mean F1; a question's latency is its windows' "
-                "(ms/q)." if config.task.is_qa else
-                "accuracy is dev accuracy measured through the runtime, with its 95 % (Wilson) interval."), ""]
+             + config.task.record.report_accuracy, ""]
     baselines = study.user_attrs.get(verdict.BASELINES_ATTR)
     if baselines and baselines["n_test"]:
         lines += [_sentence(verdict.baselines_line(baselines)) + f"; on test ({baselines['n_test']} examples): "

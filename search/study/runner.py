@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from importlib import import_module
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -144,27 +145,14 @@ class TrainedTask:
 
 
 def load_task_data(config: SearchConfig) -> tuple[SearchSpace, TaskSplits, Tokenizer]:
-    """The search space, the data splits and the tokenizer a config names."""
-    from edgenas.search.data.datasets import load_dataset
+    """The search space, the data splits and the tokenizer a config names (loaded by the task's data module)."""
     from edgenas.search.space import load_space
-    from edgenas.search.data.tokenizer import load_tokenizer
 
     space = load_space(config.space)
     if config.init is not None:
         space = replace(space, init=config.init)
-    task = config.task
-    if task.is_qa:
-        from edgenas.search.data.qa import check_windows, load_qa
-
-        splits = load_qa(task.dataset, dev=task.dev, seed=task.split_seed, stride=task.stride)
-        tokenizer = load_tokenizer(task.tokenizer)
-        check_windows(splits, tokenizer, [*config.candidates.seq_lens, config.train_recipe().seq_len])
-        return space, splits, tokenizer
-    splits = load_dataset(
-        task.dataset, text_column=task.text_column, label_column=task.label_column,
-        dev=task.dev, test=task.test, seed=task.split_seed,
-    )
-    return space, splits, load_tokenizer(task.tokenizer)
+    splits, tokenizer = import_module(config.task.record.data_module).load_splits(config)
+    return space, splits, tokenizer
 
 
 def train_task_supernet(config: SearchConfig, space: Any, splits: Any, tokenizer: Any, console: Console,
@@ -431,7 +419,7 @@ class TrialReporter:
 
 def score_name(config: SearchConfig) -> str:
     """The accuracy objective's name in tables: acc, or SQuAD's F1 for QA."""
-    return "F1" if config.task.is_qa else "acc"
+    return config.task.record.score_short
 
 
 def trial_line(study: optuna.Study, trial: FrozenTrial, width: int = 80, score: str = "acc") -> str:
@@ -474,14 +462,6 @@ def latency_text(result: dict[str, Any]) -> str:
     return f"{result.get('median_ms', float('nan')):.2f}" + (NOISY_MARK if result.get("noisy") else "")
 
 
-#: numeric columns of the Pareto table: heading and least width (a space more than most values need)
-PARETO_NUMBERS = {"seq": 4, "acc": 12, "torch": 6, "ms": 7, "p90": 6, "MB": 6}
-#: a QA study's: its score is F1, and the time to answer a question (all its windows) replaces p90
-QA_PARETO_NUMBERS = {"seq": 4, "F1": 12, "torch": 6, "ms": 7, "ms/q": 7, "MB": 6}
-QA_NOTE = ("F1: the official SQuAD v1.1 F1 (as a fraction); ms: one window of seq tokens; ms/q: a question, "
-           "all the windows of its context")
-
-
 def pareto_table(study: optuna.Study, config: SearchConfig, baselines: bool = True) -> Group:
     """The feasible Pareto-optimal trials, fastest first, in 80 columns, and notes under them.
 
@@ -494,18 +474,21 @@ def pareto_table(study: optuna.Study, config: SearchConfig, baselines: bool = Tr
     table = narrow_table(f"Pareto front of {study.study_name}")
     number_column(table, "#", 2)
     text_column(table, "architecture\nruntime/mode")
-    qa = config.task.is_qa
-    for heading, width in (QA_PARETO_NUMBERS if qa else PARETO_NUMBERS).items():
+    task = config.task.record
+    # a space more than most values need
+    numbers = {"seq": 4, task.score_short: 12, "torch": 6, "ms": 7, task.pareto_time.heading: task.pareto_time.width,
+               "MB": 6}
+    for heading, width in numbers.items():
         number_column(table, heading, width)
     for trial, c in zip(trials, candidates):
         r = trial.user_attrs[RESULT_ATTR]
         table.add_row(
             str(trial.number), f"{c.arch.short()}\n{runtime_mode(c.runtime, c.quantization)}", str(c.seq_len),
             verdict.accuracy_text(r["accuracy"], r.get("accuracy_n")), f"{r['torch_accuracy']:.3f}",
-            latency_text(r), f"{r['ms_per_question'] if qa else r['p90_ms']:.2f}", f"{r['size_mb']:.2f}",
+            latency_text(r), task.pareto_time.format.format(r[task.pareto_time.key]), f"{r['size_mb']:.2f}",
         )
     notes = [arch_legend([c.arch.short() for c in candidates])] if candidates else []
-    notes += [QA_NOTE] if qa and candidates else []
+    notes += [task.pareto_note] if task.pareto_note and candidates else []
     notes += [NOISY_NOTE] if any(t.user_attrs[RESULT_ATTR].get("noisy") for t in trials) else []
     recorded = study.user_attrs.get(verdict.BASELINES_ATTR)
     notes += [verdict.baselines_line(recorded)] if baselines and recorded else []

@@ -48,47 +48,24 @@ class EncodedSets:
 
 
 def write_encoded_sets(splits: TaskSplits, tokenizer: Tokenizer, config: SearchConfig, directory: Path, vocab=None) -> EncodedSets:
-    """Tokenize the dev subset (eval, parity) and train samples (calibration) for each seq_len
+    """Tokenize the scored dev subset (eval, parity) and train samples (calibration) for each seq_len
     (in the trimmed vocabulary's ids when `vocab`, a VocabTrim, is given)."""
-    from edgenas.search.data.tokenizer import encode
-
     directory.mkdir(parents=True, exist_ok=True)
-    if splits.task == "qa":
-        return _write_qa_sets(splits, tokenizer, config, directory)
-    measure = config.measure
-    dev_rows, calib_rows = eval_rows(splits, config), calibration_rows(splits, config)
-    sets = EncodedSets()
+    measure, sets = config.measure, EncodedSets()
     for seq_len in config.candidates.seq_lens:
-        dev = encode(tokenizer, [splits.dev.texts[i] for i in dev_rows], seq_len)
-        dev["labels"] = splits.dev.labels[dev_rows]
-        calib = encode(tokenizer, [splits.train.texts[i] for i in calib_rows], seq_len)
+        built = splits.measurement_sets(tokenizer, seq_len, eval_rows(splits, config), calibration_rows(splits, config),
+                                        measure.parity_examples, measure.calibration_examples)
         if vocab is not None:
-            dev, calib = vocab.remap(dev), vocab.remap(calib)
-        sets.eval[seq_len] = _save_npz(directory / f"eval-{seq_len}.npz", dev)
-        parity = {k: v[: measure.parity_examples] for k, v in dev.items()}
-        sets.parity[seq_len] = _save_npz(directory / f"parity-{seq_len}.npz", parity)
-        sets.calibration[seq_len] = _save_npz(directory / f"calibration-{seq_len}.npz", calib)
+            built = {name: vocab.remap(arrays) for name, arrays in built.items()}
+        sets.eval[seq_len] = _save_npz(directory / f"eval-{seq_len}.npz", built["dev"])
+        sets.parity[seq_len] = _save_npz(directory / f"parity-{seq_len}.npz", built["parity"])
+        sets.calibration[seq_len] = _save_npz(directory / f"calibration-{seq_len}.npz", built["calibration"])
     return sets
 
 
 def calibration_rows(splits: TaskSplits, config: SearchConfig, seed_offset: int = 1) -> np.ndarray:
     """The training rows static quantization calibrates on."""
     return seeded_rows(len(splits.train), config.measure.calibration_examples, config.task.split_seed + seed_offset)
-
-
-def _write_qa_sets(splits: TaskSplits, tokenizer: Tokenizer, config: SearchConfig, directory: Path) -> EncodedSets:
-    """The QA windows of the scored dev questions (with their contexts and gold answers) and of
-    training questions for calibration, per seq_len; parity checks the first scored windows."""
-    from edgenas.search.data.qa import measurement_sets
-
-    measure, sets = config.measure, EncodedSets()
-    for seq_len in config.candidates.seq_lens:
-        built = measurement_sets(splits, tokenizer, eval_rows(splits, config), calibration_rows(splits, config),
-                                 seq_len, measure.parity_examples, measure.calibration_examples)
-        sets.eval[seq_len] = _save_npz(directory / f"eval-{seq_len}.npz", built["dev"])
-        sets.parity[seq_len] = _save_npz(directory / f"parity-{seq_len}.npz", built["parity"])
-        sets.calibration[seq_len] = _save_npz(directory / f"calibration-{seq_len}.npz", built["calibration"])
-    return sets
 
 
 def torch_scores(model, arrays: dict[str, np.ndarray]) -> dict[str, Any]:

@@ -19,7 +19,6 @@ if TYPE_CHECKING:
 #: study user attribute holding the baselines on the study's dev rows
 BASELINES_ATTR = "baselines"
 BASELINE_NAMES = {"majority": "majority class", "tfidf": "TF-IDF + logistic regression"}
-QA_BASELINE_NAMES = {"sliding_window": "sliding-window lexical baseline"}
 
 
 def baseline_names(baselines: dict[str, Any]) -> dict[str, str]:
@@ -33,20 +32,10 @@ def eval_rows(splits: TaskSplits, config: SearchConfig) -> np.ndarray:
 
 
 def study_baselines(splits: TaskSplits, config: SearchConfig, cache_dir: Path) -> dict[str, Any]:
-    """Majority-class and TF-IDF accuracies on the study's dev rows and on test (cached per dataset);
-    for QA, the sliding-window baseline's F1 on the study's dev questions."""
-    from edgenas.search.data.baselines import load_baselines
-
+    """The task's baselines on the study's dev rows and on test (a classifier's majority class and
+    tuned TF-IDF, cached per dataset; QA's sliding-window F1 on the study's dev questions)."""
     rows = eval_rows(splits, config)
-    if splits.task == "qa":
-        from edgenas.search.data.qa import sliding_window_scores
-
-        scores = sliding_window_scores([splits.dev[i] for i in rows])
-        return {"n_dev": int(len(rows)), "n_test": 0, "names": QA_BASELINE_NAMES, "score": "F1",
-                "sliding_window": {"dev": scores["f1"] / 100, "exact_match": scores["exact_match"] / 100}}
-    baselines = load_baselines(splits, cache_dir)
-    return {"n_dev": int(len(rows)), "n_test": len(splits.test), "tfidf_c": baselines.tfidf_c,
-            **baselines.table(splits, rows)}
+    return {"n_dev": int(len(rows)), "n_test": len(splits.test), **splits.baselines(rows, cache_dir)}
 
 
 def accuracy_text(accuracy: float, n: int | None) -> str:

@@ -105,15 +105,9 @@ def encode_split(tokenizer: Tokenizer, split, seq_len: int, limit: int | None = 
 
 
 def encode_training(splits: TaskSplits, tokenizer: Tokenizer, seq_len: int, limit: int | None = None, seed: int = 0) -> tuple[Encoded, np.ndarray]:
-    """A task's training inputs and labels: texts and their classes, or for QA the windows of
-    (a seeded subsample of) the questions and each window's answer start and end tokens."""
-    if splits.task != "qa":
-        return encode_split(tokenizer, splits.train, seq_len, limit, seed)
-    from edgenas.search.data.qa import answer_positions, qa_windows
-
-    examples = [splits.train[i] for i in seeded_rows(len(splits.train), limit, seed)]
-    windows = qa_windows(tokenizer, examples, seq_len, splits.stride)
-    return windows.inputs(), answer_positions(windows, examples)
+    """A task's training inputs and labels (a seeded subsample of `limit`): texts and their classes,
+    or the windows of QA questions and each window's answer start and end tokens."""
+    return splits.training_inputs(tokenizer, seq_len, limit, seed)
 
 
 def lengths_of(encoded: Encoded) -> np.ndarray:

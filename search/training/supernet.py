@@ -22,12 +22,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+import transformers
 from transformers import MobileBertConfig, MobileBertForQuestionAnswering, MobileBertForSequenceClassification
 
 from edgenas.errors import EdgenasError
+from edgenas.runtime.tasks import TASKS, Task
 from edgenas.types import ArchConfig, Family
 
-TASKS = ("classification", "qa")
 EMBEDDINGS = "mobilebert.embeddings"
 #: the weight that is not a plain leading slice when trigram input is on: it concatenates 3 copies
 TRIGRAM_KEY = f"{EMBEDDINGS}.embedding_transformation.weight"
@@ -253,9 +254,9 @@ class _Pooler(nn.Module):
 class _Exit(nn.Module):
     """The head of one depth: pooler + classifier, or the QA span head."""
 
-    def __init__(self, hidden: int, num_labels: int, task: str, pooler: bool) -> None:
+    def __init__(self, hidden: int, num_labels: int, task: Task, pooler: bool) -> None:
         super().__init__()
-        if task == "qa":
+        if task.spans:
             self.qa_outputs = nn.Linear(hidden, 2)
             return
         if pooler:
@@ -287,12 +288,13 @@ class MobileBertSupernet(nn.Module):
             raise EdgenasError("a bottleneck needs use_bottleneck_attention or key_query_shared_bottleneck "
                                "(transformers' MobileBERT has no other wiring)")
         self.max_arch, self.vocab_size, self.task, self.family, self.layers = max_arch, vocab_size, task, family, layers
-        self.num_labels = 2 if task == "qa" else num_labels
+        self.kind = TASKS[task]
+        self.num_labels = 2 if self.kind.spans else num_labels  # spans: a start and an end logit per token
         self.max_position_embeddings = max_position_embeddings
         self.dropout, self.attention_dropout = dropout, attention_dropout
         self.check_arch(max_arch)
         self.mobilebert = _Backbone(max_arch, family, vocab_size, max_position_embeddings, dropout, attention_dropout)
-        self.exits = nn.ModuleList([_Exit(max_arch.hidden_size, self.num_labels, task, family.classifier_activation)
+        self.exits = nn.ModuleList([_Exit(max_arch.hidden_size, self.num_labels, self.kind, family.classifier_activation)
                                     for _ in range(max_arch.num_hidden_layers)])
         self.head_dropout = nn.Dropout(dropout)
         self.apply(_init_weights)
@@ -359,7 +361,7 @@ class MobileBertSupernet(nn.Module):
 
     def _head(self, hidden: torch.Tensor, arch: ArchConfig, depth: int) -> torch.Tensor:
         head = self.exits[depth - 1]
-        if self.task == "qa":  # (batch, 2, seq): start then end logits, the artifacts' own layout
+        if self.kind.spans:  # (batch, 2, seq): start then end logits, the artifacts' own layout
             return _linear(head.qa_outputs, hidden, 2).transpose(1, 2)
         pooled = hidden[:, 0]
         if self.family.classifier_activation:
@@ -411,8 +413,7 @@ class MobileBertSupernet(nn.Module):
     def extract(self, arch: ArchConfig | None = None) -> MobileBertForSequenceClassification | MobileBertForQuestionAnswering:
         """A standalone transformers model (eval mode) with the sliced weights of `arch`."""
         arch = self.check_arch(arch)
-        cls = MobileBertForQuestionAnswering if self.task == "qa" else MobileBertForSequenceClassification
-        model = cls(self.hf_config(arch))
+        model = getattr(transformers, self.kind.architecture)(self.hf_config(arch))
         with torch.no_grad():
             model.load_state_dict(self.sliced_state(arch, model.state_dict()))
         return model.eval()

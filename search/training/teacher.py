@@ -15,11 +15,13 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
-from transformers import AutoModelForQuestionAnswering, AutoModelForSequenceClassification, PreTrainedModel
+import transformers
+from transformers import PreTrainedModel
 from transformers.utils import logging as hf_logging
 
 from edgenas.errors import EdgenasError
 from edgenas.recipe import TrainRecipe
+from edgenas.runtime.tasks import get_task
 from edgenas.search.training import loop
 
 if TYPE_CHECKING:
@@ -116,7 +118,7 @@ def load_teacher(spec: str, splits: TaskSplits, tokenizer: Tokenizer, recipe: Tr
                  progress: bool = True) -> tuple[PreTrainedModel, Path]:
     """The teacher fine-tuned on `splits` (trained once, then from the cache) and its directory, in eval mode."""
     out = teacher_dir(spec, splits, tokenizer, recipe, cache_dir)
-    auto = AutoModelForQuestionAnswering if splits.task == "qa" else AutoModelForSequenceClassification
+    auto = getattr(transformers, get_task(splits.task).teacher_class)
     if (out / "config.json").is_file():
         with quiet_transformers():
             return auto.from_pretrained(str(out), local_files_only=True).eval(), out

@@ -3,10 +3,12 @@ own exit, distilled from the teacher's cached logits; cached by content hash,
 resumable; and short distilled fine-tunes of one extracted subnet.
 
 Each step trains the max sub-config, the min one and `random_subnets_per_step`
-random ones (BigNAS / DynaBERT-style weight sharing). With first-k layer
-selection a sub-config's pass through all its layers yields the logits of every
-depth, so every depth learns at every width each step; each depth's loss weighs
-in proportion to its depth (PABEE), so the deepest exit keeps the largest share.
+random ones (BigNAS / DynaBERT-style weight sharing), each at the max, the min
+and a random depth, or (`paired_depths`) at one depth each: the max width at
+the max depth, the min at the min, a random width at a random depth. With first-k
+layer selection a sub-config's pass through all its layers yields the logits of
+every depth up to it; each depth's loss weighs in proportion to its depth
+(PABEE), so the deepest exit keeps the largest share.
 
 A finished run is a directory (see `SupernetDir`): weights as safetensors, a JSON
 record of the space, recipe, data and tokenizer hashes and the training
@@ -163,40 +165,53 @@ def train_supernet(
 
 def sandwich_step(net: MobileBertSupernet, space: SearchSpace, data: TrainingSet, index: np.ndarray,
                   recipe: TrainRecipe, step: int, device: torch.device) -> float:
-    """One step's gradients (no optimizer step): the max, min and random widths, each at every depth."""
+    """One step's gradients (no optimizer step): the max, min and random widths, each at the depths
+    `_depths_of` gives it."""
     net.train()
     ids, mask, types = loop.tensors(data.encoded, index, device)
     labels = torch.from_numpy(data.labels[index]).to(device)
     teacher = None if data.soft is None else torch.from_numpy(data.soft[index]).to(device)
     rng = random.Random(f"{recipe.seed}:{step}")  # per-step seed: resume picks the same sub-configs
     depths = sorted(space.choices["num_hidden_layers"])
-    deepest = max(depths)
     widths = [space.max_arch(), space.min_arch()] + [space.sample(rng) for _ in range(recipe.random_subnets_per_step)]
-    seen: set[ArchConfig] = set()
+    seen: set[tuple[ArchConfig, tuple[int, ...]]] = set()
     max_loss, soft = 0.0, teacher
-    for arch in widths:
-        arch = replace(arch, num_hidden_layers=deepest)
-        if arch in seen:
+    for position, arch in enumerate(widths):
+        run = _depths_of(position, depths, net.layers, recipe.paired_depths, rng)
+        arch = replace(arch, num_hidden_layers=max(run))
+        if (arch, tuple(run)) in seen:
             continue  # a one-point space (stand-alone training) or a sample that repeats one
-        seen.add(arch)
-        run = depths if net.layers == "first" else sorted({deepest, depths[0], rng.choice(depths)})
+        seen.add((arch, tuple(run)))
         with loop.autocast(device, recipe.precision):
             outputs = net.forward_depths(ids, mask, types, arch, run)
         if soft is None:  # no teacher: the max sub-config teaches the others in place
-            soft = outputs[deepest].detach()
+            soft = outputs[max(run)].detach()
             first = True
         else:
             first = False
         total = sum(run)
         loss = sum(
             (depth / total) * loop.mixed_loss(outputs[depth], labels,
-                                              None if first and depth == deepest else soft,
+                                              None if first and depth == max(run) else soft,
                                               recipe.distill_weight, recipe.temperature)
             for depth in run)
         loss.backward()
         if len(seen) == 1:
             max_loss = float(loss.detach())
     return max_loss
+
+
+def _depths_of(position: int, depths: list[int], layers: str, paired: bool, rng: random.Random) -> list[int]:
+    """The depths the width at `position` (0: max, 1: min, then random ones) trains at this step.
+
+    With first-k layers one pass yields every depth up to its last, so all of them train."""
+    if paired:
+        last = depths[-1] if position == 0 else depths[0] if position == 1 else rng.choice(depths)
+        chosen = [last]
+    else:
+        last = depths[-1]
+        chosen = sorted({last, depths[0], rng.choice(depths)})
+    return [d for d in depths if d <= last] if layers == "first" else chosen
 
 
 # ---------------------------------------------------------------- the supernet directory
