@@ -139,7 +139,7 @@ ONNXRUNTIME = Backend(
     modes=(
         QuantMode("fp32", "fp32", "float", nearest={"tflite": "fp32", "executorch": "fp32"}),
         QuantMode("dynamic_int8", "int8", PER_BATCH, nearest={"tflite": "dynamic_int8", "executorch": "dynamic_int8"}),
-        QuantMode("dynamic_int8_per_channel", "int8", PER_BATCH, per_channel=True, searched=False,
+        QuantMode("dynamic_int8_per_channel", "int8", PER_BATCH, per_channel=True,
                   nearest={"tflite": "dynamic_int8", "executorch": "dynamic_int8"}),
         QuantMode("static_int8_minmax", "int8", CALIBRATED, calibration="minmax",
                   nearest={"tflite": "full_int8", "executorch": "static_int8"}),

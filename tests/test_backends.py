@@ -72,7 +72,7 @@ def test_measure_arguments_come_from_the_catalog() -> None:
 def test_default_candidates_are_the_installed_backends_searched_modes() -> None:
     runtimes = CandidateConfig().runtimes
     assert list(runtimes) == [name for name, b in BACKENDS.items() if b.missing() is None]
-    assert runtimes["onnxruntime"] == ["fp32", "dynamic_int8", "static_int8_minmax"]
+    assert runtimes["onnxruntime"] == ["fp32", "dynamic_int8", "dynamic_int8_per_channel", "static_int8_minmax"]
     assert runtimes["tflite"] == ["fp32", "dynamic_int8", "fp16", "full_int8"]
 
 
