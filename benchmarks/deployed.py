@@ -310,10 +310,11 @@ def timing_data(model_dir: str) -> Path:
 
 
 def measure_latency(artifact: str, data: Path, runs: int, warmup: int, **knobs: Any) -> dict[str, Any]:
-    """Batch-1 latency through the runtime in a fresh process (edgenas.runtime's LocalTarget)."""
+    """Batch-1 latency through the runtime in a fresh process (edgenas.runtime's LocalTarget), as its JSON
+    record (the figures files keep it beside torch's)."""
     from edgenas.runtime.targets import LocalTarget
 
-    return LocalTarget().measure(Path(artifact), data, runs=runs, warmup=warmup, **knobs)
+    return LocalTarget().measure(Path(artifact), data, runs=runs, warmup=warmup, **knobs).to_json()
 
 
 def torch_latency_ms(model_dir: str, data: Path, runs: int, warmup: int) -> dict[str, float]:

@@ -95,7 +95,7 @@ def reference_row(questions_npz: dict[str, Any], config: SearchConfig, tokenizer
     np.savez(example, **{k: v[:1] for k, v in windows.inputs().items()})
     artifact = compile_artifact(model_dir, "tflite", "fp32", seq_len=REFERENCE_SEQ_LEN, cache_dir=compile_cache_dir(),
                                 timeout_s=1800)
-    measured = measure(artifact.path, example, runs=runs, warmup=5)
+    measured = measure(artifact.path, example, runs=runs, warmup=5).to_json()
     measured["windows_per_question"] = len(windows) / len(set(windows.example.tolist()))
     label = "MobileBERT, 24 layers (random weights)" if space_name == "mobilebert" else "the space's max (random weights)"
     return row(label, "tflite/fp32", REFERENCE_SEQ_LEN, measured, artifact.meta["size_bytes"] / 1e6)
@@ -131,7 +131,7 @@ def teacher_row(model_dir: Path, metrics: dict[str, Any], config: SearchConfig, 
     seq_len, data = metrics["seq_len"], model_dir / "data"
     artifact = compile_artifact(out, "onnxruntime", "fp32", seq_len=seq_len, calibration=data / "calibration.npz",
                                 check_data=data / "parity.npz", cache_dir=compile_cache_dir(), timeout_s=1800)
-    measured = measure(artifact.path, data / "dev.npz", runs=runs, warmup=5)
+    measured = measure(artifact.path, data / "dev.npz", runs=runs, warmup=5).to_json()
     record = json.loads((teacher_dir / "teacher.json").read_text()) if (teacher_dir / "teacher.json").is_file() else {}
     label = f"teacher ({record.get('steps', '?')} steps on {record.get('device', '?')})"
     return row(label, "onnxruntime/fp32", seq_len, measured, artifact.meta["size_bytes"] / 1e6)

@@ -84,14 +84,14 @@ def loopback_sshd(work: Path) -> Iterator[tuple[str, str]]:
 def repeated(target: Target, artifact: Path, repeats: int, **knobs: object) -> dict[str, float]:
     """Measure `repeats` times; CV across the medians, and the mean within-measurement CV."""
     results = [target.measure(artifact, **knobs) for _ in range(repeats)]
-    medians = np.array([r["median_ms"] for r in results])
-    if "reference_median_ms" in results[0]:
+    medians = np.array([r.median_ms for r in results])
+    if results[0].reference_median_ms is not None:
         # Drift-normalised: each median over the reference timed just before it, rescaled to ms.
-        medians = medians / np.array([r["reference_median_ms"] for r in results]) * results[0]["reference_baseline_ms"]
+        medians = medians / np.array([r.reference_median_ms for r in results]) * results[0].reference_baseline_ms
     return {"mean_median_ms": float(medians.mean()), "min_median_ms": float(medians.min()),
             "max_median_ms": float(medians.max()), "cv_between": float(medians.std(ddof=1) / medians.mean()),
-            "cv_within": float(np.mean([r["cv"] for r in results])), "n": repeats,
-            "noisy": sum(bool(r.get("noisy")) for r in results), "mean_runs": float(np.mean([r["runs"] for r in results]))}
+            "cv_within": float(np.mean([r.cv for r in results])), "n": repeats,
+            "noisy": sum(r.noisy for r in results), "mean_runs": float(np.mean([r.runs for r in results]))}
 
 
 def _row(label: str, stats: dict[str, float]) -> str:

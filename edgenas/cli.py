@@ -14,6 +14,7 @@ from edgenas.errors import EdgenasError
 if TYPE_CHECKING:
     from rich.table import Table
 
+    from edgenas.runtime.measurement import Measurement
     from edgenas.runtime.predict import Prediction
 
 app = typer.Typer(
@@ -341,27 +342,24 @@ def bench(
     result = device.measure(artifact, data, threads=threads, runs=runs, warmup=warmup, xnnpack=not no_xnnpack,
                             graph_optimization=graph_optimization)
     if as_json:
-        sys.stdout.write(json.dumps(result) + "\n")
+        sys.stdout.write(json.dumps(result.to_json()) + "\n")
         return
-    console.print(bench_table(artifact, result, runs))
+    console.print(bench_table(artifact, result))
 
 
-def bench_table(artifact: Path, result: dict[str, Any], runs: int) -> Table:
+def bench_table(artifact: Path, result: Measurement) -> Table:
     """The figures of one `bench` run, then the knobs it ran with; values are never cut."""
     from rich.table import Table
 
-    table = Table(title=f"{artifact.name} on {result['device']}", min_width=60)
+    table = Table(title=f"{artifact.name} on {result.device}", min_width=60)
     table.add_column("figure", overflow="fold")
     table.add_column("value", justify="right", no_wrap=True)
     for name in ("median_ms", "median_ci95", "p90_ms", "p99_ms", "mean_ms", "cv", "peak_rss_mb", "accuracy", "n_eval"):
-        if name in result:
-            value = result[name]
+        value = getattr(result, name)
+        if value is not None:
             table.add_row(name, f"{value:.4g}" if isinstance(value, float) else str(value))
-    from edgenas.runtime.backends import KNOBS
-
-    knobs = {"runtime": result["runtime"], "threads": result["threads"],
-             **{name: result.get(name) for name in KNOBS}, "seq_len": result["seq_len"],
-             "runs": result.get("runs", runs), "noisy": result.get("noisy")}
+    knobs = {"runtime": result.runtime, "threads": result.threads, **result.knobs, "seq_len": result.seq_len,
+             "runs": result.runs, "noisy": result.noisy}
     for name, value in knobs.items():
         if value is not None:
             table.add_row(name, str(value))

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
 
+from .measurement import Measurement
 from .targets import Target
 
 
@@ -33,7 +35,7 @@ class DriftMonitor:
     def check_reference(self) -> float:
         """Measure the reference now; the first call sets the baseline. Returns its median ms."""
         result = self.target.measure(self.reference, self.data, **self.reference_knobs)
-        self.latest_ms = float(result["median_ms"])
+        self.latest_ms = result.median_ms
         if self.baseline_ms is None:
             self.baseline_ms = self.latest_ms
         self.history.append({"time": time.time(), "median_ms": self.latest_ms})
@@ -47,12 +49,12 @@ class DriftMonitor:
             return 0.0
         return self.latest_ms / self.baseline_ms - 1
 
-    def measure(self, artifact: Path, data: Path | None = None, **knobs: Any) -> dict[str, Any]:
+    def measure(self, artifact: Path, data: Path | None = None, **knobs: Any) -> Measurement:
         """Measure on the wrapped target, re-timing the reference when due, and add the drift fields."""
         # due before the first measurement and every `every` after; an explicit check resets the count
         if self.latest_ms is None or self._since_reference >= self.every:
             self.check_reference()
         self._since_reference += 1
         result = self.target.measure(artifact, data, **knobs)
-        return {**result, "reference_median_ms": self.latest_ms, "reference_baseline_ms": self.baseline_ms,
-                "drift": self.drift, "drifting": abs(self.drift) > self.tolerance}
+        return dataclasses.replace(result, reference_median_ms=self.latest_ms, reference_baseline_ms=self.baseline_ms,
+                                   drift=self.drift, drifting=abs(self.drift) > self.tolerance)

@@ -2,13 +2,14 @@
 
 Runnable as ``python -m edgenas.runtime.measure ARTIFACT [--data NPZ] ...``: prints
 one JSON object on stdout; on failure prints {"error": ..., "kind": ...} and exits 3.
-Imports only numpy, runners.py, backends.py, tasks.py and (for QA) qa.py, all in this folder,
+Imports only numpy, runners.py, backends.py, tasks.py, measurement.py and (for QA) qa.py, all in this folder,
 so a target can copy them to a device and run them there.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import json
 import os
@@ -24,6 +25,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .backends import KNOBS, backend_for, load_runner
+from .measurement import Measurement
 from .tasks import task_of_set
 from .runners import DEFAULT_SEQ_LEN, INPUT_KEYS, Runner, RuntimeLoadError, RuntimeMissingError, fit_seq_len
 
@@ -248,7 +250,7 @@ def scores(runner: Runner, data: dict[str, np.ndarray], batch_size: int) -> tupl
     return score_logits(logits, data), logits
 
 
-def measure(artifact: str | Path, data: str | Path | None = None, **options: Any) -> dict[str, Any]:
+def measure(artifact: str | Path, data: str | Path | None = None, **options: Any) -> Measurement:
     """Time batch-1 inference (and accuracy if data has labels) of one artifact in this process.
 
     options: the fields of MeasureRequest and the runtime knobs, runtime settings from the backend catalog (e.g. xnnpack, graph_optimization);
@@ -279,19 +281,16 @@ def measure(artifact: str | Path, data: str | Path | None = None, **options: Any
     example = fit_seq_len(example, seq_len)
     times = time_until_stable(runner, example, warmup, runs, max_runs)
     stats = latency_stats(times)
-    result: dict[str, Any] = {
-        **stats, "peak_rss_mb": peak_rss_mb(), "runtime": runner.runtime, "threads": threads, **own_knobs,
-        **device_info(), "runs": len(times), "noisy": stats["median_ci95"] is None or stats["median_ci95"] > NOISE_LIMIT,
-        "warmup": warmup, "seq_len": seq_len, "batch": 1,
-        "artifact": artifact.name, "artifact_mb": artifact.stat().st_size / 2**20, "load_ms": load_ms,
-    }
+    result = Measurement(
+        **stats, runs=len(times), warmup=warmup, noisy=stats["median_ci95"] is None or stats["median_ci95"] > NOISE_LIMIT,
+        runtime=runner.runtime, threads=threads, seq_len=seq_len, batch=1, artifact=artifact.name,
+        artifact_mb=artifact.stat().st_size / 2**20, load_ms=load_ms, peak_rss_mb=peak_rss_mb(), **device_info(),
+        knobs=own_knobs)
     if arrays is not None and task_of_set(arrays) is not None:
         scored_set, scored = scores(runner, arrays, batch_size)
-        result |= scored_set
-        if "windows_per_question" in scored_set:  # a long context is several runs of the model
-            result["ms_per_question"] = stats["median_ms"] * scored_set["windows_per_question"]
+        result = result.with_scores(scored_set)
         if logits:
-            result["logits"] = scored.tolist()
+            result = dataclasses.replace(result, logits=scored.tolist())
     return result
 
 
@@ -333,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
         message = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(json.dumps({"error": message, "kind": _error_kind(exc), **device_info()}))
         return ERROR_EXIT_CODE
-    print(json.dumps(result))
+    print(json.dumps(result.to_json()))
     return 0
 
 

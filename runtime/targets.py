@@ -1,7 +1,7 @@
 """Where a measurement runs: this machine (a fresh child process) or a host over SSH.
 
-Both targets run the same self-contained bundle (runners.py, backends.py, tasks.py, measure.py and
-qa.py copied into a temporary package), so what runs locally is exactly what runs on a device
+Both targets run the same self-contained bundle (runners.py, backends.py, tasks.py, measurement.py,
+measure.py and qa.py copied into a temporary package), so what runs locally is exactly what runs on a device
 that has only numpy and the runtime libraries.
 """
 
@@ -27,9 +27,10 @@ from edgenas.paths import cache_root
 
 from .backends import UnknownBackendError
 from .measure import MeasureRequest
+from .measurement import Measurement
 
 BUNDLE_PACKAGE = "edgenas_device_runtime"
-BUNDLE_FILES = ("runners.py", "backends.py", "tasks.py", "measure.py", "qa.py")
+BUNDLE_FILES = ("runners.py", "backends.py", "tasks.py", "measurement.py", "measure.py", "qa.py")
 REMOTE_LOCK = "/tmp/edgenas-device.lock"
 _KIND_TEXT = {"missing_runtime": "runtime library missing on device", "rejected": "artifact rejected",
               "data": "bad data"}
@@ -44,7 +45,7 @@ class Target(Protocol):
 
     name: str
 
-    def measure(self, artifact: Path, data: Path | None = None, **knobs: Any) -> dict[str, Any]:
+    def measure(self, artifact: Path, data: Path | None = None, **knobs: Any) -> Measurement:
         """Measure one artifact (see edgenas.runtime.measure.measure for knobs and result)."""
         ...
 
@@ -79,15 +80,15 @@ def measure_args(artifact: str, data: str | None, options: dict[str, Any]) -> li
         raise EdgenasError(str(exc)) from None
 
 
-def parse_result(device: str, rc: int, stdout: str, stderr: str) -> dict[str, Any]:
-    """Turn a measurement child's output into the result dict (plus "target": device), or one DeviceError line."""
+def parse_result(device: str, rc: int, stdout: str, stderr: str) -> Measurement:
+    """Turn a measurement child's output into its Measurement (target: device), or one DeviceError line."""
     payload = None
     for line in reversed(stdout.strip().splitlines()):
         with contextlib.suppress(json.JSONDecodeError):
             payload = json.loads(line)
             break
     if isinstance(payload, dict) and "error" not in payload and rc == 0:
-        return {**payload, "target": device}
+        return Measurement.from_json({**payload, "target": device})
     if isinstance(payload, dict) and "error" in payload:
         cause = _KIND_TEXT.get(payload.get("kind", ""), "measurement failed")
         raise DeviceError(f"{device}: {cause}: {payload['error']}")
@@ -124,7 +125,7 @@ class LocalTarget:
         self.timeout = timeout
         self.name = f"local:{socket.gethostname()}"
 
-    def measure(self, artifact: Path, data: Path | None = None, **knobs: Any) -> dict[str, Any]:
+    def measure(self, artifact: Path, data: Path | None = None, **knobs: Any) -> Measurement:
         """Measure in a child `python -m edgenas_device_runtime.measure`; see measure.measure."""
         artifact_path, data_path = _checked(artifact, "artifact"), _checked(data, "data file")
         if self.cpu_affinity:
@@ -212,7 +213,7 @@ class SSHTarget:
         out, err = stdout.read().decode(errors="replace"), stderr.read().decode(errors="replace")
         return stdout.channel.recv_exit_status(), out, err
 
-    def measure(self, artifact: Path, data: Path | None = None, **knobs: Any) -> dict[str, Any]:
+    def measure(self, artifact: Path, data: Path | None = None, **knobs: Any) -> Measurement:
         """Copy bundle + artifact (+ data), measure on the host under a host-wide flock, read JSON back."""
         artifact_path, data_path = _checked(artifact, "artifact"), _checked(data, "data file")
         with device_lock(self.name):
@@ -224,7 +225,7 @@ class SSHTarget:
             finally:
                 client.close()
 
-    def _measure_remote(self, client: Any, artifact: Path, data: Path | None, knobs: dict[str, Any]) -> dict[str, Any]:
+    def _measure_remote(self, client: Any, artifact: Path, data: Path | None, knobs: dict[str, Any]) -> Measurement:
         rc, out, err = self._exec(client, "mktemp -d")
         if rc != 0:
             raise DeviceError(f"{self.name}: cannot create a temp dir: {err.strip() or out.strip()}")

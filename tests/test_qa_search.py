@@ -52,13 +52,13 @@ def test_the_measurement_scores_the_spans_of_its_own_logits(tmp_path: Path, isol
                     if json.loads((path.parent / "meta.json").read_text())["seq_len"] == 24)  # not the reference
     measured = measure(artifact, eval_set, runs=3, warmup=0, logits=True)
     arrays = load_npz(eval_set)
-    logits = np.asarray(measured["logits"], dtype=np.float32)
+    logits = np.asarray(measured.logits, dtype=np.float32)
     assert logits.shape == (len(arrays["input_ids"]), 2, 24)
 
     answers = best_spans(logits[:, 0], logits[:, 1], windows_of(arrays), json.loads(arrays["contexts"].item()))
     official = squad_scores([a.text for a in answers], json.loads(arrays["answers"].item()))
-    assert measured["accuracy"] == pytest.approx(official["f1"] / 100)
-    assert measured["exact_match"] == pytest.approx(official["exact_match"] / 100)
+    assert measured.accuracy == pytest.approx(official["f1"] / 100)
+    assert measured.exact_match == pytest.approx(official["exact_match"] / 100)
     # perfect logits score 1.0: the scoring itself cannot hide a wrong mapping
     perfect = np.full_like(logits, -10.0)
     colours = {"red", "blue", "green", "black", "white"}

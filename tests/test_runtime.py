@@ -18,6 +18,7 @@ from onnx import TensorProto, helper, numpy_helper
 from edgenas.cli import main
 from edgenas.runtime.drift import DriftMonitor
 from edgenas.runtime.measure import NOISE_LIMIT, measure, median_uncertainty
+from edgenas.runtime.measurement import Measurement
 from edgenas.runtime.backends import load_runner
 from edgenas.runtime.runners import INPUT_KEYS, RuntimeLoadError
 from edgenas.runtime.targets import DeviceError, LocalTarget, SSHTarget, target_from_url
@@ -165,17 +166,19 @@ def test_load_runner_rejects_bad_artifacts(tmp_path: Path) -> None:
 @pytest.mark.parametrize("kind", ["onnx", "tflite"])
 def test_measure_reports_latency_and_accuracy(artifacts: dict[str, Path], kind: str) -> None:
     result = measure(artifacts[kind], artifacts["data"], runs=5, warmup=1)
-    assert RESULT_KEYS <= set(result) and OWN_KNOB[kind] in result and set(OWN_KNOB.values()) - {OWN_KNOB[kind]} - set(result)
-    assert result["accuracy"] == 1.0 and result["n_eval"] == 40 and result["seq_len"] == SEQ
-    assert 0 < result["median_ms"] <= result["p90_ms"] <= result["p99_ms"]
-    assert result["peak_rss_mb"] > 0 and result["cv"] >= 0
-    json.dumps(result)
+    record = json.loads(json.dumps(result.to_json()))
+    assert RESULT_KEYS <= set(record) and OWN_KNOB[kind] in record and set(OWN_KNOB.values()) - {OWN_KNOB[kind]} - set(record)
+    assert result.accuracy == 1.0 and result.n_eval == 40 and result.seq_len == SEQ
+    assert 0 < result.median_ms <= result.p90_ms <= result.p99_ms
+    assert result.peak_rss_mb > 0 and result.cv >= 0
+    assert Measurement.from_json(record) == result  # what a target reads back is what was measured
 
 
 def test_measure_without_data_synthesizes_input(artifacts: dict[str, Path]) -> None:
-    assert measure(artifacts["onnx"], runs=2, warmup=0)["seq_len"] == 128  # dynamic: default length
+    assert measure(artifacts["onnx"], runs=2, warmup=0).seq_len == 128  # dynamic: default length
     result = measure(artifacts["tflite"], runs=2, warmup=0, xnnpack=False)
-    assert (result["seq_len"], result["xnnpack"]) == (SEQ, False) and "accuracy" not in result
+    assert (result.seq_len, result.knobs["xnnpack"]) == (SEQ, False) and not result.scored
+    assert "accuracy" not in result.to_json()
 
 
 def test_measure_module_prints_error_json(tmp_path: Path) -> None:
@@ -205,8 +208,8 @@ def test_runtime_imports_no_heavy_packages(artifacts: dict[str, Path]) -> None:
 def test_local_target_measures_in_child_process(artifacts: dict[str, Path]) -> None:
     target = LocalTarget(cpu_affinity=[0])
     result = target.measure(artifacts["tflite"], artifacts["data"], threads=1, runs=3, warmup=1)
-    assert RESULT_KEYS <= set(result) and result["accuracy"] == 1.0
-    assert result["target"] == target.name and target.name.startswith("local:")
+    assert RESULT_KEYS <= set(result.to_json()) and result.accuracy == 1.0
+    assert result.target == target.name and target.name.startswith("local:")
 
 
 def test_local_target_errors_name_device_and_cause(artifacts: dict[str, Path], tmp_path: Path,
@@ -239,10 +242,10 @@ def test_drift_monitor_times_reference_at_intervals(artifacts: dict[str, Path]) 
     results = [monitor.measure(artifacts["tflite"], runs=2, warmup=0) for _ in range(3)]
     assert len(monitor.history) == 2  # before measurement 1 and 3
     first, last = results[0], results[-1]
-    assert first["drift"] == 0.0 and first["reference_median_ms"] == first["reference_baseline_ms"]
-    assert last["reference_baseline_ms"] == monitor.history[0]["median_ms"]
-    assert last["reference_median_ms"] == monitor.history[1]["median_ms"]
-    assert last["drift"] == pytest.approx(last["reference_median_ms"] / last["reference_baseline_ms"] - 1)
+    assert first.drift == 0.0 and first.reference_median_ms == first.reference_baseline_ms
+    assert last.reference_baseline_ms == monitor.history[0]["median_ms"]
+    assert last.reference_median_ms == monitor.history[1]["median_ms"]
+    assert last.drift == pytest.approx(last.reference_median_ms / last.reference_baseline_ms - 1)
 
 
 def test_target_from_url() -> None:
@@ -302,7 +305,7 @@ def test_batch_1_scores_do_not_depend_on_the_other_rows(artifacts: dict[str, Pat
     alone = np.concatenate([runner.run({k: v[i:i + 1] for k, v in feeds.items()}) for i in range(8)])
     np.testing.assert_array_equal(runner.predict_logits(feeds, batch_size=1)[:8], alone)
     assert not np.array_equal(runner.predict_logits(feeds, batch_size=40)[:8], alone)  # the effect is real
-    assert measure(quantized, artifacts["data"], runs=2, warmup=0)["accuracy"] == float(
+    assert measure(quantized, artifacts["data"], runs=2, warmup=0).accuracy == float(
         (runner.predict_logits(feeds, batch_size=1).argmax(1) == data["labels"]).mean())
 
 
@@ -333,8 +336,8 @@ def test_timing_goes_on_while_noisy_and_keeps_every_run(monkeypatch: pytest.Monk
 
 def test_measure_reports_its_noise(artifacts: dict[str, Path]) -> None:
     result = measure(artifacts["onnx"], runs=20, warmup=1, max_runs=40)
-    assert 20 <= result["runs"] <= 40 and result["median_ci95"] >= 0
-    assert result["noisy"] == (result["median_ci95"] > NOISE_LIMIT)
+    assert 20 <= result.runs <= 40 and result.median_ci95 >= 0
+    assert result.noisy == (result.median_ci95 > NOISE_LIMIT)
     with pytest.raises(ValueError, match="max_runs"):
         measure(artifacts["onnx"], runs=20, max_runs=10)
 
@@ -344,5 +347,5 @@ def test_measure_can_return_the_logits_it_scored(artifacts: dict[str, Path]) -> 
     result = measure(artifacts["onnx"], artifacts["data"], runs=10, warmup=0, logits=True)
     data = _data(artifacts["data"])
     expected = load_runner(artifacts["onnx"]).predict_logits({k: data[k] for k in INPUT_KEYS}, batch_size=1)
-    np.testing.assert_allclose(np.array(result["logits"]), expected, atol=1e-6)
-    assert "logits" not in measure(artifacts["onnx"], artifacts["data"], runs=10, warmup=0)
+    np.testing.assert_allclose(np.array(result.logits), expected, atol=1e-6)
+    assert measure(artifacts["onnx"], artifacts["data"], runs=10, warmup=0).logits is None

@@ -105,10 +105,10 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def test_ssh_target_measures_on_host(target: SSHTarget, sshd: dict, tiny: dict[str, Path]) -> None:
     result = target.measure(tiny["onnx"], tiny["data"], threads=1, runs=3, warmup=1)
-    assert result["accuracy"] == 1.0 and result["runtime"] == "onnxruntime"
-    assert result["hostname"] == socket.gethostname() and result["median_ms"] > 0
+    assert result.accuracy == 1.0 and result.runtime == "onnxruntime"
+    assert result.hostname == socket.gethostname() and result.median_ms > 0
     assert f"[127.0.0.1]:{sshd['port']}" in sshd["known_hosts"].read_text()  # first-seen host remembered
-    assert target.measure(tiny["onnx"], runs=1, warmup=0)["seq_len"] == 128  # known host key accepted again
+    assert target.measure(tiny["onnx"], runs=1, warmup=0).seq_len == 128  # known host key accepted again
 
 
 def test_ssh_auth_failure(sshd: dict, tiny: dict[str, Path]) -> None:

@@ -22,7 +22,7 @@ from edgenas.search.study.storage import (
 from edgenas.search.study.runner import SearchOptions, TrialCap, optimize_capped, run_search
 from edgenas.runtime.backends import get_backend
 from edgenas.types import Candidate
-from tiny_project import make_tiny_project
+from tiny_project import make_tiny_project, trial_result
 
 SPACE = space_from_mapping({"choices": {
     "num_hidden_layers": [1, 2],
@@ -70,8 +70,8 @@ def test_duplicates_are_found_and_constraints_set(tmp_path: Path) -> None:
     config = SearchConfig.model_validate({"budgets": {"max_latency_ms": 2.0, "min_accuracy": 0.5}})
     study = optuna.create_study(storage=storage(tmp_path), directions=config.directions())
     first = study.ask({"runtime": optuna.distributions.CategoricalDistribution(["tflite"])})
-    result = {"accuracy": 0.7, "median_ms": 3.0, "size_mb": 1.0}
-    first.set_user_attr(RESULT_ATTR, result)
+    result = trial_result(0.7, 3.0, 1.0)
+    first.set_user_attr(RESULT_ATTR, result.to_attrs())
     set_constraints(first, config, result)
     study.tell(first, objective_values(config, result))
     done = study.trials[0]
@@ -154,10 +154,9 @@ def finished_tiny_study(root: Path, n_trials: int) -> tuple[SearchConfig, Search
     arch = runner.load_task_data(config)[0].max_arch()
     for i in range(n_trials):
         trial = study.ask()
-        result = {"accuracy": 0.5 + i / 10, "torch_accuracy": 0.5, "median_ms": 1.0 + i, "p90_ms": 2.0 + i,
-                  "size_mb": 1.0}
+        result = trial_result(0.5 + i / 10, 1.0 + i, 1.0, torch_accuracy=0.5, p90_ms=2.0 + i)
         trial.set_user_attr("candidate", Candidate(arch, seq_len=16).to_dict())
-        trial.set_user_attr(RESULT_ATTR, result)
+        trial.set_user_attr(RESULT_ATTR, result.to_attrs())
         study.tell(trial, objective_values(config, result))
     return config, options
 

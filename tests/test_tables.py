@@ -15,6 +15,7 @@ from rich.console import Console, RenderableType
 from edgenas.cli import bench_table
 from edgenas.config import SearchConfig
 from edgenas.runtime.tasks import CLASSIFICATION
+from edgenas.runtime.measurement import Measurement
 from edgenas.search.results.compare import CompareOptions, compare_table, plan, spread
 from edgenas.search.results.report import Report, reference_point, terminal_summary, trial_row
 from edgenas.search.study.objectives import FAIL_ATTR, RESULT_ATTR, objective_values, pareto_trials
@@ -22,6 +23,7 @@ from edgenas.search.study.storage import open_study
 from edgenas.search.study import verdict
 from edgenas.search.study.runner import pareto_table, trial_line
 from edgenas.types import ArchConfig, Candidate, arch_legend
+from tiny_project import trial_result
 
 #: the widest candidates: the longest modes of both runtimes, bottleneck and BERT-style architectures,
 #: three-digit latencies and sizes
@@ -39,10 +41,9 @@ def add_front(study: optuna.Study, config: SearchConfig) -> None:
     """FRONT as completed trials (each on the front), then one failed trial."""
     for arch, runtime, mode, seq_len, accuracy, median, p90, size in FRONT:
         trial = study.ask()
-        result = {"accuracy": accuracy, "accuracy_n": 500, "torch_accuracy": accuracy + 0.001, "median_ms": median,
-                  "p90_ms": p90, "p99_ms": p90 + 1, "size_mb": size}
+        result = trial_result(accuracy, median, size, torch_accuracy=accuracy + 0.001, p90_ms=p90, p99_ms=p90 + 1)
         trial.set_user_attr("candidate", Candidate(arch, runtime=runtime, quantization=mode, seq_len=seq_len).to_dict())
-        trial.set_user_attr(RESULT_ATTR, result)
+        trial.set_user_attr(RESULT_ATTR, result.to_attrs())
         study.tell(trial, objective_values(config, result))
     failed = study.ask()
     failed.set_user_attr("candidate", Candidate(FRONT[0][0], quantization="static_int8_minmax").to_dict())
@@ -137,11 +138,13 @@ def test_compare_accepts_the_tables_short_runtime_names() -> None:
 
 
 def test_bench_table_fits_80_columns() -> None:
-    result = {"device": "raspberrypi (Cortex-A76 quad-core 2.4 GHz ARMv8 Processor rev 1 (v8l))", "median_ms": 123.456,
-              "p90_ms": 130.1, "p99_ms": 151.02, "mean_ms": 125.5, "cv": 0.0412, "peak_rss_mb": 1180.25,
-              "accuracy": 0.8123, "n_eval": 500, "runtime": "onnxruntime", "threads": 4, "xnnpack": None,
-              "graph_optimization": "extended", "seq_len": 128}
-    text = render(bench_table(Path("model-dynamic_int8_per_channel-seq128.onnx"), result, 50))
+    result = Measurement.from_json({
+        "device": "raspberrypi (Cortex-A76 quad-core 2.4 GHz ARMv8 Processor rev 1 (v8l))", "median_ms": 123.456,
+        "p90_ms": 130.1, "p99_ms": 151.02, "mean_ms": 125.5, "std_ms": 5.2, "min_ms": 120.0, "cv": 0.0412,
+        "median_ci95": 0.01, "runs": 50, "warmup": 10, "noisy": False, "peak_rss_mb": 1180.25, "accuracy": 0.8123,
+        "n_eval": 500, "runtime": "onnxruntime", "threads": 4, "graph_optimization": "extended", "seq_len": 128,
+        "artifact": "model.onnx", "artifact_mb": 20.1, "load_ms": 80.0})
+    text = render(bench_table(Path("model-dynamic_int8_per_channel-seq128.onnx"), result))
     assert_fits(text)
     for figure in ("123.5", "1180", "0.0412", "onnxruntime", "extended"):
         assert figure in text
@@ -210,10 +213,9 @@ def test_a_noisy_latency_is_marked_and_explained(front) -> None:
     assert "~" not in render(pareto_table(study, config))
     trial = study.ask()
     arch, runtime, mode, seq_len, *_ = FRONT[2]
-    result = {"accuracy": 0.71, "accuracy_n": 500, "torch_accuracy": 0.71, "median_ms": 0.5, "p90_ms": 0.6,
-              "p99_ms": 0.7, "size_mb": 4.0, "noisy": True, "median_ci95": 0.05}
+    result = trial_result(0.71, 0.5, 4.0, p90_ms=0.6, p99_ms=0.7, noisy=True, median_ci95=0.05)
     trial.set_user_attr("candidate", Candidate(arch, runtime=runtime, quantization=mode, seq_len=seq_len).to_dict())
-    trial.set_user_attr(RESULT_ATTR, result)
+    trial.set_user_attr(RESULT_ATTR, result.to_attrs())
     study.tell(trial, objective_values(config, result))
     text = render(pareto_table(study, config))
     assert_fits(text)

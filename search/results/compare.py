@@ -11,7 +11,7 @@ import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from rich.console import Group
@@ -21,6 +21,9 @@ from edgenas.errors import EdgenasError
 from edgenas.tables import RUNTIME_CODES, narrow_table, number_column, runtime_mode, text_column
 from edgenas.runtime.backends import BACKENDS, get_backend
 from edgenas.runtime.tasks import CLASSIFICATION, Task, get_task, task_of_model
+
+if TYPE_CHECKING:
+    from edgenas.runtime.targets import Target
 
 COLUMNS = ("runtime", "mode", "status", "median_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "throughput_per_s",
            "size_mb", "dev_accuracy", "torch_accuracy", "torch_agreement", "max_abs_logit_diff", "exact_match",
@@ -72,7 +75,7 @@ def model_inputs(model_dir: Path) -> tuple[int, dict[str, Path]]:
     return int(json.loads(metrics_path.read_text())["seq_len"]), data
 
 
-def compare_one(model_dir: Path, runtime: str, mode: str, seq_len: int, data: dict[str, Path], target,
+def compare_one(model_dir: Path, runtime: str, mode: str, seq_len: int, data: dict[str, Path], target: Target,
                 options: CompareOptions, reference: np.ndarray, torch_accuracy: float) -> dict[str, Any]:
     """Compile, time and score one runtime/mode; a failure becomes a row with its error."""
     from edgenas.compile import compile_artifact
@@ -87,13 +90,14 @@ def compare_one(model_dir: Path, runtime: str, mode: str, seq_len: int, data: di
                                   runs=options.runs, logits=True)
     except EdgenasError as exc:
         return {**row, "status": "failed", "error": str(exc).splitlines()[0]}
-    logits = np.asarray(measured.pop("logits"), dtype=np.float32)
-    row |= {k: measured[k] for k in ("median_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms")}
-    row |= {"status": "ok", "throughput_per_s": 1000.0 / measured["median_ms"], "size_mb": artifact.meta["size_bytes"] / 1e6,
-            "dev_accuracy": measured["accuracy"], "torch_accuracy": torch_accuracy,
-            **{k: measured[k] for k in ("exact_match", "ms_per_question") if k in measured},
+    logits = np.asarray(measured.logits, dtype=np.float32)
+    row |= {name: getattr(measured, name) for name in ("median_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms")}
+    row |= {"status": "ok", "throughput_per_s": 1000.0 / measured.median_ms, "size_mb": artifact.meta["size_bytes"] / 1e6,
+            "dev_accuracy": measured.accuracy, "torch_accuracy": torch_accuracy,
+            **{name: getattr(measured, name) for name in ("exact_match", "ms_per_question")
+               if getattr(measured, name) is not None},
             "torch_agreement": float((logits.argmax(-1) == reference.argmax(-1)).mean()),
-            "max_abs_logit_diff": float(np.abs(logits - reference).max()), "device": measured.get("device"),
+            "max_abs_logit_diff": float(np.abs(logits - reference).max()), "device": measured.device,
             "artifact": str(artifact.path)}
     return row
 

@@ -32,7 +32,10 @@ from edgenas.runtime.tasks import Task, get_task
 from edgenas.types import Candidate
 
 if TYPE_CHECKING:
+    from edgenas.runtime.measurement import Measurement
+    from edgenas.runtime.targets import Target
     from edgenas.search.data.splits import TaskSplits, Tokenizer
+    from edgenas.search.study.runner import TrainedTask
 
 
 @dataclass
@@ -114,19 +117,26 @@ def compile_into(model_dir: Path, runtime: str, mode: str, seq_len: int, data: d
     return artifact.meta
 
 
-def measure_artifact(target, path: Path, data: dict[str, Path], candidate: Candidate, config: SearchConfig) -> dict[str, Any]:
+def measure_artifact(target: Target, path: Path, data: dict[str, Path], candidate: Candidate,
+                     config: SearchConfig) -> tuple[Measurement, Measurement | None]:
     """Latency and dev accuracy on the target with the trial's knobs; test accuracy through the same runtime
-    (a QA export has no test set: SQuAD's is not public, so its dev set is the benchmark)."""
+    (None for a QA export: SQuAD's test set is not public, so its dev set is the benchmark)."""
     knobs = {"threads": candidate.threads, **candidate.knobs}
     dev = target.measure(path, data["dev"], warmup=config.measure.warmup, runs=config.measure.runs, **knobs)
-    measured = {**dev, "dev_accuracy": dev["accuracy"]}
-    if "test" in data:
-        test = target.measure(path, data["test"], warmup=0, runs=1, **knobs)
-        measured |= {"test_accuracy": test["accuracy"], "n_test": test.get("n_eval")}
-    return measured
+    test = target.measure(path, data["test"], warmup=0, runs=1, **knobs) if "test" in data else None
+    return dev, test
 
 
-def export_trial(trial: FrozenTrial, trained, config: SearchConfig, options: ExportOptions, target,
+def measurement_record(dev: Measurement, test: Measurement | None) -> dict[str, Any]:
+    """metrics.json's record of an artifact's measurement: the dev one, its score also as dev_accuracy,
+    and the test score beside it."""
+    record = {**dev.to_json(), "dev_accuracy": dev.accuracy}
+    if test is not None:
+        record |= {"test_accuracy": test.accuracy, "n_test": test.n_eval}
+    return record
+
+
+def export_trial(trial: FrozenTrial, trained: TrainedTask, config: SearchConfig, options: ExportOptions, target: Target,
                  console: Console, study_name: str = "") -> Path:
     """Fine-tune, save, compile, measure and document one trial; returns its model directory."""
     from edgenas.search.training.train import finetune_subnet
@@ -169,13 +179,14 @@ def export_trial(trial: FrozenTrial, trained, config: SearchConfig, options: Exp
     for runtime, mode in builds:
         meta = compile_into(model_dir, runtime, mode, seq_len, data, config.measure.compile_timeout_s)
         path = model_dir / ARTIFACT_FILES[runtime]
-        measured = measure_artifact(target, path, data, candidate, config)
+        dev_measured, test_measured = measure_artifact(target, path, data, candidate, config)
         artifacts[runtime] = {"file": path.name, "mode": mode, "size_mb": meta["size_bytes"] / 1e6,
-                              "sha256": meta.get("sha256"), "parity": meta.get("parity"), "measurement": measured,
+                              "sha256": meta.get("sha256"), "parity": meta.get("parity"),
+                              "measurement": measurement_record(dev_measured, test_measured),
                               "compile": {k: meta.get(k) for k in ("converter", "opset", "versions", "compile_time_s")}}
-        test = f", test {measured['test_accuracy']:.3f}" if "test_accuracy" in measured else ""
-        console.print(f"  {runtime}/{mode}: dev {config.task.score_name} {measured['dev_accuracy']:.3f}{test}, "
-                      f"{measured['median_ms']:.2f} ms median, {artifacts[runtime]['size_mb']:.2f} MB", highlight=False)
+        test = f", test {test_measured.accuracy:.3f}" if test_measured is not None else ""
+        console.print(f"  {runtime}/{mode}: dev {config.task.score_name} {dev_measured.accuracy:.3f}{test}, "
+                      f"{dev_measured.median_ms:.2f} ms median, {artifacts[runtime]['size_mb']:.2f} MB", highlight=False)
     metrics = {
         "study": study_name, "trial": trial.number,
         "candidate": candidate.to_dict(), "runtime": candidate.runtime, "quantization": candidate.quantization,

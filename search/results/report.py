@@ -19,7 +19,7 @@ from rich.text import Text
 
 from edgenas.config import OBJECTIVES, SearchConfig
 from edgenas.errors import EdgenasError
-from edgenas.search.study.objectives import RESULT_ATTR, pareto_trials
+from edgenas.search.study.objectives import RESULT_ATTR, pareto_trials, result_of
 from edgenas.search.study.storage import ARTIFACTS_ATTR, default_storage, open_storage, redact, sqlite_file
 from edgenas.search.study import verdict
 from edgenas.types import Candidate
@@ -91,13 +91,13 @@ PARETO_COLUMNS = ("trial", "architecture", "runtime", "mode", "seq_len", "thread
 def trial_row(trial: FrozenTrial) -> dict[str, Any]:
     """One trial as a flat record: candidate choices and measured figures."""
     c = Candidate.from_dict(trial.user_attrs["candidate"])
-    r = trial.user_attrs[RESULT_ATTR]
+    r = result_of(trial)
+    m = r.measurement
     return {"trial": trial.number, "architecture": c.arch.short(), "runtime": c.runtime, "mode": c.quantization,
-            "seq_len": c.seq_len, "threads": c.threads, "accuracy": r["accuracy"],
-            "accuracy_ci95": "-".join(f"{x:.3f}" for x in r["accuracy_ci95"]) if "accuracy_ci95" in r else "",
-            "accuracy_n": r.get("accuracy_n", ""), "torch_accuracy": r["torch_accuracy"],
-            "median_ms": r["median_ms"], "p90_ms": r["p90_ms"], "p99_ms": r.get("p99_ms"),
-            "ms_per_question": r.get("ms_per_question"), "size_mb": r["size_mb"],
+            "seq_len": c.seq_len, "threads": c.threads, "accuracy": r.accuracy,
+            "accuracy_ci95": "-".join(f"{x:.3f}" for x in r.accuracy_ci95), "accuracy_n": r.accuracy_n,
+            "torch_accuracy": r.torch_accuracy, "median_ms": m.median_ms, "p90_ms": m.p90_ms, "p99_ms": m.p99_ms,
+            "ms_per_question": m.ms_per_question, "size_mb": r.size_mb,
             "params": {k: v for k, v in trial.params.items()}}
 
 
@@ -177,7 +177,7 @@ def size_hover(figure: Any, study: optuna.Study) -> None:
     import json
 
     by_number = {t.number: t for t in completed(study)}
-    sizes = [t.user_attrs[RESULT_ATTR]["size_mb"] for t in by_number.values()]
+    sizes = [result_of(t).size_mb for t in by_number.values()]
     first = True
     for trace in figure.data:
         texts = trace.text  # Optuna puts each trial's JSON record here and shows it via hovertemplate
@@ -186,7 +186,7 @@ def size_hover(figure: Any, study: optuna.Study) -> None:
         numbers = [json.loads(text.replace("<br>", "\n"))["number"] for text in texts]
         trials = [by_number[n] for n in numbers]
         trace.text = [_short_hover(t) for t in trials]
-        trace.marker.color = [t.user_attrs[RESULT_ATTR]["size_mb"] for t in trials]
+        trace.marker.color = [result_of(t).size_mb for t in trials]
         # one shared colour scale; one colour bar for all traces
         trace.marker.update(colorscale="Viridis", cmin=min(sizes), cmax=max(sizes), showscale=first,
                             colorbar={"title": {"text": "size (MB)"}})

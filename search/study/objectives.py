@@ -4,12 +4,15 @@ failure, and the feasible Pareto front read back from those records."""
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial
 
 from edgenas.config import SearchConfig
+from edgenas.runtime.measurement import Measurement
 
 #: the trial user attributes that hold its result record, or why it failed: written by a trial,
 #: read by the front, the report, the export and the twin search
@@ -19,31 +22,95 @@ FAIL_ATTR = "fail_reason"
 METRIC_NAMES = {"accuracy": "accuracy", "latency": "latency_ms", "size": "size_mb"}
 
 
-def latency_ms(result: dict[str, Any]) -> float:
-    """The latency a trial is judged by: the median run, or for QA the time to answer a question
-    (a shorter sequence is faster per window but needs more windows per context)."""
-    return float(result.get("ms_per_question", result["median_ms"]))
+@dataclass(frozen=True)
+class TrialResult:
+    """A measured candidate: its measurement on the target (dev set scored through the runtime),
+    and what the trial adds: the same model's torch score, the artifact and its checks."""
+
+    measurement: Measurement
+    torch_accuracy: float
+    size_mb: float
+    accuracy_ci95: tuple[float, float]  # Wilson interval of the dev score over its n_eval examples
+    artifact_meta: dict[str, Any] = field(default_factory=dict)
+    artifact_id: str | None = None  # in the study's artifact store
+    compile_cached: bool = False
+    duplicate_of: int | None = None  # the earlier trial of the same candidate whose result this is
+
+    @property
+    def accuracy(self) -> float:
+        return float(self.measurement.accuracy)
+
+    @property
+    def accuracy_n(self) -> int:
+        """The dev examples (QA: questions) the accuracy was scored on."""
+        return int(self.measurement.n_eval)
+
+    @property
+    def latency_ms(self) -> float:
+        """The latency a trial is judged by: the median run, or for QA the time to answer a question
+        (a shorter sequence is faster per window but needs more windows per context)."""
+        return self.measurement.latency_ms
+
+    @property
+    def parity(self) -> dict[str, Any] | None:
+        return self.artifact_meta.get("parity")
+
+    def twin(self, number: int) -> "TrialResult":
+        """This result, recorded for a later trial of the same candidate."""
+        return dataclasses.replace(self, duplicate_of=number)
+
+    def to_attrs(self) -> dict[str, Any]:
+        """The JSON user attribute a trial stores: the measurement's flat fields and the trial's beside them."""
+        own = {"accuracy_n": self.accuracy_n, "accuracy_ci95": list(self.accuracy_ci95),
+               "torch_accuracy": self.torch_accuracy, "size_mb": self.size_mb, "parity": self.parity,
+               "artifact_id": self.artifact_id, "artifact_sha256": self.artifact_meta.get("sha256"),
+               "artifact_meta": self.artifact_meta, "compile_cached": self.compile_cached}
+        twin = {} if self.duplicate_of is None else {"duplicate_of": self.duplicate_of}
+        return {**self.measurement.to_json(), **own, **twin}
+
+    @classmethod
+    def from_attrs(cls, attrs: dict[str, Any]) -> "TrialResult":
+        """A stored result back (from any version that stored one)."""
+        own = dict(attrs)
+        fields = {name: own.pop(name) for name in ("torch_accuracy", "size_mb", "artifact_meta", "artifact_id",
+                                                   "compile_cached", "duplicate_of") if name in own}
+        n = own.pop("accuracy_n", None)
+        own.setdefault("n_eval", n)
+        interval = own.pop("accuracy_ci95", None)
+        meta = dict(fields.get("artifact_meta") or {})
+        for name, key in (("parity", "parity"), ("artifact_sha256", "sha256")):  # copies of artifact_meta's
+            if name in own:
+                meta.setdefault(key, own.pop(name))
+        fields["artifact_meta"] = meta
+        measurement = Measurement.from_json(own)
+        ci95 = tuple(interval) if interval else (measurement.accuracy, measurement.accuracy)
+        return cls(measurement=measurement, accuracy_ci95=ci95, **fields)
 
 
-def objective_values(config: SearchConfig, result: dict[str, Any]) -> list[float]:
-    """The study's objectives in config order, from a trial's result record."""
-    picks = {"accuracy": result["accuracy"], "latency": latency_ms(result), "size": result["size_mb"]}
+def result_of(trial: FrozenTrial) -> TrialResult | None:
+    """The result a trial recorded (None: it failed or has not finished)."""
+    attrs = trial.user_attrs.get(RESULT_ATTR)
+    return None if attrs is None else TrialResult.from_attrs(attrs)
+
+
+def objective_values(config: SearchConfig, result: TrialResult) -> list[float]:
+    """The study's objectives in config order, from a trial's result."""
+    picks = {"accuracy": result.accuracy, "latency": result.latency_ms, "size": result.size_mb}
     return [float(picks[name]) for name in config.objectives]
 
 
-def set_constraints(trial: optuna.Trial, config: SearchConfig, result: dict[str, Any]) -> None:
+def set_constraints(trial: optuna.Trial, config: SearchConfig, result: TrialResult) -> None:
     """Budgets as Optuna constraints: feasible when every value is <= 0."""
     budgets = config.budgets
     if budgets.max_latency_ms is not None:
-        trial.set_constraint("latency", latency_ms(result) - budgets.max_latency_ms)
+        trial.set_constraint("latency", result.latency_ms - budgets.max_latency_ms)
     if budgets.max_size_mb is not None:
-        trial.set_constraint("size", result["size_mb"] - budgets.max_size_mb)
+        trial.set_constraint("size", result.size_mb - budgets.max_size_mb)
     if budgets.min_accuracy is not None:
-        trial.set_constraint("accuracy", budgets.min_accuracy - result["accuracy"])
+        trial.set_constraint("accuracy", budgets.min_accuracy - result.accuracy)
 
 
 def pareto_trials(study: optuna.Study) -> list[FrozenTrial]:
     """The feasible Pareto front (best_trials honours constraints), fastest first, each candidate once."""
-    trials = [t for t in study.best_trials
-              if RESULT_ATTR in t.user_attrs and "duplicate_of" not in t.user_attrs[RESULT_ATTR]]
-    return sorted(trials, key=lambda t: latency_ms(t.user_attrs[RESULT_ATTR]))
+    trials = [t for t in study.best_trials if (r := result_of(t)) is not None and r.duplicate_of is None]
+    return sorted(trials, key=lambda t: result_of(t).latency_ms)

@@ -22,7 +22,7 @@ from edgenas.config import SearchConfig
 from edgenas.errors import EdgenasError
 from edgenas.paths import cache_root
 from edgenas.search.study.candidates import start_with_the_max
-from edgenas.search.study.objectives import FAIL_ATTR, RESULT_ATTR, pareto_trials
+from edgenas.search.study.objectives import FAIL_ATTR, pareto_trials, result_of
 from edgenas.search.study.storage import (
     ARTIFACTS_ATTR, StudyError, default_storage, make_sampler, open_storage, open_study, redact, scrub, study_dirs,
 )
@@ -32,6 +32,7 @@ from edgenas.tables import narrow_table, number_column, runtime_mode, text_colum
 from edgenas.types import Candidate, arch_legend
 
 if TYPE_CHECKING:
+    from edgenas.runtime.measurement import Measurement
     from edgenas.runtime.targets import Target
     from edgenas.search.data.splits import TaskSplits, Tokenizer
     from edgenas.search.space import SearchSpace
@@ -155,8 +156,8 @@ def load_task_data(config: SearchConfig) -> tuple[SearchSpace, TaskSplits, Token
     return space, splits, tokenizer
 
 
-def train_task_supernet(config: SearchConfig, space: Any, splits: Any, tokenizer: Any, console: Console,
-                        progress: bool = True) -> tuple[Any, Any]:
+def train_task_supernet(config: SearchConfig, space: SearchSpace, splits: TaskSplits, tokenizer: Tokenizer,
+                        console: Console, progress: bool = True) -> tuple[MobileBertSupernet, TrainingSet]:
     """The study's supernet (trained, or from the cache) and its training set."""
     from edgenas.search.training.train import supernet_dir, train_supernet, training_set
 
@@ -329,11 +330,11 @@ def record_study_attrs(study: optuna.Study, ctx: TrialContext, options: SearchOp
 def print_summary(study: optuna.Study, config: SearchConfig, console: Console) -> None:
     """The Pareto table, the baselines under it, and a warning when the front does not beat them."""
     console.print(pareto_table(study, config))
-    front = [t.user_attrs[RESULT_ATTR] for t in pareto_trials(study)]
+    front = [result_of(t) for t in pareto_trials(study)]
     if not front:
         return
-    best = max(front, key=lambda r: r["accuracy"])
-    warning = verdict.front_warning(study, best["accuracy"], best.get("accuracy_n", 0))
+    best = max(front, key=lambda r: r.accuracy)
+    warning = verdict.front_warning(study, best.accuracy, best.accuracy_n)
     if warning:
         console.print(f"[yellow]{warning}[/]", highlight=False)
 
@@ -435,12 +436,15 @@ def trial_line(study: optuna.Study, trial: FrozenTrial, width: int = 80, score: 
     if trial.state != TrialState.COMPLETE:
         reason = trial.user_attrs.get(FAIL_ATTR, trial.state.name.lower())
         return f"[red]{_two_lines(what, f'failed: {escape(reason)}', width)}[/]"
-    result = trial.user_attrs.get(RESULT_ATTR, {})
+    result = result_of(trial)
+    if result is None:
+        return _two_lines(what, "no result recorded", width)
     on_front = any(best.number == trial.number for best in study.best_trials)
-    dup = f" (= #{result['duplicate_of']})" if "duplicate_of" in result else ""
-    per_question = f" ({result['ms_per_question']:.2f} ms/q)" if "ms_per_question" in result else ""  # QA
-    figures = (f"{score} {verdict.accuracy_text(result.get('accuracy', float('nan')), result.get('accuracy_n'))} | "
-               f"{latency_text(result)} ms{per_question} | {result.get('size_mb', float('nan')):.1f} MB{dup}")
+    dup = f" (= #{result.duplicate_of})" if result.duplicate_of is not None else ""
+    per_question = result.measurement.ms_per_question
+    per_question = f" ({per_question:.2f} ms/q)" if per_question is not None else ""  # QA
+    figures = (f"{score} {verdict.accuracy_text(result.accuracy, result.accuracy_n)} | "
+               f"{latency_text(result.measurement)} ms{per_question} | {result.size_mb:.1f} MB{dup}")
     mark = "  pareto" if on_front else ""
     line = _two_lines(what, figures + mark, width)
     return line.removesuffix(mark) + "  [green]pareto[/]" if mark else line
@@ -457,9 +461,9 @@ NOISY_NOTE = (f"{NOISY_MARK} latency still uncertain by more than 2 % after 4x t
               "compare it with care, or time it again with `edgenas bench`")
 
 
-def latency_text(result: dict[str, Any]) -> str:
+def latency_text(measurement: Measurement) -> str:
     """The median latency in ms, marked when the measurement stayed noisy."""
-    return f"{result.get('median_ms', float('nan')):.2f}" + (NOISY_MARK if result.get("noisy") else "")
+    return f"{measurement.median_ms:.2f}" + (NOISY_MARK if measurement.noisy else "")
 
 
 def pareto_table(study: optuna.Study, config: SearchConfig, baselines: bool = True) -> Group:
@@ -480,16 +484,16 @@ def pareto_table(study: optuna.Study, config: SearchConfig, baselines: bool = Tr
                "MB": 6}
     for heading, width in numbers.items():
         number_column(table, heading, width)
-    for trial, c in zip(trials, candidates):
-        r = trial.user_attrs[RESULT_ATTR]
+    results = [result_of(t) for t in trials]
+    for trial, c, r in zip(trials, candidates, results):
         table.add_row(
             str(trial.number), f"{c.arch.short()}\n{runtime_mode(c.runtime, c.quantization)}", str(c.seq_len),
-            verdict.accuracy_text(r["accuracy"], r.get("accuracy_n")), f"{r['torch_accuracy']:.3f}",
-            latency_text(r), task.pareto_time.format.format(r[task.pareto_time.key]), f"{r['size_mb']:.2f}",
+            verdict.accuracy_text(r.accuracy, r.accuracy_n), f"{r.torch_accuracy:.3f}", latency_text(r.measurement),
+            task.pareto_time.format.format(getattr(r.measurement, task.pareto_time.key)), f"{r.size_mb:.2f}",
         )
     notes = [arch_legend([c.arch.short() for c in candidates])] if candidates else []
     notes += [task.pareto_note] if task.pareto_note and candidates else []
-    notes += [NOISY_NOTE] if any(t.user_attrs[RESULT_ATTR].get("noisy") for t in trials) else []
+    notes += [NOISY_NOTE] if any(r.measurement.noisy for r in results) else []
     recorded = study.user_attrs.get(verdict.BASELINES_ATTR)
     notes += [verdict.baselines_line(recorded)] if baselines and recorded else []
     return Group(table, *(Text(note) for note in notes))

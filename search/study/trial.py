@@ -21,7 +21,7 @@ from edgenas.paths import cache_root
 from edgenas.search.data.datasets import seeded_rows
 from edgenas.search.space import SearchSpace
 from edgenas.search.study.candidates import find_duplicate, suggest_candidate
-from edgenas.search.study.objectives import FAIL_ATTR, RESULT_ATTR, objective_values, set_constraints
+from edgenas.search.study.objectives import FAIL_ATTR, RESULT_ATTR, TrialResult, objective_values, set_constraints
 from edgenas.search.study.verdict import eval_rows
 from edgenas.search.uncertainty import wilson_interval
 from edgenas.types import Candidate
@@ -115,7 +115,7 @@ class TrialContext:
     splits: TaskSplits
     tokenizer: Tokenizer
     encoded: EncodedSets
-    measurer: Target | DriftMonitor  # .measure(artifact, data, **knobs) -> dict
+    measurer: Target | DriftMonitor  # .measure(artifact, data, **knobs) -> Measurement
     artifact_store: FileSystemArtifactStore
     compile_cache: Path
     work_dir: Path
@@ -129,8 +129,8 @@ def run_trial(trial: optuna.Trial, ctx: TrialContext) -> list[float]:
     wait_s = ctx.config.measure.compile_timeout_s + 120  # a twin's compile and measurement
     duplicate = find_duplicate(trial.study, trial.params, trial.number, wait_s=wait_s)
     if duplicate is not None:
-        result = dict(duplicate.user_attrs[RESULT_ATTR], duplicate_of=duplicate.number)
-        trial.set_user_attr(RESULT_ATTR, result)
+        result = TrialResult.from_attrs(duplicate.user_attrs[RESULT_ATTR]).twin(duplicate.number)
+        trial.set_user_attr(RESULT_ATTR, result.to_attrs())
         set_constraints(trial, ctx.config, result)
         return objective_values(ctx.config, result)
     clock = PhaseClock()
@@ -144,7 +144,7 @@ def run_trial(trial: optuna.Trial, ctx: TrialContext) -> list[float]:
     return objective_values(ctx.config, result)
 
 
-def _measure_candidate(trial: optuna.Trial, candidate: Candidate, ctx: TrialContext, clock: PhaseClock) -> dict[str, Any]:
+def _measure_candidate(trial: optuna.Trial, candidate: Candidate, ctx: TrialContext, clock: PhaseClock) -> TrialResult:
     from edgenas.compile import compile_artifact
     from edgenas.search.training.train import finetune_subnet
 
@@ -187,21 +187,17 @@ def _measure_candidate(trial: optuna.Trial, candidate: Candidate, ctx: TrialCont
             artifact_id = upload_artifact(
                 artifact_store=ctx.artifact_store, file_path=str(artifact.path), study_or_trial=trial
             )
-    result = {
-        **{k: measurement[k] for k in measurement if k not in ("accuracy",)},
-        "accuracy": float(measurement["accuracy"]),
+    result = TrialResult(
+        measurement=measurement,
+        torch_accuracy=float(torch_accuracy),
+        size_mb=artifact.meta["size_bytes"] / 1e6,
         # dev examples (QA: questions) scored: the accuracy's uncertainty follows from it
-        "accuracy_n": int(measurement["n_eval"]),
-        "accuracy_ci95": list(wilson_interval(float(measurement["accuracy"]), int(measurement["n_eval"]))),
-        "torch_accuracy": float(torch_accuracy),
-        "size_mb": artifact.meta["size_bytes"] / 1e6,
-        "parity": artifact.meta.get("parity"),
-        "artifact_id": artifact_id,
-        "artifact_sha256": artifact.meta.get("sha256"),
-        "artifact_meta": artifact.meta,
-        "compile_cached": bool(artifact.meta.get("cached")),
-    }
-    trial.set_user_attr(RESULT_ATTR, result)
+        accuracy_ci95=wilson_interval(float(measurement.accuracy), int(measurement.n_eval)),
+        artifact_meta=artifact.meta,
+        artifact_id=artifact_id,
+        compile_cached=bool(artifact.meta.get("cached")),
+    )
+    trial.set_user_attr(RESULT_ATTR, result.to_attrs())
     trial.set_user_attr("phases", clock.seconds)
     return result
 
