@@ -58,6 +58,7 @@ def data_info(
                                                   ".json file with --qa)"),
     text_column: str = typer.Option("text", help="text column of a user file"),
     label_column: str = typer.Option("label", help="label column of a user file"),
+    text_pair_column: Optional[str] = typer.Option(None, help="sentence pairs: the column of each second text"),
     seed: int = typer.Option(0, help="seed of the train/dev/test split"),
     qa: bool = typer.Option(False, "--qa", help="the file holds extractive-QA data in SQuAD's format"),
 ) -> None:
@@ -69,7 +70,8 @@ def data_info(
         return
     from edgenas.search.data.datasets import describe, load_dataset
 
-    splits = load_dataset(dataset, text_column=text_column, label_column=label_column, seed=seed)
+    splits = load_dataset(dataset, text_column=text_column, label_column=label_column, pair_column=text_pair_column,
+                          seed=seed)
     console.print(describe(splits, title=dataset))
 
 
@@ -232,7 +234,10 @@ def report(
 def predict(
     model_dir: Path = typer.Argument(..., help="a directory written by `edgenas export`"),
     texts: Optional[list[str]] = typer.Argument(None, help="texts to classify"),
-    file: Optional[Path] = typer.Option(None, "--file", help="a text file, one text per line"),
+    pair: Optional[list[str]] = typer.Option(None, "--pair", help="sentence-pair model: each text's second text, "
+                                             "once per text, in order"),
+    file: Optional[Path] = typer.Option(None, "--file", help="a text file, one text per line (sentence pairs: "
+                                        "text<TAB>second text)"),
     question: Optional[str] = typer.Option(None, "--question", help="QA model: the question to answer"),
     context: Optional[str] = typer.Option(None, "--context", help="QA model: the text holding the answer"),
     context_file: Optional[Path] = typer.Option(None, "--context-file", help="QA model: the context, from a file"),
@@ -262,16 +267,29 @@ def predict(
         inputs += [line for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
     if not inputs:
         raise EdgenasError("give texts to classify or --file F")
+    pairs = list(pair) if pair else None
     try:
         predictor = Predictor(model_dir, runtime=runtime, threads=threads)
-        predictions = predictor.predict(inputs, batch_size=1 if batch_independent else 32)
+        if predictor.task.pairs and pairs is None and file is not None:
+            inputs, pairs = split_pairs(inputs, file)
+        predictions = predictor.predict(inputs, batch_size=1 if batch_independent else 32, pairs=pairs)
     except PredictError as exc:
         raise EdgenasError(str(exc)) from None
     for p in predictions:
         if as_json:
-            typer.echo(json.dumps({"text": p.text, "label": p.label, "score": p.score, "scores": p.scores}))
+            second = {} if p.pair is None else {"pair": p.pair}
+            typer.echo(json.dumps({"text": p.text, **second, "label": p.label, "score": p.score, "scores": p.scores}))
         else:
             typer.echo(prediction_line(p))
+
+
+def split_pairs(lines: list[str], file: Path) -> tuple[list[str], list[str]]:
+    """A sentence-pair file's lines as (texts, second texts): each line is text<TAB>second text."""
+    parts = [line.split("\t", 1) for line in lines]
+    bad = next((i for i, p in enumerate(parts, start=1) if len(p) != 2 or not p[1].strip()), None)
+    if bad is not None:
+        raise EdgenasError(f"{file}: line {bad}: a sentence-pair model reads text<TAB>second text")
+    return [p[0] for p in parts], [p[1] for p in parts]
 
 
 def read_context(context: str | None, context_file: Path | None) -> str:
@@ -311,9 +329,11 @@ def answer_question(model_dir: Path, question: str | None, context: str, runtime
 
 
 def prediction_line(prediction: Prediction) -> str:
-    """label<TAB>score<TAB>text on one line (line breaks and tabs inside the text become spaces)."""
-    text = " ".join(prediction.text.replace("\t", " ").splitlines())
-    return f"{prediction.label}\t{prediction.score:.3f}\t{text}"
+    """label<TAB>score<TAB>text (<TAB>second text, for a pair) on one line (line breaks and tabs inside a
+    text become spaces)."""
+    texts = [prediction.text] + ([] if prediction.pair is None else [prediction.pair])
+    return "\t".join([prediction.label, f"{prediction.score:.3f}",
+                      *(" ".join(t.replace("\t", " ").splitlines()) for t in texts)])
 
 
 @app.command()

@@ -37,6 +37,8 @@ class TaskConfig(_Strict):
     #: classification or qa; unset: qa for `squad`, classification for anything else
     kind: Optional[str] = None
     text_column: str = "text"
+    #: kind: pair: the column of each example's second text (the hypothesis, the query's document)
+    text_pair_column: Optional[str] = None
     label_column: str = "label"
     dev: Optional[str] = None
     test: Optional[str] = None
@@ -51,6 +53,14 @@ class TaskConfig(_Strict):
         if kind is not None and kind not in TASKS:
             raise ValueError(f"unknown task kind {kind!r} (choose from {', '.join(TASKS)})")
         return kind
+
+    @model_validator(mode="after")
+    def _pair_column_with_pairs(self) -> "TaskConfig":
+        if self.record.pairs and not self.text_pair_column:
+            raise ValueError("kind: pair needs text_pair_column (the column of each example's second text)")
+        if self.text_pair_column and not self.record.pairs:
+            raise ValueError("text_pair_column is for sentence pairs: add kind: pair")
+        return self
 
     @property
     def record(self) -> Task:

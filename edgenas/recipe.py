@@ -18,6 +18,8 @@ PRECISIONS = ("auto", "bf16", "fp32")
 NOT_HASHED = ("checkpoint_every", "threads", "device", "precision", "eval_every")
 
 
+TRAIN_SEQ_LEN = 64  # the default longest training sequence (TrainRecipe.seq_len)
+
 #: the named training budgets (`recipe:` in a config, `--recipe` on the command line)
 RECIPE_NAMES = ("demo", "cpu", "gpu")
 
@@ -44,6 +46,9 @@ NAMED_RECIPES: dict[str, dict[str, dict[str, Any]]] = {
         "gpu": {"seq_len": 256},
     },
 }
+#: a sentence pair trains like a single text, at twice its length (two texts and a [SEP] between them)
+NAMED_RECIPES["pair"] = {name: {**fields, "seq_len": 2 * fields.get("seq_len", TRAIN_SEQ_LEN)}
+                         for name, fields in NAMED_RECIPES["classification"].items()}
 
 
 def named_recipe(task_kind: str, name: str) -> dict[str, Any]:
@@ -63,7 +68,7 @@ class TrainRecipe:
     lr: float = 1e-4
     weight_decay: float = 0.01
     warmup_fraction: float = 0.06
-    seq_len: int = 64  # longest sequence; batches are bucketed by length and cut to their longest text
+    seq_len: int = TRAIN_SEQ_LEN  # longest sequence; batches are bucketed by length and cut to their longest text
     max_train_examples: int | None = None  # a seeded subsample of train (None: all of it)
     random_subnets_per_step: int = 2  # besides the max and the min sub-config
     #: True: each width trains at one depth (the max width at the max depth, the min at the min, a random

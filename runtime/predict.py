@@ -31,12 +31,13 @@ class PredictError(ValueError):
 
 @dataclass
 class Prediction:
-    """One text's label, its probability, and the probability of every label."""
+    """One text's (or text pair's) label, its probability, and the probability of every label."""
 
     text: str
     label: str
     score: float
     scores: dict[str, float]
+    pair: str | None = None  # a sentence-pair model's second text
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -84,8 +85,9 @@ class TextEncoder:
         self.tokenizer.enable_truncation(max_length=seq_len)
         self.tokenizer.enable_padding(length=seq_len, pad_id=0 if pad_id is None else pad_id, pad_token=pad_token)
 
-    def __call__(self, texts: list[str]) -> dict[str, np.ndarray]:
-        encodings = self.tokenizer.encode_batch(list(texts))
+    def __call__(self, texts: list[str], pairs: list[str] | None = None) -> dict[str, np.ndarray]:
+        """The texts encoded, or the text pairs ([CLS] a [SEP] b [SEP], token type 1 for b)."""
+        encodings = self.tokenizer.encode_batch(list(texts) if pairs is None else list(zip(texts, pairs)))
         return {
             "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
             "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
@@ -123,24 +125,31 @@ class Predictor:
     def runtime(self) -> str:
         return self.runner.runtime
 
-    def predict(self, texts: list[str], batch_size: int = 32) -> list[Prediction]:
-        """Label and probabilities of each text.
+    def predict(self, texts: list[str], batch_size: int = 32, pairs: list[str] | None = None) -> list[Prediction]:
+        """Label and probabilities of each text (a sentence-pair model: of each text with its pair).
 
         batch_size 1 makes each text's scores independent of the others: ONNX Runtime's
         dynamic int8 quantizes activations with ranges taken over the whole batch.
         """
         if self.task.spans:
             raise PredictError(f"{self.model_dir} answers questions: give --question and --context")
+        if self.task.pairs and pairs is None:
+            raise PredictError(f"{self.model_dir} classifies sentence pairs: give each text's second text (--pair)")
+        if not self.task.pairs and pairs is not None:
+            raise PredictError(f"{self.model_dir} classifies single texts: --pair is for sentence-pair models")
+        if pairs is not None and len(pairs) != len(texts):
+            raise PredictError(f"give one --pair per text ({len(texts)} texts, {len(pairs)} pairs)")
         if not texts:
             return []
-        probs = softmax(self.runner.predict_logits(self.encode(texts), batch_size=batch_size))
+        probs = softmax(self.runner.predict_logits(self.encode(texts, pairs), batch_size=batch_size))
         if self.labels and probs.shape[1] != len(self.labels):
             raise PredictError(f"the artifact gives {probs.shape[1]} logits but config.json names {len(self.labels)} labels")
         names = self.labels or [str(i) for i in range(probs.shape[1])]
         out = []
-        for text, row in zip(texts, probs):
+        for i, (text, row) in enumerate(zip(texts, probs)):
             best = int(row.argmax())
-            out.append(Prediction(text, names[best], float(row[best]), {n: float(p) for n, p in zip(names, row)}))
+            out.append(Prediction(text, names[best], float(row[best]), {n: float(p) for n, p in zip(names, row)},
+                                  None if pairs is None else pairs[i]))
         return out
 
     def answer(self, question: str, context: str) -> Answer:

@@ -12,6 +12,7 @@ so it ships to a device with the runners.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,6 +117,8 @@ class Task:
     #: what a config of the task leaves out: (section, field, value)
     config_defaults: tuple[tuple[str, str, Any], ...] = ()
     curve_examples: int = 1000  # held-out examples a learning-curve point scores
+    #: an example is two texts (a config names text_pair_column), read as BERT's pair: token type 1 for the second
+    pairs: bool = False
 
     def __str__(self) -> str:
         return self.name
@@ -171,7 +174,15 @@ QA = Task(
     curve_examples=500,  # about ±2 points of F1
 )
 
-TASKS: dict[str, Task] = {task.name: task for task in (CLASSIFICATION, QA)}
+PAIR = dataclasses.replace(
+    CLASSIFICATION,
+    name="pair",
+    what="a sentence-pair classifier ({labels}): it reads two texts as one pair",
+    pairs=True,
+    config_defaults=(("candidates", "seq_lens", (64, 128)),),  # two texts: twice a tweet's windows
+)
+
+TASKS: dict[str, Task] = {task.name: task for task in (CLASSIFICATION, QA, PAIR)}
 
 
 def get_task(name: str | Task) -> Task:
@@ -202,8 +213,13 @@ def task_of_set(arrays: dict[str, np.ndarray]) -> Task | None:
 
 
 def task_of_model(model_dir: str | Path) -> Task:
-    """The task of a saved transformers model, by its config.json's architectures (a classifier
-    where they name none of the catalog's)."""
+    """The task of a saved model: the one an exported directory's metrics.json names, else the one
+    its config.json's architectures name (a classifier where they name none of the catalog's)."""
+    metrics = Path(model_dir) / "metrics.json"
+    if metrics.is_file():
+        named_task = json.loads(metrics.read_text()).get("task")
+        if named_task is not None:
+            return get_task(named_task)
     config = json.loads((Path(model_dir) / "config.json").read_text())
     named = config.get("architectures") or []
     return next((task for task in TASKS.values() if task.architecture in named), CLASSIFICATION)

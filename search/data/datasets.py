@@ -31,13 +31,30 @@ class DataError(EdgenasError):
 
 @dataclass
 class TextSplit:
-    """Texts and integer labels of one split."""
+    """Texts and integer labels of one split; for sentence pairs, each text's second text too."""
 
     texts: list[str]
     labels: np.ndarray
+    pairs: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.texts)
+
+    def rows(self, picked: Iterable[int]) -> "TextSplit":
+        """The split's rows at these indices, in their order."""
+        picked = list(picked)
+        pairs = None if self.pairs is None else [self.pairs[i] for i in picked]
+        return TextSplit([self.texts[i] for i in picked], self.labels[np.asarray(picked, dtype=np.int64)], pairs)
+
+    def encode(self, tokenizer: Tokenizer, seq_len: int) -> dict[str, np.ndarray]:
+        """The texts (and their pairs) encoded at seq_len."""
+        from edgenas.search.data.tokenizer import encode
+
+        return encode(tokenizer, self.texts, seq_len, self.pairs)
+
+    def documents(self) -> list[str]:
+        """Each example as one text (a pair's two joined), for bag-of-words baselines and vocabularies."""
+        return self.texts if self.pairs is None else [f"{a} {b}" for a, b in zip(self.texts, self.pairs)]
 
 
 @dataclass
@@ -49,8 +66,11 @@ class Splits:
     test: TextSplit
     label_names: list[str]
     name: str = "custom"
-    #: what a model of this data does (edgenas.search.data.qa.QASplits says "qa")
-    task = "classification"
+
+    @property
+    def task(self) -> str:
+        """What a model of this data does (edgenas.search.data.qa.QASplits says "qa")."""
+        return "classification" if self.train.pairs is None else "pair"
 
     @property
     def num_labels(self) -> int:
@@ -61,28 +81,23 @@ class Splits:
         digest = hashlib.sha256("\x1f".join(self.label_names).encode())
         for split in (self.train, self.dev, self.test):
             digest.update(b"\x1e")
-            for text, label in zip(split.texts, split.labels.tolist()):
-                digest.update(f"{label}\x1f{text}\x1d".encode())
+            for i, (text, label) in enumerate(zip(split.texts, split.labels.tolist())):
+                second = "" if split.pairs is None else f"\x1c{split.pairs[i]}"  # texts alone hash as before
+                digest.update(f"{label}\x1f{text}{second}\x1d".encode())
         return digest.hexdigest()[:16]
 
     def scored_set(self, split: str, tokenizer, seq_len: int, rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """The arrays runtime/ scores a split on (all of it, or its `rows`): the texts encoded, and their labels."""
-        from edgenas.search.data.tokenizer import encode
-
         part: TextSplit = getattr(self, split)
-        picked = np.arange(len(part)) if rows is None else np.asarray(rows)
-        return {**encode(tokenizer, [part.texts[i] for i in picked], seq_len),
-                "labels": part.labels[picked].astype(np.int64)}
+        picked = part.rows(range(len(part)) if rows is None else rows)
+        return {**picked.encode(tokenizer, seq_len), "labels": picked.labels.astype(np.int64)}
 
 
     def training_inputs(self, tokenizer, seq_len: int, limit: int | None = None,
                         seed: int = 0) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """The training texts encoded (a seeded subsample of `limit`), and their classes."""
-        from edgenas.search.data.tokenizer import encode
-
-        rows = seeded_rows(len(self.train), limit, seed)
-        return (encode(tokenizer, [self.train.texts[i] for i in rows], seq_len),
-                self.train.labels[rows].astype(np.int64))
+        picked = self.train.rows(seeded_rows(len(self.train), limit, seed))
+        return picked.encode(tokenizer, seq_len), picked.labels.astype(np.int64)
 
     def measurement_sets(self, tokenizer, seq_len: int, dev_rows: np.ndarray | None, calibration_rows: np.ndarray,
                          parity_examples: int, calibration_examples: int,
@@ -90,11 +105,8 @@ class Splits:
         """What compile/ and runtime/ need at seq_len: the scored dev rows (all of dev if None), the
         first `calibration_examples` calibration texts (static quantization), the first scored texts
         (parity with torch) and, with `with_test`, the scored test split."""
-        from edgenas.search.data.tokenizer import encode
-
         sets = {"dev": self.scored_set("dev", tokenizer, seq_len, dev_rows),
-                "calibration": encode(tokenizer, [self.train.texts[i] for i in calibration_rows[:calibration_examples]],
-                                      seq_len)}
+                "calibration": self.train.rows(calibration_rows[:calibration_examples]).encode(tokenizer, seq_len)}
         sets["parity"] = {k: v[:parity_examples] for k, v in sets["dev"].items()}
         if with_test:
             sets["test"] = self.scored_set("test", tokenizer, seq_len)
@@ -122,7 +134,7 @@ def load_splits(config: SearchConfig) -> tuple[Splits, Tokenizer]:
 
     task = config.task
     splits = load_dataset(task.dataset, text_column=task.text_column, label_column=task.label_column,
-                          dev=task.dev, test=task.test, seed=task.split_seed)
+                          pair_column=task.text_pair_column, dev=task.dev, test=task.test, seed=task.split_seed)
     return splits, load_tokenizer(task.tokenizer)
 
 
@@ -136,31 +148,33 @@ def load_dataset(
     *,
     text_column: str = "text",
     label_column: str = "label",
+    pair_column: str | None = None,
     dev: str | Path | None = None,
     test: str | Path | None = None,
     seed: int = 0,
     dev_fraction: float = 0.1,
     test_fraction: float = 0.1,
 ) -> Splits:
-    """Load `tweets` or a user CSV/JSONL file; dev/test files are optional, else split by seed."""
+    """Load `tweets` or a user CSV/JSONL file (with `pair_column`: each row's second text as well);
+    dev/test files are optional, else split by seed."""
     if source == "tweets":
         texts, labels = load_tweet_rows()
         return split_stratified(texts, labels, seed, dev_fraction, test_fraction, name="tweets")
     if source == "squad":
         raise DataError("squad is an extractive-QA dataset: load it with edgenas.search.data.qa.load_qa()")
     train_path = Path(source)
-    texts, labels = read_labelled_file(train_path, text_column, label_column)
+    texts, labels, pairs = read_labelled_file(train_path, text_column, label_column, pair_column)
     _require_two_classes(train_path, labels)
     if dev is None and test is None:
-        return split_stratified(texts, labels, seed, dev_fraction, test_fraction, name=train_path.stem)
+        return split_stratified(texts, labels, seed, dev_fraction, test_fraction, name=train_path.stem, pairs=pairs)
     label_names = sorted(set(labels))
-    train = _to_split(texts, labels, label_names, train_path)
+    train = _to_split(texts, labels, label_names, train_path, pairs)
     held_out = {}
     for role, path in (("dev", dev), ("test", test)):
         if path is None:
             continue
-        held_texts, held_labels = read_labelled_file(Path(path), text_column, label_column)
-        held_out[role] = _to_split(held_texts, held_labels, label_names, Path(path))
+        held_texts, held_labels, held_pairs = read_labelled_file(Path(path), text_column, label_column, pair_column)
+        held_out[role] = _to_split(held_texts, held_labels, label_names, Path(path), held_pairs)
     if "dev" not in held_out or "test" not in held_out:
         # one held-out file given: carve the other split out of train
         fraction = dev_fraction if "dev" not in held_out else test_fraction
@@ -184,8 +198,10 @@ def load_tweet_rows() -> tuple[list[str], list[str]]:
     return [text for text, _ in kept], [label for _, label in kept]
 
 
-def read_labelled_file(path: Path, text_column: str, label_column: str) -> tuple[list[str], list[str]]:
-    """Read a CSV (.csv/.tsv) or JSONL (.jsonl/.json) file of (text, label) rows, strictly."""
+def read_labelled_file(path: Path, text_column: str, label_column: str,
+                       pair_column: str | None = None) -> tuple[list[str], list[str], list[str] | None]:
+    """Read a CSV (.csv/.tsv) or JSONL (.jsonl/.json) file of (text, label) rows, or (text, pair, label)
+    rows with `pair_column`, strictly: texts, labels, and the pairs (None without pair_column)."""
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     raw = path.read_bytes()
@@ -200,22 +216,26 @@ def read_labelled_file(path: Path, text_column: str, label_column: str) -> tuple
         rows = _csv_rows(path, content, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
     texts: list[str] = []
     labels: list[str] = []
+    pairs: list[str] = []
+    columns = (text_column, label_column) + ((pair_column,) if pair_column else ())
     for line, row in rows:
-        for column in (text_column, label_column):
+        for column in columns:
             if column not in row:
-                columns = ", ".join(map(str, row)) or "none"
-                raise DataError(f"{path}: line {line}: missing column '{column}' (columns: {columns})")
-        text = "" if row[text_column] is None else str(row[text_column]).strip()
-        label = "" if row[label_column] is None else str(row[label_column]).strip()
+                present = ", ".join(map(str, row)) or "none"
+                raise DataError(f"{path}: line {line}: missing column '{column}' (columns: {present})")
+        text, label, *pair = ("" if row[c] is None else str(row[c]).strip() for c in columns)
         if not text:
             raise DataError(f"{path}: line {line}: empty text")
         if not label:
             raise DataError(f"{path}: line {line}: empty label")
+        if pair and not pair[0]:
+            raise DataError(f"{path}: line {line}: empty {pair_column}")
         texts.append(text)
         labels.append(label)
+        pairs += pair
     if not texts:
         raise DataError(f"{path}: no rows")
-    return texts, labels
+    return texts, labels, pairs if pair_column else None
 
 
 def _csv_rows(path: Path, content: str, delimiter: str) -> Iterable[tuple[int, dict]]:
@@ -246,22 +266,24 @@ def _require_two_classes(path: Path, labels: list[str]) -> None:
         raise DataError(f"{path}: needs at least two classes, found {sorted(set(labels))}")
 
 
-def _to_split(texts: list[str], labels: list[str], label_names: list[str], path: Path) -> TextSplit:
+def _to_split(texts: list[str], labels: list[str], label_names: list[str], path: Path,
+              pairs: list[str] | None = None) -> TextSplit:
     index = {name: i for i, name in enumerate(label_names)}
     ids = []
     for row, label in enumerate(labels, start=1):
         if label not in index:
             raise DataError(f"{path}: row {row}: label '{label}' does not occur in the training data")
         ids.append(index[label])
-    return TextSplit(list(texts), np.asarray(ids, dtype=np.int64))
+    return TextSplit(list(texts), np.asarray(ids, dtype=np.int64), None if pairs is None else list(pairs))
 
 
 def split_stratified(
-    texts: list[str], labels: list[str], seed: int, dev_fraction: float, test_fraction: float, name: str
+    texts: list[str], labels: list[str], seed: int, dev_fraction: float, test_fraction: float, name: str,
+    pairs: list[str] | None = None,
 ) -> Splits:
     """Deterministic stratified train/dev/test split from a seed."""
     label_names = sorted(set(labels))
-    whole = _to_split(texts, labels, label_names, Path(name))
+    whole = _to_split(texts, labels, label_names, Path(name), pairs)
     rest, test = _stratified_two_way(whole, round(len(whole) * test_fraction), seed)
     train, dev = _stratified_two_way(rest, round(len(whole) * dev_fraction), seed + 1)
     return Splits(train, dev, test, label_names, name=name)
@@ -275,8 +297,7 @@ def _stratified_two_way(split: TextSplit, held_size: int, seed: int) -> tuple[Te
         np.arange(len(split)), test_size=held_size, random_state=seed, stratify=split.labels
     )
     # train_test_split's order is a seeded shuffle: kept, so no split is ordered by label
-    pick = lambda idx: TextSplit([split.texts[i] for i in idx], split.labels[idx])  # noqa: E731
-    return pick(keep), pick(held)
+    return split.rows(keep), split.rows(held)
 
 
 def describe(splits: Splits, title: str = "") -> Table:

@@ -24,10 +24,13 @@ def load_tokenizer(path: str | Path | None = None) -> PreTrainedTokenizerBase:
         raise EdgenasError(f"{directory}: no usable tokenizer ({str(exc).splitlines()[0]})") from None
 
 
-def encode(tokenizer: PreTrainedTokenizerBase, texts: list[str], seq_len: int) -> dict[str, np.ndarray]:
-    """Pad/truncate texts to seq_len: int64 input_ids, attention_mask, token_type_ids."""
+def encode(tokenizer: PreTrainedTokenizerBase, texts: list[str], seq_len: int,
+           pairs: list[str] | None = None) -> dict[str, np.ndarray]:
+    """Pad/truncate texts (or text pairs, [CLS] a [SEP] b [SEP] with token type 1 for b) to seq_len:
+    int64 input_ids, attention_mask, token_type_ids."""
     batch = tokenizer(
         list(texts),
+        None if pairs is None else list(pairs),
         max_length=seq_len,
         padding="max_length",
         truncation=True,

@@ -222,7 +222,7 @@ def save_trimmed(model, trained, config: SearchConfig, seq_len: int, model_dir: 
 
     from edgenas.search.data.vocab import VocabTrim
 
-    vocab = VocabTrim.from_texts(trained.tokenizer, trained.splits.train.texts)
+    vocab = VocabTrim.from_texts(trained.tokenizer, trained.splits.train.documents())
     vocab.trim_model(model)
     model.save_pretrained(model_dir)
     vocab.save_tokenizer(trained.tokenizer, model_dir)

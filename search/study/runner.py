@@ -227,7 +227,7 @@ def trimmed_vocabulary(splits: TaskSplits, tokenizer: Tokenizer):
     """The VocabTrim of the tokens the training split uses."""
     from edgenas.search.data.vocab import VocabTrim
 
-    return VocabTrim.from_texts(tokenizer, splits.train.texts)
+    return VocabTrim.from_texts(tokenizer, splits.train.documents())
 
 
 REFERENCE_SEQ_LEN = 64

@@ -90,18 +90,10 @@ def limit_threads(threads: int = 2) -> None:
     torch.set_num_threads(max(1, min(threads, os.cpu_count() or 1)))
 
 
-def subsample(texts: list[str], labels: np.ndarray, limit: int | None, seed: int) -> tuple[list[str], np.ndarray]:
-    """A seeded random subset of at most `limit` examples (all of them if limit is None)."""
-    picked = seeded_rows(len(texts), limit, seed)
-    return [texts[i] for i in picked], np.asarray(labels)[picked]
-
-
 def encode_split(tokenizer: Tokenizer, split, seq_len: int, limit: int | None = None, seed: int = 0) -> tuple[Encoded, np.ndarray]:
     """Tokenized arrays and labels of a TextSplit (optionally a seeded subsample)."""
-    from edgenas.search.data.tokenizer import encode
-
-    texts, labels = subsample(split.texts, split.labels, limit, seed)
-    return encode(tokenizer, texts, seq_len), labels.astype(np.int64)
+    picked = split.rows(seeded_rows(len(split), limit, seed))
+    return picked.encode(tokenizer, seq_len), picked.labels.astype(np.int64)
 
 
 def encode_training(splits: TaskSplits, tokenizer: Tokenizer, seq_len: int, limit: int | None = None, seed: int = 0) -> tuple[Encoded, np.ndarray]:
