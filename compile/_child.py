@@ -67,7 +67,7 @@ def build(req: dict[str, Any], build_dir: Path, work: Path) -> Path:
     if calibration is not None:
         calibration = fit_seq_len({k: v for k, v in calibration.items() if k in INPUT_NAMES}, seq_len)
     out = build_dir / backend.artifact_file
-    converter(backend.name).convert(Path(req["model_dir"]), out, backend.mode(req["mode"]), seq_len, calibration,
+    converter(backend).convert(Path(req["model_dir"]), out, backend.mode(req["mode"]), seq_len, calibration,
                                     work, req["converter"])
     return out
 
@@ -118,7 +118,7 @@ def run_request(request_path: str) -> int:
         meta = {k: req[k] for k in ("runtime", "mode", "converter", "seq_len")}
         meta |= {"file": artifact.name, "size_bytes": artifact.stat().st_size,
                  "sha256": hashlib.sha256(artifact.read_bytes()).hexdigest(),
-                 **converter(backend_for(artifact).name).describe(artifact),
+                 **converter(backend_for(artifact)).describe(artifact),
                  "versions": req["versions"], "compile_time_s": round(compile_time, 3),
                  "parity": None, "accuracy": None}
         if req["check_data"]:

@@ -26,18 +26,13 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from edgenas.compile.converters import CONVERTERS, EXPORTERS
+from edgenas.compile.converters import versioned_tools
 from edgenas.compile.errors import FAULT_ENV, CompileError
 from edgenas.runtime.backends import UnknownBackendError, get_backend
 from edgenas.runtime.runners import DEFAULT_SEQ_LEN
 
 #: bump when the produced artifacts change for the same inputs (invalidates the cache)
 COMPILER_VERSION = "6"
-#: distributions whose versions go into every meta record and cache key
-VERSIONED = {"torch": ("torch",), "transformers": ("transformers",), "onnx": ("onnx",),
-             "onnxruntime": ("onnxruntime",), "tensorflow": ("tensorflow-cpu", "tensorflow"),
-             "tf2onnx": ("tf2onnx",), "ai_edge_litert": ("ai-edge-litert",), "executorch": ("executorch",),
-             "torchao": ("torchao",)}
 
 
 @dataclass
@@ -51,7 +46,7 @@ class Artifact:
 def versions() -> dict[str, str | None]:
     """Installed versions of the converters and runtimes (None if absent)."""
     out: dict[str, str | None] = {}
-    for key, dists in VERSIONED.items():
+    for key, dists in versioned_tools().items():
         out[key] = None
         for dist in dists:
             try:
@@ -68,9 +63,7 @@ def _validate(model_dir: Path, runtime: str, mode: str, converter: str, seq_len:
         quant_mode = get_backend(runtime).mode(mode)
     except UnknownBackendError as exc:
         raise CompileError(str(exc)) from None
-    if runtime not in CONVERTERS:
-        raise CompileError(f"no converter is registered for {runtime}")
-    exporters = EXPORTERS.get(runtime, ("default",))
+    exporters = get_backend(runtime).exporters
     if converter not in exporters:
         raise CompileError(f"{runtime} has no converter {converter!r}; choose one of {', '.join(exporters)}")
     if seq_len < 2:

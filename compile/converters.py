@@ -1,26 +1,40 @@
-"""One converter per backend of the catalog (edgenas.runtime.backends), under the backend's name.
+"""The converter of each backend: the module its catalog record names (edgenas.runtime.backends).
 
-A converter module offers
-    convert(model_dir, out, mode: QuantMode, seq_len, calibration, work, exporter) -> None
-    describe(artifact) -> {"inputs", "outputs", "opset", "dynamic_batch"}
-and is imported only when used: its torch, TensorFlow or ExecuTorch tooling then
-loads in the compile child alone.
+A converter is imported only when used, so its torch, TensorFlow or ExecuTorch
+tooling loads in the compile child alone.
 """
 
 from __future__ import annotations
 
 import importlib
-from types import ModuleType
+from pathlib import Path
+from typing import Any, Protocol, cast
 
-CONVERTERS = {
-    "tflite": "edgenas.compile.tflite",
-    "onnxruntime": "edgenas.compile.onnx",
-    "executorch": "edgenas.compile.executorch",
-}
-#: how an artifact's graph is produced, where a backend offers more than one way
-EXPORTERS = {"onnxruntime": ("default", "tf2onnx")}
+import numpy as np
+
+from edgenas.runtime.backends import BACKENDS, Backend, QuantMode, get_backend
+
+#: tools every conversion uses, whatever the backend: their versions key every artifact
+COMMON_TOOLS = (("torch", ("torch",)), ("transformers", ("transformers",)))
 
 
-def converter(backend: str) -> ModuleType:
-    """The converter module registered for a backend."""
-    return importlib.import_module(CONVERTERS[backend])
+class Converter(Protocol):
+    """What compile/ needs of a backend's converter module."""
+
+    def convert(self, model_dir: Path, out: Path, mode: QuantMode, seq_len: int,
+                calibration: dict[str, np.ndarray] | None, work: Path, exporter: str = "default") -> None:
+        """Write the artifact of `model_dir` in `mode` to `out`."""
+
+    def describe(self, artifact: Path) -> dict[str, Any]:
+        """{"inputs", "outputs", "opset", "dynamic_batch"} as the artifact declares them."""
+
+
+def converter(backend: str | Backend) -> Converter:
+    """The converter module a backend's record names."""
+    record = backend if isinstance(backend, Backend) else get_backend(backend)
+    return cast(Converter, importlib.import_module(record.converter))
+
+
+def versioned_tools() -> dict[str, tuple[str, ...]]:
+    """Every tool whose version goes into the meta records and cache keys: name -> its distributions."""
+    return dict(COMMON_TOOLS) | {name: dists for b in BACKENDS.values() for name, dists in b.tools}

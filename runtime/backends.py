@@ -6,7 +6,9 @@ else (config validation, candidate sampling, compile checks, export, compare,
 predict, bench, measure) reads the catalog and parses no mode name.
 
 Imports only the standard library and runners.py (same folder), so it ships to
-a device with the runners. compile/ registers one converter per backend name.
+a device with the runners. Each record names the compile/ module that converts
+for it (by its import path, so runtime/ never imports compile/) and the tools
+whose versions key its artifacts.
 """
 
 from __future__ import annotations
@@ -86,6 +88,12 @@ class Backend:
     install: str  # how a user installs it
     knobs: tuple[Knob, ...]
     modes: tuple[QuantMode, ...]
+    #: the module (a compile.converters.Converter) that compiles a saved model into this backend's artifacts
+    converter: str
+    #: (name, distributions) of the tools its conversion and runtime use; their versions key every artifact
+    tools: tuple[tuple[str, tuple[str, ...]], ...]
+    #: how its graph may be produced, where there is more than one way (the first is the default)
+    exporters: tuple[str, ...] = ("default",)
 
     @property
     def mode_names(self) -> tuple[str, ...]:
@@ -133,7 +141,9 @@ CALIBRATED = "int8, calibrated"
 
 ONNXRUNTIME = Backend(
     name="onnxruntime", short="onnx", suffix=".onnx", runner=OnnxRunner, package="onnxruntime",
-    install="pip install onnxruntime",
+    install="pip install onnxruntime", converter="edgenas.compile.onnx", exporters=("default", "tf2onnx"),
+    tools=(("onnxruntime", ("onnxruntime",)), ("onnx", ("onnx",)), ("tf2onnx", ("tf2onnx",)),
+           ("tensorflow", ("tensorflow-cpu", "tensorflow"))),
     knobs=(Knob("graph_optimization", ("disable", "basic", "extended", "all"), "all",
                 "ONNX Runtime graph optimisation level"),),
     modes=(
@@ -153,7 +163,8 @@ ONNXRUNTIME = Backend(
 
 TFLITE = Backend(
     name="tflite", short="tflite", suffix=".tflite", runner=TfliteRunner, package="ai_edge_litert",
-    install="pip install ai-edge-litert",
+    install="pip install ai-edge-litert", converter="edgenas.compile.tflite",
+    tools=(("tensorflow", ("tensorflow-cpu", "tensorflow")), ("ai_edge_litert", ("ai-edge-litert",))),
     knobs=(Knob("xnnpack", (True, False), True, "TFLite: run through the XNNPACK delegate"),),
     modes=(
         QuantMode("fp32", "fp32", "float", nearest={"onnxruntime": "fp32", "executorch": "fp32"}),
@@ -166,7 +177,8 @@ TFLITE = Backend(
 
 EXECUTORCH = Backend(
     name="executorch", short="executorch", suffix=".pte", runner=ExecutorchRunner, package="executorch",
-    install="pip install executorch (beside torch)",
+    install="pip install executorch (beside torch)", converter="edgenas.compile.executorch",
+    tools=(("executorch", ("executorch",)), ("torchao", ("torchao",))),
     knobs=(),
     modes=(
         QuantMode("fp32", "fp32", "float", nearest={"onnxruntime": "fp32", "tflite": "fp32"}),

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from edgenas.compile.converters import CONVERTERS, converter
+from edgenas.compile.converters import converter, versioned_tools
 from edgenas.config import CandidateConfig, ConfigError, SearchConfig
 from edgenas.errors import EdgenasError
 from edgenas.runtime.backends import (BACKENDS, KNOBS, Backend, UnknownBackendError, backend_for, get_backend,
@@ -16,10 +16,11 @@ from edgenas.types import ArchConfig, Candidate
 
 
 def test_every_backend_has_a_converter_and_a_distinct_suffix() -> None:
-    assert set(CONVERTERS) == set(BACKENDS)
     for name, backend in BACKENDS.items():
         module = converter(name)
         assert callable(module.convert) and callable(module.describe)
+        assert backend.exporters[0] == "default"
+        assert {tool for tool, _ in backend.tools} <= set(versioned_tools())
         assert backend_for(f"x/model{backend.suffix}") is backend
     assert len({b.suffix for b in BACKENDS.values()}) == len(BACKENDS)
 
