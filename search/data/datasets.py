@@ -86,20 +86,20 @@ class Splits:
                 digest.update(f"{label}\x1f{text}{second}\x1d".encode())
         return digest.hexdigest()[:16]
 
-    def scored_set(self, split: str, tokenizer, seq_len: int, rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    def scored_set(self, split: str, tokenizer: Tokenizer, seq_len: int, rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """The arrays runtime/ scores a split on (all of it, or its `rows`): the texts encoded, and their labels."""
         part: TextSplit = getattr(self, split)
         picked = part.rows(range(len(part)) if rows is None else rows)
         return {**picked.encode(tokenizer, seq_len), "labels": picked.labels.astype(np.int64)}
 
 
-    def training_inputs(self, tokenizer, seq_len: int, limit: int | None = None,
+    def training_inputs(self, tokenizer: Tokenizer, seq_len: int, limit: int | None = None,
                         seed: int = 0) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """The training texts encoded (a seeded subsample of `limit`), and their classes."""
         picked = self.train.rows(seeded_rows(len(self.train), limit, seed))
         return picked.encode(tokenizer, seq_len), picked.labels.astype(np.int64)
 
-    def measurement_sets(self, tokenizer, seq_len: int, dev_rows: np.ndarray | None, calibration_rows: np.ndarray,
+    def measurement_sets(self, tokenizer: Tokenizer, seq_len: int, dev_rows: np.ndarray | None, calibration_rows: np.ndarray,
                          parity_examples: int, calibration_examples: int,
                          with_test: bool = False) -> dict[str, dict[str, np.ndarray]]:
         """What compile/ and runtime/ need at seq_len: the scored dev rows (all of dev if None), the

@@ -32,6 +32,8 @@ from edgenas.runtime.tasks import Task, get_task
 from edgenas.types import Candidate
 
 if TYPE_CHECKING:
+    import torch
+
     from edgenas.runtime.measurement import Measurement
     from edgenas.runtime.targets import Target
     from edgenas.search.data.splits import TaskSplits, Tokenizer
@@ -215,7 +217,7 @@ def _scored(arrays: dict[str, np.ndarray]) -> int:
     return task_of_set(arrays).examples(arrays)
 
 
-def save_trimmed(model, trained, config: SearchConfig, seq_len: int, model_dir: Path) -> tuple[dict[str, Path], dict]:
+def save_trimmed(model: torch.nn.Module, trained: TrainedTask, config: SearchConfig, seq_len: int, model_dir: Path) -> tuple[dict[str, Path], dict]:
     """Save `model` and the tokenizer keeping only the training text's tokens; the data sets
     rewritten by the saved tokenizer itself, so every figure is of the directory as shipped."""
     from transformers import AutoTokenizer
