@@ -182,6 +182,21 @@ class MeasureConfig(_Strict):
     reference_every: int = Field(default=10, ge=1)
 
 
+class PrescreenConfig(_Strict):
+    """Skip compiling candidates a latency and size predictor, learnt from the measured trials, puts clearly
+    behind the front (search/study/prescreen.py)."""
+
+    enabled: bool = False
+    #: measured trials of a (backend, mode, threads) before its predictions are used
+    min_trials: int = Field(default=6, ge=3)
+    #: the share of candidates measured whatever their prediction, so the predictor stays honest
+    measure_share: float = Field(default=0.25, ge=0, le=1)
+    #: the prediction interval's coverage: a candidate is pruned only beyond it
+    interval: float = Field(default=0.9, gt=0, lt=1)
+    #: a stored study (same storage, same target) whose measurements the predictor starts from
+    from_study: Optional[str] = None
+
+
 class SearchConfig(_Strict):
     """Everything `edgenas search` needs besides storage and study flags."""
 
@@ -204,6 +219,7 @@ class SearchConfig(_Strict):
     )
     budgets: Budgets = Field(default_factory=Budgets)
     measure: MeasureConfig = Field(default_factory=MeasureConfig)
+    prescreen: PrescreenConfig = Field(default_factory=PrescreenConfig)
 
     @model_validator(mode="before")
     @classmethod

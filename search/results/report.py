@@ -140,6 +140,8 @@ class Report:
     skipped: dict[str, str] = field(default_factory=dict)
     pareto: list[dict[str, Any]] = field(default_factory=list)
     reference: list[float] = field(default_factory=list)
+    #: the latency predictor on held-out trials, per backend and overall (share within ±10/±20 %, Spearman)
+    predictor: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 def _plots(study: optuna.Study, objectives: list[str]) -> dict[str, tuple[Callable, dict[str, Any]]]:
@@ -252,6 +254,51 @@ def write_plots(study: optuna.Study, objectives: list[str], out_dir: Path, repor
                 plt.close("all")
 
 
+def write_predictor_check(study: optuna.Study, config: SearchConfig, out_dir: Path, report: Report) -> None:
+    """Predicted against measured latency, each trial predicted by a model fitted on the others of its
+    (backend, mode, threads, target): figures per backend and a log-log scatter (predictor.png)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from edgenas.search.space import load_space
+    from edgenas.search.study.predictor import DEFAULT_VOCAB, accuracy_figures, held_out, observations
+
+    pairs = held_out(observations(completed(study), DEFAULT_VOCAB), load_space(config.space).family,
+                     config.prescreen.min_trials)
+    if not pairs:
+        report.skipped["predictor"] = (f"fewer than {config.prescreen.min_trials + 1} measured trials share a "
+                                       "backend, mode and thread count")
+        return
+    report.predictor = {"all": accuracy_figures(pairs)} | {
+        backend: accuracy_figures([p for p in pairs if p.backend == backend]) for backend in sorted({p.backend for p in pairs})}
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for backend in sorted({p.backend for p in pairs}):
+        mine = [p for p in pairs if p.backend == backend]
+        ax.scatter([p.measured_ms for p in mine], [p.predicted_ms for p in mine], label=backend, s=18)
+    low, high = min(min(p.measured_ms, p.predicted_ms) for p in pairs), max(max(p.measured_ms, p.predicted_ms) for p in pairs)
+    ax.plot([low, high], [low, high], color="grey", linewidth=1)
+    for band in (0.9, 1.1):
+        ax.plot([low, high], [low * band, high * band], color="grey", linewidth=0.5, linestyle="--")
+    ax.set(xscale="log", yscale="log", xlabel=f"measured {OBJECTIVES['latency']}",
+           ylabel="predicted (fitted on the other trials)", title="latency predictor, held-out trials")
+    ax.legend()
+    png = out_dir / "predictor.png"
+    fig.savefig(png, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    report.files.append(png)
+
+
+def predictor_line(figures: dict[str, dict[str, float]]) -> str:
+    """One sentence: the held-out latency predictor's accuracy, overall and per backend."""
+    def part(f: dict[str, float]) -> str:
+        return (f"{f['within_10']:.0%} within ±10 %, {f['within_20']:.0%} within ±20 %, Spearman {f['spearman']:.2f}"
+                f" ({f['n']} trials)")
+    per_backend = "; ".join(f"{name}: {part(f)}" for name, f in figures.items() if name != "all")
+    return f"Latency predictor on held-out trials: {part(figures['all'])}" + (f" ({per_backend})" if per_backend else "")
+
+
 def write_report(study: optuna.Study, config: SearchConfig, out_dir: Path) -> Report:
     """Plots (HTML + PNG), a CSV of all trials and a markdown summary of the Pareto front."""
     import csv
@@ -266,6 +313,7 @@ def write_report(study: optuna.Study, config: SearchConfig, out_dir: Path) -> Re
     if len(config.objectives) > 1:
         report.reference = reference_point(study, config.objectives)
     write_plots(study, config.objectives, out_dir, report)
+    write_predictor_check(study, config, out_dir, report)
     rows = [trial_row(t) for t in trials]
     csv_path = out_dir / "trials.csv"
     with csv_path.open("w", newline="") as fh:
@@ -306,8 +354,10 @@ def terminal_summary(study: optuna.Study, config: SearchConfig, report: Report) 
 def summary_prose(study: optuna.Study, config: SearchConfig, report: Report, n_completed: int) -> list[str]:
     """The summary's lines above the Pareto table: counts, objectives, baselines, warning, reference point."""
     failed = len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
+    pruned = len(study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)))
+    screened = f", {pruned} not compiled (the pre-screen put them behind the front)" if pruned else ""
     lines = [f"# Study {study.study_name}", "",
-             f"{n_completed} completed trials, {failed} failed. Objectives: "
+             f"{n_completed} completed trials{screened}, {failed} failed. Objectives: "
              + ", ".join(f"{o} ({OBJECTIVES[o]})" for o in config.objectives) + ".", "",
              f"Latency is the median of {config.measure.runs} batch-1 runs on target `{config.measure.target}`; "
              + config.task.record.report_accuracy, ""]
@@ -323,6 +373,8 @@ def summary_prose(study: optuna.Study, config: SearchConfig, report: Report, n_c
         warning = verdict.front_warning(study, best["accuracy"], best["accuracy_n"] or 0)
         if warning:
             lines += [f"**{_sentence(warning)}.**", ""]
+    if report.predictor:
+        lines += [predictor_line(report.predictor) + ".", ""]
     if report.reference:
         lines += [f"Hypervolume reference point: {', '.join(f'{o}={v:.4g}' for o, v in zip(config.objectives, report.reference))} "
                   f"(accuracy 0; latency and size {REFERENCE_MARGIN}x the worst observed).", ""]

@@ -26,6 +26,8 @@ from edgenas.search.study.objectives import FAIL_ATTR, pareto_trials, result_of
 from edgenas.search.study.storage import (
     ARTIFACTS_ATTR, StudyError, default_storage, make_sampler, open_storage, open_study, redact, scrub, study_dirs,
 )
+from edgenas.search.study.predictor import PREDICTION_ATTR
+from edgenas.search.study.prescreen import Prescreen
 from edgenas.search.study.trial import TrialContext, compile_cache_dir, run_trial, write_encoded_sets
 from edgenas.search.study import verdict
 from edgenas.tables import narrow_table, number_column, runtime_mode, text_column
@@ -286,6 +288,7 @@ def run_search(config: SearchConfig, options: SearchOptions, console: Console | 
     if cap.reached(study):
         return finished_study(study, config, options, console)
     ctx = prepare_context(config, options, console, inputs)
+    ctx.prescreen = Prescreen.for_study(config, ctx.space.family, ctx.vocab_size, inputs.target.name, url)
     record_study_attrs(study, ctx, options)
     reporter = TrialReporter(console, config, options.n_trials, enabled=options.progress)
     started = time.perf_counter()
@@ -414,7 +417,7 @@ class TrialReporter:
         # soft wrap: a long failure reason stays one line in a log or a pipe (the terminal wraps it)
         self.console.print(trial_line(study, trial, self.console.width, score_name(self.config)), highlight=False,
                            soft_wrap=True)
-        done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
         self.progress.update(self.task, completed=done)
 
 
@@ -433,6 +436,9 @@ def trial_line(study: optuna.Study, trial: FrozenTrial, width: int = 80, score: 
     if candidate:
         c = Candidate.from_dict(candidate)
         what = f"#{trial.number:<3} {c.arch.short()} {runtime_mode(c.runtime, c.quantization)} seq{c.seq_len} t{c.threads}"
+    if trial.state == TrialState.PRUNED:
+        reason = (trial.user_attrs.get(PREDICTION_ATTR) or {}).get("reason", "pruned")
+        return f"[yellow]{_two_lines(what, f'not compiled: {escape(reason)}', width)}[/]"
     if trial.state != TrialState.COMPLETE:
         reason = trial.user_attrs.get(FAIL_ATTR, trial.state.name.lower())
         return f"[red]{_two_lines(what, f'failed: {escape(reason)}', width)}[/]"

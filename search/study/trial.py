@@ -22,6 +22,7 @@ from edgenas.search.data.datasets import seeded_rows
 from edgenas.search.space import SearchSpace
 from edgenas.search.study.candidates import find_duplicate, suggest_candidate
 from edgenas.search.study.objectives import FAIL_ATTR, RESULT_ATTR, TrialResult, objective_values, set_constraints
+from edgenas.search.study.predictor import VOCAB_ATTR
 from edgenas.search.study.verdict import eval_rows
 from edgenas.search.uncertainty import wilson_interval
 from edgenas.types import Candidate
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from edgenas.runtime.targets import Target
     from edgenas.search.data.splits import TaskSplits, Tokenizer
     from edgenas.search.data.vocab import VocabTrim
+    from edgenas.search.study.prescreen import Prescreen
     from edgenas.search.training.supernet import MobileBertSupernet
     from edgenas.search.training.train import TrainingSet
 
@@ -120,12 +122,19 @@ class TrialContext:
     compile_cache: Path
     work_dir: Path
     vocab: VocabTrim | None = None  # when config.trim_vocab: candidates keep only its rows
+    prescreen: Prescreen | None = None  # when config.prescreen.enabled
+
+    @property
+    def vocab_size(self) -> int:
+        """The vocabulary every artifact of the study is built with."""
+        return self.vocab.size if self.vocab is not None else self.supernet.vocab_size
 
 
 def run_trial(trial: optuna.Trial, ctx: TrialContext) -> list[float]:
     """Sample, inherit, compile, measure and record one candidate."""
     candidate = suggest_candidate(trial, ctx.space, ctx.config)
     trial.set_user_attr("candidate", candidate.to_dict())
+    trial.set_user_attr(VOCAB_ATTR, ctx.vocab_size)
     wait_s = ctx.config.measure.compile_timeout_s + 120  # a twin's compile and measurement
     duplicate = find_duplicate(trial.study, trial.params, trial.number, wait_s=wait_s)
     if duplicate is not None:
@@ -138,6 +147,9 @@ def run_trial(trial: optuna.Trial, ctx: TrialContext) -> list[float]:
         result = _measure_candidate(trial, candidate, ctx, clock)
     except EdgenasError as exc:
         trial.set_user_attr(FAIL_ATTR, str(exc))
+        trial.set_user_attr("phases", clock.seconds)
+        raise
+    except optuna.TrialPruned:
         trial.set_user_attr("phases", clock.seconds)
         raise
     set_constraints(trial, ctx.config, result)
@@ -163,6 +175,9 @@ def _measure_candidate(trial: optuna.Trial, candidate: Candidate, ctx: TrialCont
             model.save_pretrained(model_dir)
         with clock.phase("torch_eval"):
             torch_accuracy = torch_scores(model, load_npz(ctx.encoded.eval[seq_len]))["accuracy"]
+        if ctx.prescreen is not None:
+            with clock.phase("prescreen"):
+                ctx.prescreen.check(trial, candidate, float(torch_accuracy))
         with clock.phase("compile"):
             artifact = compile_artifact(
                 model_dir,
