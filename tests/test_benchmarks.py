@@ -115,6 +115,23 @@ def test_search_efficiency_quick(bench) -> None:
     assert p3["random_at_2n"] == record["table"][1]["random_mean"] and "P3: TPE after 1 trials" in text
 
 
+def test_latency_predictor_quick(bench) -> None:
+    import latency_predictor
+
+    latency_predictor.main(bench["argv"])
+    record, text = _outputs(bench["out"], "latency_predictor")
+    assert sorted(record["curves"]) >= ["measure_all-seed0", "prescreen-seed0"]
+    for name in ("measure_all-seed0", "prescreen-seed0"):
+        hv = [v for _, v in record["curves"][name]]
+        assert hv == sorted(hv) and 0 < hv[-1] <= 1 + 1e-9  # hypervolume never shrinks
+    (seed,) = record["per_seed"]
+    assert seed["sampled"] == record["n_trials"] == 8 and seed["measured"] + seed["pruned"] <= seed["sampled"]
+    assert seed["audit_measured"] == min(seed["pruned"], 5)
+    assert record["predictor"]["leave_one_out"]["all"]["n"] >= 1  # 8 measured trials of one backend/mode
+    assert "Predictor accuracy, held out" in text and "Mean hypervolume over the seeds against wall time" in text
+    assert Path(record["plot"]).is_file()
+
+
 def test_replace_section(tmp_path: Path) -> None:
     path = tmp_path / "RESULTS.md"
     path.write_text("# Results\n\nintro\n")
