@@ -17,6 +17,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from edgenas.config import SearchConfig
+from edgenas.errors import EdgenasError
 from edgenas.search.study.objectives import result_of
 from edgenas.search.study.predictor import PREDICTION_ATTR, Estimate, Observation, Predictor, observations
 from edgenas.types import Candidate, Family
@@ -45,8 +46,6 @@ class Prescreen:
             try:
                 source = optuna.load_study(study_name=settings.from_study, storage=storage)
             except KeyError:
-                from edgenas.errors import EdgenasError
-
                 raise EdgenasError(f"prescreen.from_study: no study '{settings.from_study}' in this storage") from None
             inherited = [o for o in observations(source.get_trials(deepcopy=False), vocab_size) if o.target == target]
         return cls(config, family, vocab_size, target, tuple(inherited))
