@@ -149,6 +149,26 @@ class RelativeFit:
         return Estimate(value, max(value - spread, 0.0), value + spread)
 
 
+class _LazyFits:
+    """The observations grouped by key; a key's model is fitted the first time it is asked for (a trial's
+    pre-screen needs one key of the many a study has)."""
+
+    def __init__(self, observations: Sequence[Observation], key, features, target, min_trials: int) -> None:
+        self.features, self.target, self.min_trials = features, target, min_trials
+        self.groups: dict = {}
+        for o in observations:
+            self.groups.setdefault(key(o), []).append(o)
+        self.fitted: dict = {}
+
+    def get(self, key) -> RelativeFit | None:
+        group = self.groups.get(key, [])
+        if len(group) < self.min_trials:
+            return None
+        if key not in self.fitted:
+            self.fitted[key] = RelativeFit([self.features(o) for o in group], [self.target(o) for o in group])
+        return self.fitted[key]
+
+
 class Predictor:
     """Latency (one run, per target) and size of candidates, from the observations given."""
 
@@ -157,19 +177,13 @@ class Predictor:
         self.family, self.min_trials = family, min_trials
         self.z = NormalDist().inv_cdf((1 + interval) / 2)
         self.observations = list(observations)
-        self._latency = self._models(lambda o: o.latency_key, lambda o: latency_features(o.candidate, o.vocab_size, family),
-                                     lambda o: o.median_ms)
-        self._size = self._models(lambda o: size_key(o.candidate), lambda o: size_features(o.candidate, o.vocab_size, family),
-                                  lambda o: o.size_mb)
+        self._latency = _LazyFits(self.observations, lambda o: o.latency_key,
+                                  lambda o: latency_features(o.candidate, o.vocab_size, family), lambda o: o.median_ms,
+                                  min_trials)
+        self._size = _LazyFits(self.observations, lambda o: size_key(o.candidate),
+                               lambda o: size_features(o.candidate, o.vocab_size, family), lambda o: o.size_mb, min_trials)
         # an objective per run: 1 for a classifier, the windows per question for QA (constant per sequence length)
         self._per_run = {o.candidate.seq_len: o.latency_ms / o.median_ms for o in self.observations if o.median_ms > 0}
-
-    def _models(self, key, features, target) -> dict:
-        groups: dict = {}
-        for o in self.observations:
-            groups.setdefault(key(o), []).append(o)
-        return {k: RelativeFit([features(o) for o in group], [target(o) for o in group])
-                for k, group in groups.items() if len(group) >= self.min_trials}
 
     def latency(self, candidate: Candidate, vocab_size: int, target: str) -> Estimate | None:
         """The latency objective's estimate (QA: per question), or None when too few trials share its key."""
