@@ -16,6 +16,9 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "bf16", "fp32")
 #: fields that change where or how fast training runs, not what it computes
 NOT_HASHED = ("checkpoint_every", "threads", "device", "precision", "eval_every")
+#: fields added after supernets were cached, with the value every earlier run trained with: hashed only when
+#: set to something else, so adding a field never retrains a cached supernet
+LATER_FIELDS = {"hidden_distill_weight": 0.0}
 
 
 TRAIN_SEQ_LEN = 64  # the default longest training sequence (TrainRecipe.seq_len)
@@ -77,6 +80,9 @@ class TrainRecipe:
     paired_depths: bool = False
     distill_weight: float = 0.7  # share of the loss taken by distillation (the rest: labels)
     temperature: float = 2.0
+    #: weight of DynaBERT's hidden-state distillation: each smaller pass's hidden state after each of its
+    #: layers matches (mean squared error over real tokens) the max sub-config's after the same layer
+    hidden_distill_weight: float = 0.0
     teacher: str | None = "minilm"  # "minilm", a local HF checkpoint dir, or None (distil from the max subnet)
     teacher_steps: int = 4650  # 5 epochs of the tweets' 29,757 training texts at batch 32
     teacher_lr: float = 8e-5
@@ -95,6 +101,8 @@ class TrainRecipe:
         problems += [name for name in ("teacher_steps", "importance_examples", "eval_every") if getattr(self, name) < 0]
         if problems:
             raise ValueError(f"{problems[0]} must be positive, got {getattr(self, problems[0])}")
+        if self.hidden_distill_weight < 0:
+            raise ValueError(f"hidden_distill_weight must be at least 0, got {self.hidden_distill_weight}")
         if not 0.0 <= self.distill_weight <= 1.0:
             raise ValueError(f"distill_weight must lie in [0, 1], got {self.distill_weight}")
         if self.device not in DEVICES:
@@ -109,7 +117,8 @@ class TrainRecipe:
 
     def hashed(self) -> dict[str, Any]:
         """The fields that determine the trained weights."""
-        return {k: v for k, v in self.to_dict().items() if k not in NOT_HASHED}
+        return {k: v for k, v in self.to_dict().items()
+                if k not in NOT_HASHED and not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
 
     @classmethod
     def unknown_keys(cls, values: dict) -> list[str]:

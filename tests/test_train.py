@@ -322,3 +322,46 @@ def test_paired_depths_train_each_width_at_one_depth(tmp_path, splits, tokenizer
     encoded, labels = encode_split(tokenizer, splits.dev, RECIPE.seq_len)
     for depth in (1, 2):
         assert evaluate_accuracy(net, encoded, labels, arch=replace(SPACE.max_arch(), num_hidden_layers=depth)) >= 0.8
+
+
+def test_hidden_state_distillation_matches_each_pass_to_the_max_subnet(tmp_path, splits, tokenizer) -> None:
+    """DynaBERT's hidden-state loss: zero for the max sub-config itself, positive for a narrower pass; a
+    sandwich step with it brings the narrower pass closer to the max than the same step without; only a
+    non-zero weight changes the cache key."""
+    from edgenas.search.training.loop import tensors
+    from edgenas.search.training.train import hidden_loss, sandwich_step
+
+    assert "hidden_distill_weight" not in RECIPE.hashed()  # supernets cached before the field keep their keys
+    recipe = replace(RECIPE, hidden_distill_weight=1.0)
+    assert supernet_key(SPACE, splits, tokenizer, recipe) != supernet_key(SPACE, splits, tokenizer, RECIPE)
+    start = train_supernet(SPACE, splits, tokenizer, RECIPE, tmp_path, progress=False)
+    data = training_set(splits, tokenizer, RECIPE)
+    index = np.arange(16)
+    ids, mask, types = tensors(data.encoded, index)
+    narrow = replace(SPACE.min_arch(), num_hidden_layers=2)
+
+    def mismatch(net) -> float:
+        full: dict[int, dict[int, torch.Tensor]] = {}
+        small: dict[int, dict[int, torch.Tensor]] = {}
+        with torch.no_grad():
+            net.eval().forward_depths(ids, mask, types, SPACE.max_arch(), [1, 2], hiddens=full)
+            net.forward_depths(ids, mask, types, narrow, [2], hiddens=small)
+        assert sorted(full[2]) == [-1, 0, 1] and sorted(full[1]) == [-1, 0]
+        assert float(hidden_loss(full[2], full[2], mask)) == 0.0
+        assert float(hidden_loss(full[1], full[2], mask)) == 0.0  # first-k: depth 1's layers are depth 2's first
+        return float(hidden_loss(small[2], full[2], mask))
+
+    def after_one_step(weight: float) -> float:
+        net = load_supernet(tmp_path / supernet_key(SPACE, splits, tokenizer, RECIPE))[0]
+        torch.manual_seed(0)  # the same dropout in both steps
+        sandwich_step(net, SPACE, data, index, replace(RECIPE, hidden_distill_weight=weight), 0, torch.device("cpu"))
+        with torch.no_grad():
+            for p in net.parameters():
+                if p.grad is not None:
+                    p -= 0.05 * p.grad
+        return mismatch(net)
+
+    assert mismatch(start) > 0.0
+    assert after_one_step(1.0) < after_one_step(0.0)
+    with pytest.raises(ValueError, match="hidden_distill_weight"):
+        TrainRecipe(hidden_distill_weight=-1.0)

@@ -331,10 +331,12 @@ class MobileBertSupernet(nn.Module):
         arch: ArchConfig,
         depths: list[int] | None = None,
         probe: Probe | None = None,
+        hiddens: dict[int, dict[int, torch.Tensor]] | None = None,
     ) -> dict[int, torch.Tensor]:
         """Logits of `arch` cut at each depth in `depths` (default: arch's own), each through its own exit.
 
-        With first-k layer selection one pass serves every depth."""
+        With first-k layer selection one pass serves every depth. A `hiddens` dict receives each depth's
+        hidden states by supernet layer index (-1: the embeddings' output), for hidden-state distillation."""
         depths = sorted(set(depths or [arch.num_hidden_layers]))
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
@@ -342,21 +344,27 @@ class MobileBertSupernet(nn.Module):
             token_type_ids = torch.zeros_like(input_ids)
         mask = attention_mask[:, None, None, :].bool()
         if self.layers == "first":
-            return self._run(input_ids, token_type_ids, mask, arch, list(range(max(depths))), depths, probe)
-        return {d: self._run(input_ids, token_type_ids, mask, arch, self.layer_indices(d), [d], probe)[d] for d in depths}
+            return self._run(input_ids, token_type_ids, mask, arch, list(range(max(depths))), depths, probe, hiddens)
+        return {d: self._run(input_ids, token_type_ids, mask, arch, self.layer_indices(d), [d], probe, hiddens)[d]
+                for d in depths}
 
     def _run(self, ids: torch.Tensor, types: torch.Tensor, mask: torch.Tensor, arch: ArchConfig,
-             indices: list[int], depths: list[int], probe: Probe | None) -> dict[int, torch.Tensor]:
+             indices: list[int], depths: list[int], probe: Probe | None,
+             hiddens: dict[int, dict[int, torch.Tensor]] | None = None) -> dict[int, torch.Tensor]:
         hidden = self.mobilebert.embeddings(ids, types, arch)
         if probe is not None:
             hidden = hidden * probe.hidden[0, : arch.hidden_size]
-        out = {}
+        out, states = {}, {-1: hidden}
         for position, index in enumerate(indices, start=1):
             hidden = self.mobilebert.encoder.layer[index](hidden, mask, arch, index, probe)
             if probe is not None:
                 hidden = hidden * probe.hidden[index + 1, : arch.hidden_size]
+            states[index] = hidden
             if position in depths:
                 out[position] = self._head(hidden, arch, position)
+        if hiddens is not None:
+            for depth in depths:
+                hiddens[depth] = {i: states[i] for i in [-1, *indices[:depth]]}
         return out
 
     def _head(self, hidden: torch.Tensor, arch: ArchConfig, depth: int) -> torch.Tensor:

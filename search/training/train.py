@@ -175,30 +175,49 @@ def sandwich_step(net: MobileBertSupernet, space: SearchSpace, data: TrainingSet
     depths = sorted(space.choices["num_hidden_layers"])
     widths = [space.max_arch(), space.min_arch()] + [space.sample(rng) for _ in range(recipe.random_subnets_per_step)]
     seen: set[tuple[ArchConfig, tuple[int, ...]]] = set()
-    max_loss, soft = 0.0, teacher
+    max_loss, soft, reference = 0.0, teacher, None
     for position, arch in enumerate(widths):
         run = _depths_of(position, depths, net.layers, recipe.paired_depths, rng)
         arch = replace(arch, num_hidden_layers=max(run))
         if (arch, tuple(run)) in seen:
             continue  # a one-point space (stand-alone training) or a sample that repeats one
         seen.add((arch, tuple(run)))
+        hiddens: dict[int, dict[int, torch.Tensor]] | None = {} if recipe.hidden_distill_weight > 0 else None
         with loop.autocast(device, recipe.precision):
-            outputs = net.forward_depths(ids, mask, types, arch, run)
+            outputs = net.forward_depths(ids, mask, types, arch, run, hiddens=hiddens)
         if soft is None:  # no teacher: the max sub-config teaches the others in place
             soft = outputs[max(run)].detach()
             first = True
         else:
             first = False
+        if hiddens is not None and reference is None:  # position 0: the max sub-config at the max depth
+            reference = {i: h.detach() for i, h in hiddens[max(run)].items()}
         total = sum(run)
-        loss = sum(
-            (depth / total) * loop.mixed_loss(outputs[depth], labels,
-                                              None if first and depth == max(run) else soft,
-                                              recipe.distill_weight, recipe.temperature)
-            for depth in run)
+        loss = 0.0
+        for depth in run:
+            is_max = position == 0 and depth == max(run)
+            term = loop.mixed_loss(outputs[depth], labels, None if first and depth == max(run) else soft,
+                                   recipe.distill_weight, recipe.temperature)
+            if hiddens is not None and not is_max:
+                term = term + recipe.hidden_distill_weight * hidden_loss(hiddens[depth], reference, mask)
+            loss = loss + (depth / total) * term
         loss.backward()
         if len(seen) == 1:
             max_loss = float(loss.detach())
     return max_loss
+
+
+def hidden_loss(hiddens: dict[int, torch.Tensor], reference: dict[int, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+    """Relative squared error over real tokens between a pass's hidden states and the max sub-config's after
+    the same supernet layers (-1: embeddings), the reference cut to the pass's hidden width (its units come
+    first). Relative, so that a NoNorm family's large activations weigh as much as LayerNorm's."""
+    weights = (mask.float() / mask.sum())[..., None]
+    losses = []
+    for index, hidden in hiddens.items():
+        target = reference[index][..., : hidden.shape[-1]].float()
+        error = ((hidden.float() - target) ** 2 * weights).sum()
+        losses.append(error / ((target ** 2 * weights).sum() + 1e-6))
+    return sum(losses) / len(losses)
 
 
 def _depths_of(position: int, depths: list[int], layers: str, paired: bool, rng: random.Random) -> list[int]:
