@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -166,7 +166,9 @@ class Budgets(_Strict):
 
     max_latency_ms: Optional[float] = Field(default=None, gt=0)
     max_size_mb: Optional[float] = Field(default=None, gt=0)
-    min_accuracy: Optional[float] = Field(default=None, ge=0, le=1)
+    #: a score in [0, 1], or "baseline": the best baseline's score on the study's own dev rows (tuned
+    #: TF-IDF for a classifier, the lexical F1 for QA), so the front holds only models worth shipping over it
+    min_accuracy: Optional[Union[Literal["baseline"], Annotated[float, Field(ge=0, le=1)]]] = None
 
 
 class MeasureConfig(_Strict):

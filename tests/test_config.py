@@ -47,6 +47,7 @@ def test_partial_file_overrides_defaults(tmp_path: Path) -> None:
         ("candidates:\n  runtimes:\n    tflite: []\n", "empty list of quantization modes"),
         ("candidates:\n  seq_lens: []\n", "candidates.seq_lens"),
         ("budgets:\n  min_accuracy: 2\n", "budgets.min_accuracy"),
+        ("budgets:\n  min_accuracy: tfidf\n", "budgets.min_accuracy"),
         ("supernet:\n  epochz: 1\n", "unknown training recipe key 'epochz'"),
         ("supernet:\n  steps: 0\n", "steps must be positive"),
         ("recipe: huge\n", "recipe: Input should be 'demo', 'cpu' or 'gpu'"),

@@ -16,6 +16,7 @@ from edgenas.search.space import space_from_mapping
 from edgenas.search.study import runner
 from edgenas.search.study.candidates import FIRST_MODE, find_duplicate, start_with_the_max, suggest_candidate
 from edgenas.search.study.objectives import RESULT_ATTR, objective_values, set_constraints
+from edgenas.search.study.verdict import BASELINES_ATTR
 from edgenas.search.study.storage import (
     SAMPLERS, StudyError, default_storage, make_sampler, open_storage, open_study, redact,
 )
@@ -79,6 +80,21 @@ def test_duplicates_are_found_and_constraints_set(tmp_path: Path) -> None:
     assert find_duplicate(study, {"runtime": "tflite"}).number == 0
     assert find_duplicate(study, {"runtime": "onnxruntime"}) is None
     assert study.best_trials == []  # infeasible: over the latency budget
+
+
+def test_a_baseline_floor_is_the_best_baseline_on_the_study_rows(tmp_path: Path) -> None:
+    config = SearchConfig.model_validate({"budgets": {"min_accuracy": "baseline"}})
+    study = optuna.create_study(storage=storage(tmp_path), directions=config.directions())
+    study.set_user_attr(BASELINES_ATTR, {"n_dev": 500, "n_test": 0, "majority": {"dev": 0.43, "test": 0.4},
+                                         "tfidf": {"dev": 0.766, "test": 0.768}})
+    for accuracy in (0.75, 0.80):
+        trial = study.ask()
+        result = trial_result(accuracy, 1.0, 1.0)
+        trial.set_user_attr(RESULT_ATTR, result.to_attrs())
+        set_constraints(trial, config, result)
+        study.tell(trial, objective_values(config, result))
+    assert [t.constraints["accuracy"] for t in study.trials] == [pytest.approx(0.016), pytest.approx(-0.034)]
+    assert [t.number for t in study.best_trials] == [1]  # the model TF-IDF beats is off the front
 
 
 def test_resume_refuses_another_config(tmp_path: Path) -> None:

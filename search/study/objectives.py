@@ -13,6 +13,7 @@ from optuna.trial import FrozenTrial
 
 from edgenas.config import SearchConfig
 from edgenas.runtime.measurement import Measurement
+from edgenas.search.study.verdict import BASELINES_ATTR, best_baseline
 
 #: the trial user attributes that hold its result record, or why it failed: written by a trial,
 #: read by the front, the report, the export and the twin search
@@ -107,7 +108,15 @@ def set_constraints(trial: optuna.Trial, config: SearchConfig, result: TrialResu
     if budgets.max_size_mb is not None:
         trial.set_constraint("size", result.size_mb - budgets.max_size_mb)
     if budgets.min_accuracy is not None:
-        trial.set_constraint("accuracy", budgets.min_accuracy - result.accuracy)
+        trial.set_constraint("accuracy", accuracy_floor(trial.study, config) - result.accuracy)
+
+
+def accuracy_floor(study: optuna.Study, config: SearchConfig) -> float:
+    """budgets.min_accuracy as a score: "baseline" is the best baseline on the study's dev rows."""
+    floor = config.budgets.min_accuracy
+    if floor != "baseline":
+        return floor
+    return best_baseline(study.user_attrs[BASELINES_ATTR])
 
 
 def pareto_trials(study: optuna.Study) -> list[FrozenTrial]:

@@ -26,6 +26,11 @@ def baseline_names(baselines: dict[str, Any]) -> dict[str, str]:
     return baselines.get("names") or BASELINE_NAMES
 
 
+def best_baseline(baselines: dict[str, Any]) -> float:
+    """The highest dev score among a study's recorded baselines."""
+    return max(baselines[name]["dev"] for name in baseline_names(baselines))
+
+
 def eval_rows(splits: TaskSplits, config: SearchConfig) -> np.ndarray:
     """The dev rows every candidate is scored on (seeded, sorted): all of dev when it is small enough."""
     return seeded_rows(len(splits.dev), config.measure.eval_examples, config.task.split_seed)
