@@ -17,6 +17,7 @@ from edgenas.search.study.objectives import RESULT_ATTR, objective_values
 from edgenas.search.study.predictor import (PREDICTION_ATTR, VOCAB_ATTR, Observation, Predictor, accuracy_figures,
                                             held_out, observations, operation_counts)
 from edgenas.search.study.prescreen import Prescreen
+from edgenas.search.study.verdict import BASELINES_ATTR
 from edgenas.types import ArchConfig, Candidate, Family
 from tiny_project import trial_result
 
@@ -138,6 +139,22 @@ def test_the_audit_share_is_measured_whatever_the_prediction_and_a_budget_prunes
     budgeted = budgeted.model_copy(update={"budgets": budgeted.budgets.model_copy(update={"max_latency_ms": 0.3})})
     with pytest.raises(optuna.TrialPruned, match="over the 0.3 ms budget"):
         screen(budgeted, measured_study(budgeted, GRID[:12]), big, torch_accuracy=0.99)
+
+
+def test_a_candidate_under_the_accuracy_floor_is_pruned_before_any_prediction() -> None:
+    config = SearchConfig.model_validate({"prescreen": {"enabled": True, "measure_share": 0.0},
+                                          "budgets": {"min_accuracy": "baseline"}})
+    study = measured_study(config, [])  # nothing measured yet: the predictor cannot predict
+    study.set_user_attr(BASELINES_ATTR, {"n_dev": 500, "n_test": 0, "majority": {"dev": 0.43, "test": 0.4},
+                                         "tfidf": {"dev": 0.766, "test": 0.768}})
+    small = Candidate(arch(1, 64, 256), "onnxruntime", "fp32", seq_len=64)
+    trial = study.ask()
+    with pytest.raises(optuna.TrialPruned, match="torch score 0.740 under the accuracy floor 0.766"):
+        Prescreen(config, BERT, VOCAB, "local:test").check(trial, small, torch_accuracy=0.74)
+    assert trial.user_attrs[PREDICTION_ATTR] == {"accuracy": 0.74, "pruned": True, "audit": False,
+                                                 "reason": "torch score 0.740 under the accuracy floor 0.766"}
+    above = screen(config, study, small, torch_accuracy=0.78)
+    assert PREDICTION_ATTR not in above.user_attrs  # measured; no prediction to record yet
 
 
 def test_a_stored_study_on_the_same_target_seeds_the_predictor(tmp_path: Path) -> None:

@@ -3,7 +3,8 @@ clearly behind the study's current front, at the accuracy the supernet gives it.
 
 Clearly behind: a measured trial is at least as accurate as this candidate's torch score (an
 artifact rarely beats its own torch model) and faster and smaller than even the low ends of the
-candidate's predicted intervals; or the low end alone breaks a budget. Such a trial ends in
+candidate's predicted intervals; or the low end alone breaks a budget; or the torch score is under
+`budgets.min_accuracy` (this needs no prediction, so it applies from the first trial). Such a trial ends in
 Optuna's own pruned state with the prediction beside it. A fixed share of candidates is measured
 whatever the prediction, so the predictor keeps meeting candidates it would have pruned.
 """
@@ -18,7 +19,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from edgenas.config import SearchConfig
 from edgenas.errors import EdgenasError
-from edgenas.search.study.objectives import result_of
+from edgenas.search.study.objectives import accuracy_floor, result_of
 from edgenas.search.study.predictor import PREDICTION_ATTR, Estimate, Observation, Predictor, observations
 from edgenas.types import Candidate, Family
 
@@ -58,15 +59,27 @@ class Prescreen:
                               settings.min_trials, settings.interval)
         latency = predictor.latency(candidate, self.vocab_size, self.target)
         size = predictor.size(candidate, self.vocab_size)
-        if latency is None or size is None:
-            return
-        record = {"latency_ms": latency.to_json(), "size_mb": size.to_json(), "accuracy": torch_accuracy}
+        predicted = latency is not None and size is not None
         audit = random.Random(trial.number).random() < settings.measure_share
-        reason = None if audit else self.behind(trial.study.best_trials, torch_accuracy, latency, size)
-        trial.set_user_attr(PREDICTION_ATTR, {**record, "pruned": reason is not None, "audit": audit,
-                                              **({"reason": reason} if reason else {})})
+        reason = None
+        if not audit:
+            reason = self.under_floor(trial.study, torch_accuracy)
+            if reason is None and predicted:
+                reason = self.behind(trial.study.best_trials, torch_accuracy, latency, size)
+        if not predicted and reason is None:
+            return
+        record = {"latency_ms": latency.to_json(), "size_mb": size.to_json()} if predicted else {}
+        trial.set_user_attr(PREDICTION_ATTR, {**record, "accuracy": torch_accuracy, "pruned": reason is not None,
+                                              "audit": audit, **({"reason": reason} if reason else {})})
         if reason is not None:
             raise optuna.TrialPruned(reason)
+
+    def under_floor(self, study: optuna.Study, accuracy: float) -> str | None:
+        """Why the candidate's torch score already misses `budgets.min_accuracy` (no prediction needed)."""
+        if self.config.budgets.min_accuracy is None:
+            return None
+        floor = accuracy_floor(study, self.config)
+        return f"torch score {accuracy:.3f} under the accuracy floor {floor:.3f}" if accuracy < floor else None
 
     def behind(self, front: list[FrozenTrial], accuracy: float, latency: Estimate, size: Estimate) -> str | None:
         """Why the candidate cannot join the feasible front (None: it might)."""
