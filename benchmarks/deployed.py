@@ -166,8 +166,17 @@ def _build(work: Path, setup: Setup) -> dict[str, Any]:
             "train_examples": min(recipe.max_train_examples or len(trained.splits.train), len(trained.splits.train)),
             "n_train_total": len(trained.splits.train), "n_test": len(trained.splits.test),
             "seq_len": reference["seq_len"], "models": [m for d in dirs for m in exported_models(d)],
-            "reference": reference, "teacher": teacher, "build_seconds": seconds,
-            "training": training_record(config, trained)}
+            "reference": reference, "teacher": teacher, "baselines": study_baselines(storage, "deployed"),
+            "build_seconds": seconds, "training": training_record(config, trained)}
+
+
+def study_baselines(storage: str, study_name: str) -> dict[str, Any]:
+    """The baselines the search recorded: on its dev rows and on the whole test split."""
+    import optuna
+
+    from edgenas.search.study.verdict import BASELINES_ATTR
+
+    return optuna.load_study(study_name=study_name, storage=storage).user_attrs[BASELINES_ATTR]
 
 
 def study_seconds(storage: str, study_name: str) -> float:

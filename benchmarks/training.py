@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     phases = phase_seconds(record)
     figures = {"device": supernet["device"], "phase_seconds": phases, "total_seconds": sum(phases.values()),
                "teacher_curve": teacher["curve"] if teacher else [], "supernet_curve": supernet.get("curve", []),
-               "recipe": record["recipe"], "setup": record["setup"]}
+               "recipe": record["recipe"], "setup": record["setup"], "exported": exported(record)}
     return run.finish(figures, markdown(figures), args.write_results)
 
 
@@ -42,6 +42,39 @@ def phase_seconds(record: dict[str, Any]) -> dict[str, float]:
             "teacher logits, head and neuron importance, data": max(training_wall - teacher_s - supernet["supernet_seconds"], 0.0),
             "supernet (sandwich rule)": supernet["supernet_seconds"], "search": seconds["search"],
             "export of the front": seconds["export"]}
+
+
+def exported(record: dict[str, Any]) -> dict[str, Any]:
+    """Every exported model's test accuracy beside the teacher's and the baselines' (the first two targets)."""
+    teacher = record["teacher"]["test_accuracy"]
+    baselines = record.get("baselines") or {}
+    tfidf = baselines.get("tfidf", {}).get("test")
+    rows = [{"model": dp.model_label(m), "dev": m["dev_accuracy"], "test": m["test_accuracy"],
+             "MB": m["size_bytes"] / 1e6, "vs teacher (points)": (m["test_accuracy"] - teacher) * 100,
+             **({"vs TF-IDF (points)": (m["test_accuracy"] - tfidf) * 100} if tfidf is not None else {})}
+            for m in sorted(record["models"], key=lambda m: (m["trial"], m["runtime"]))]
+    best = max(record["models"], key=lambda m: m["dev_accuracy"])  # chosen on dev, judged on test
+    return {"rows": rows, "teacher_test": teacher, "tfidf_test": tfidf,
+            "majority_test": baselines.get("majority", {}).get("test"), "best": dp.model_label(best),
+            "best_test": best["test_accuracy"],
+            "worst_test": min(m["test_accuracy"] for m in record["models"])}
+
+
+def headline(e: dict[str, Any]) -> list[str]:
+    """The exported models against the teacher and TF-IDF, with the two targets' verdicts."""
+    gap = (e["teacher_test"] - e["best_test"]) * 100
+    lines = [f"Exported models (the search's feasible Pareto front, each with both runtimes), test accuracy through "
+             f"the runtime on the whole test split; MiniLM teacher {e['teacher_test']:.4f}"
+             + (f", tuned TF-IDF {e['tfidf_test']:.4f}, majority class {e['majority_test']:.4f}"
+                if e["tfidf_test"] is not None else "") + ":", "",
+             common.table(e["rows"], ["model", "dev", "test", "MB", "vs teacher (points)", "vs TF-IDF (points)"]), "",
+             f"Best exported model (the most accurate on dev): {e['best']}, test {e['best_test']:.4f}, "
+             f"{gap:.2f} points below the teacher (target <= 0.5): {common.verdict(gap <= 0.5)}."]
+    if e["tfidf_test"] is not None:
+        margin = (e["worst_test"] - e["tfidf_test"]) * 100
+        lines.append(f"Every exported model above tuned TF-IDF on test: the least accurate is {margin:+.2f} points "
+                     f"from it: {common.verdict(margin > 0)}.")
+    return lines
 
 
 def markdown(f: dict[str, Any]) -> str:
@@ -70,7 +103,8 @@ def markdown(f: dict[str, Any]) -> str:
         common.table(f["teacher_curve"], ["step", "seconds", "dev", "test"]), "",
         "Supernet: each depth's inherited dev accuracy (the widest subnet of that depth, 1,000 dev examples) "
         "against sandwich steps:", "",
-        common.table(f["supernet_curve"], ["step", "seconds", *depth_cols]),
+        common.table(f["supernet_curve"], ["step", "seconds", *depth_cols]), "",
+        *headline(f["exported"]),
     ])
 
 

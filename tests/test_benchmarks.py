@@ -73,6 +73,10 @@ def test_training_quick(bench) -> None:
     assert set(phases) >= {"teacher fine-tune", "supernet (sandwich rule)", "search", "export of the front"}
     assert all(v >= 0 for v in phases.values()) and record["total_seconds"] == pytest.approx(sum(phases.values()))
     assert record["device"].startswith("CPU") and "Wall time of each phase" in text
+    exported = record["exported"]
+    assert len(exported["rows"]) >= 1 and all(0 <= r["test"] <= 1 for r in exported["rows"])
+    assert exported["tfidf_test"] is not None and "Every exported model above tuned TF-IDF" in text
+    assert "Best exported model" in text
 
 
 def test_throughput_quick(bench) -> None:
