@@ -67,11 +67,12 @@ class Run:
     argv: list[str] | None = None  # the script's arguments (None: this process's command line)
     started: float = field(default_factory=time.perf_counter)
     info: dict[str, Any] = field(default_factory=machine)
+    script: str = ""  # the script's name when the section's differs (default: name)
 
     @property
     def command(self) -> str:
         args = sys.argv[1:] if self.argv is None else self.argv
-        return " ".join(["python", f"benchmarks/{self.name}.py", *args])
+        return " ".join(["python", f"benchmarks/{self.script or self.name}.py", *args])
 
     def finish(self, figures: dict[str, Any], body: str, write_results: bool = False) -> dict[str, Any]:
         """Print and write NAME.json / NAME.md (and the RESULTS.md section); returns the record."""

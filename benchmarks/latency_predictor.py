@@ -14,7 +14,7 @@ alternate, so a slow spell of the machine hits both. Then:
   pre-screen made before measuring a candidate.
 
     python benchmarks/latency_predictor.py --quick
-    python benchmarks/latency_predictor.py --write-results [--n-trials 30] [--seeds 0 1 2]
+    python benchmarks/latency_predictor.py --write-results [--n-trials 30] [--seeds 0 1 2] [--setup cpu-floor]
 """
 
 from __future__ import annotations
@@ -34,19 +34,30 @@ ARMS = ("measure_all", "prescreen")
 TIME_GOAL, WITHIN_10_GOAL = 2 / 3, 0.9
 
 
-def bench_config(quick: bool, work: Path) -> dict[str, Any]:
+#: the benchmark's setups: the demo recipe (section 9), or the `cpu` recipe's supernet with the front
+#: floored at the best baseline (`budgets.min_accuracy: baseline`), where the pre-screen also skips
+#: candidates whose torch score is under the floor
+SETUPS = ("demo", "cpu-floor")
+
+
+def bench_config(quick: bool, work: Path, setup: str = "demo") -> dict[str, Any]:
     """The tweets task at the demo recipe (QUICK: the tiny project), with the three backends' dynamic int8 and
-    lighter per-trial measurement."""
+    lighter per-trial measurement; `cpu-floor`: the `cpu` recipe and the baseline floor."""
     if quick:
         config = dp.quick_setup(work).config
         config["candidates"]["runtimes"] = {"onnxruntime": ["fp32"]}
         config["prescreen"] = {"min_trials": 3, "measure_share": 0.2}
-        return config
-    return {"task": {"dataset": "tweets"}, "space": "minilm", "recipe": "demo",
-            "candidates": {"runtimes": {"onnxruntime": ["dynamic_int8"], "tflite": ["dynamic_int8"],
-                                        "executorch": ["dynamic_int8"]}, "seq_lens": [64]},
-            "measure": {"eval_examples": 200, "runs": 10, "warmup": 2},
-            "prescreen": {"min_trials": 5, "measure_share": 0.2}}
+    else:
+        config = {"task": {"dataset": "tweets"}, "space": "minilm", "recipe": "demo",
+                  "candidates": {"runtimes": {"onnxruntime": ["dynamic_int8"], "tflite": ["dynamic_int8"],
+                                              "executorch": ["dynamic_int8"]}, "seq_lens": [64]},
+                  "measure": {"eval_examples": 200, "runs": 10, "warmup": 2},
+                  "prescreen": {"min_trials": 5, "measure_share": 0.2}}
+    if setup == "cpu-floor":
+        config["budgets"] = {"min_accuracy": "baseline"}
+        if not quick:
+            config["recipe"] = "cpu"
+    return config
 
 
 def arm_config(config: dict[str, Any], arm: str) -> dict[str, Any]:
@@ -96,8 +107,13 @@ def timeline(study) -> list[tuple[float, list[float]]]:
     from optuna.trial import TrialState
 
     start = min(t.datetime_start for t in study.trials if t.datetime_start is not None)
-    done = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    done = [t for t in study.trials if t.state == TrialState.COMPLETE and feasible(t)]
     return sorted(((t.datetime_complete - start).total_seconds(), list(t.values)) for t in done)
+
+
+def feasible(trial) -> bool:
+    """Within every budget (the front and its hypervolume count only these)."""
+    return all(value <= 0 for value in (trial.constraints or {}).values())
 
 
 def hypervolume_over_time(timelines: dict[str, list], directions: list[str]) -> tuple[dict[str, list], list[float]]:
@@ -128,10 +144,10 @@ def audited(study, audit, directions: list[str]) -> dict[str, Any]:
     from optuna.trial import TrialState
 
     sign = np.array([-1.0 if d == "maximize" else 1.0 for d in directions])
-    front = [np.array(t.values) * sign for t in study.trials if t.state == TrialState.COMPLETE]
+    front = [np.array(t.values) * sign for t in study.trials if t.state == TrialState.COMPLETE and feasible(t)]
     joined = 0
     measured = [t for t in audit.trials if t.state == TrialState.COMPLETE]
-    for trial in measured:
+    for trial in filter(feasible, measured):
         point = np.array(trial.values) * sign
         joined += not any(np.all(f <= point) and np.any(f < point) for f in front)
     return {"measured": len(measured), "would_join_front": int(joined)}
@@ -209,7 +225,7 @@ def run(config: dict[str, Any], work: Path, n_trials: int, seeds: list[int], aud
             "config": config}
 
 
-def plot(figures: dict[str, Any], out: Path) -> Path:
+def plot(figures: dict[str, Any], out: Path, name: str) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -225,7 +241,7 @@ def plot(figures: dict[str, Any], out: Path) -> Path:
            title="hypervolume against wall time")
     ax.legend(fontsize=7)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / "latency_predictor_hv.png"
+    path = out / f"{name}_hv.png"
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return path
@@ -236,13 +252,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--n-trials", type=int, default=None, help="sampled candidates per study (default: 30; --quick: 8)")
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="default: 0 1 2 (--quick: 0)")
     p.add_argument("--audit", type=int, default=5, help="pruned candidates measured after all, per seed")
+    p.add_argument("--setup", choices=SETUPS, default="demo",
+                   help="demo: the demo recipe; cpu-floor: the cpu recipe, the front floored at the best baseline")
     args = p.parse_args(argv)
-    run_ = common.Run("latency_predictor", args.quick, args.out, argv)
-    work = Path(args.work or dp.default_work(args.quick)) / "predictor"
-    config = bench_config(args.quick, work)
+    suffix = "" if args.setup == "demo" else "_" + args.setup.replace("-", "_")
+    run_ = common.Run("latency_predictor" + suffix, args.quick, args.out, argv, script="latency_predictor")
+    work = Path(args.work or dp.default_work(args.quick)) / ("predictor" + suffix)
+    config = bench_config(args.quick, work, args.setup)
     figures = run(config, work, args.n_trials or (8 if args.quick else 30), args.seeds or ([0] if args.quick else [0, 1, 2]),
                   args.audit)
-    figures["plot"] = str(plot(figures, args.out))
+    figures["plot"] = str(plot(figures, args.out, run_.name))
     return run_.finish(figures, markdown(figures), args.write_results)
 
 

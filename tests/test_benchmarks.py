@@ -133,6 +133,8 @@ def test_latency_predictor_quick(bench) -> None:
     assert seed["audit_measured"] == min(seed["pruned"], 5)
     assert record["predictor"]["leave_one_out"]["all"]["n"] >= 1  # 8 measured trials of one backend/mode
     assert "Predictor accuracy, held out" in text and "Mean hypervolume over the seeds against wall time" in text
+    floored = latency_predictor.bench_config(False, bench["root"], "cpu-floor")
+    assert floored["recipe"] == "cpu" and floored["budgets"] == {"min_accuracy": "baseline"}
     assert Path(record["plot"]).is_file()
 
 
