@@ -123,3 +123,8 @@ def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
 
 def verdict(met: bool) -> str:
     return "**met**" if met else "**missed**"
+
+
+def feasible(trial) -> bool:
+    """An Optuna trial within every budget (a front and its hypervolume count only these)."""
+    return all(value <= 0 for value in (trial.constraints or {}).values())

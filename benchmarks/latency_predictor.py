@@ -107,13 +107,8 @@ def timeline(study) -> list[tuple[float, list[float]]]:
     from optuna.trial import TrialState
 
     start = min(t.datetime_start for t in study.trials if t.datetime_start is not None)
-    done = [t for t in study.trials if t.state == TrialState.COMPLETE and feasible(t)]
+    done = [t for t in study.trials if t.state == TrialState.COMPLETE and common.feasible(t)]
     return sorted(((t.datetime_complete - start).total_seconds(), list(t.values)) for t in done)
-
-
-def feasible(trial) -> bool:
-    """Within every budget (the front and its hypervolume count only these)."""
-    return all(value <= 0 for value in (trial.constraints or {}).values())
 
 
 def hypervolume_over_time(timelines: dict[str, list], directions: list[str]) -> tuple[dict[str, list], list[float]]:
@@ -144,10 +139,10 @@ def audited(study, audit, directions: list[str]) -> dict[str, Any]:
     from optuna.trial import TrialState
 
     sign = np.array([-1.0 if d == "maximize" else 1.0 for d in directions])
-    front = [np.array(t.values) * sign for t in study.trials if t.state == TrialState.COMPLETE and feasible(t)]
+    front = [np.array(t.values) * sign for t in study.trials if t.state == TrialState.COMPLETE and common.feasible(t)]
     joined = 0
     measured = [t for t in audit.trials if t.state == TrialState.COMPLETE]
-    for trial in filter(feasible, measured):
+    for trial in filter(common.feasible, measured):
         point = np.array(trial.values) * sign
         joined += not any(np.all(f <= point) and np.any(f < point) for f in front)
     return {"measured": len(measured), "would_join_front": int(joined)}

@@ -56,7 +56,7 @@ def run_studies(config: dict[str, Any], work: Path, n_trials: int, seeds: list[i
             else:
                 reused.append(name)
             trials = sorted(completed(study), key=lambda t: t.number)[:n_trials]
-            values[name] = [list(t.values) for t in trials]
+            values[name] = [list(t.values) if common.feasible(t) else None for t in trials]
             seconds[name] = (trials[-1].datetime_complete - trials[0].datetime_start).total_seconds()
     return values, search_config.directions(), reused, seconds
 
@@ -75,18 +75,22 @@ def finished_study(storage: str, name: str, n_trials: int):
 
 
 def hypervolume_curves(values: dict[str, list], directions: list[str]) -> tuple[dict[str, list[float]], list[float]]:
-    """Hypervolume after each trial, as a fraction of that of all studies' trials; the shared reference point."""
+    """Hypervolume after each trial, as a fraction of that of all studies' trials; the shared reference point.
+    A trial outside a budget (None) adds nothing to its study's hypervolume."""
     from optuna._hypervolume import compute_hypervolume
 
     sign = np.array([-1.0 if d == "maximize" else 1.0 for d in directions])
-    every = np.array([v for vs in values.values() for v in vs]) * sign
+    every = np.array([v for vs in values.values() for v in vs if v is not None]) * sign
     # accuracy's reference is 0; latency and size 10 % beyond the worst seen (as `edgenas report` does)
     reference = np.where(sign < 0, 0.0, every.max(axis=0) * 1.1)
     total = compute_hypervolume(every, reference)
     curves = {}
     for name, vs in values.items():
-        points = np.array(vs) * sign
-        curves[name] = [compute_hypervolume(points[: k + 1], reference) / total for k in range(len(points))]
+        curve, points = [], []
+        for v in vs:
+            points += [np.array(v) * sign] if v is not None else []
+            curve.append(compute_hypervolume(np.array(points), reference) / total if points else 0.0)
+        curves[name] = curve
     return curves, [float(abs(x)) if x == 0 else float(x) for x in reference * sign]
 
 

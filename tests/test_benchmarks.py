@@ -160,3 +160,13 @@ def test_qa_quick(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert 0 <= exported["EM"] <= exported["F1"] <= 100 and reference["F1"] is None
     assert exported["ms per question"] == pytest.approx(exported["ms per window"] * exported["windows per question"])
     assert record["questions"] == 10 and "ms per question" in text and "90.0 F1" in text
+
+
+def test_a_trial_outside_a_budget_adds_no_hypervolume() -> None:
+    import search_efficiency
+
+    directions = ["maximize", "minimize", "minimize"]
+    curves, _ = search_efficiency.hypervolume_curves(
+        {"a": [None, [0.8, 2.0, 3.0], [0.7, 1.0, 1.0]], "b": [[0.5, 1.0, 1.0], None]}, directions)
+    assert curves["a"][0] == 0.0 and curves["a"][1] < curves["a"][2] == pytest.approx(1.0)
+    assert curves["b"][0] == curves["b"][1] > 0.0
