@@ -81,7 +81,7 @@ class TrainRecipe:
     distill_weight: float = 0.7  # share of the loss taken by distillation (the rest: labels)
     temperature: float = 2.0
     #: weight of DynaBERT's hidden-state distillation: each smaller pass's hidden state after each of its
-    #: layers matches (mean squared error over real tokens) the max sub-config's after the same layer
+    #: layers matches (relative squared error over real tokens) the max sub-config's after the same layer
     hidden_distill_weight: float = 0.0
     teacher: str | None = "minilm"  # "minilm", a local HF checkpoint dir, or None (distil from the max subnet)
     teacher_steps: int = 4650  # 5 epochs of the tweets' 29,757 training texts at batch 32
