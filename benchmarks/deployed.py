@@ -310,9 +310,11 @@ def shallow_trend(record: dict[str, Any]) -> str:
         return (f"The shallowest depth's inherited dev accuracy still rose {change:.1f} points over the last "
                 f"{curve[-1]['step'] - curve[-2]['step']} supernet steps: a longer supernet training would help.")
     return (f"The shallowest depth's inherited dev accuracy changed {change:+.1f} points over the last "
-            f"{curve[-1]['step'] - curve[-2]['step']} supernet steps: more sandwich steps alone will not close it; "
-            f"per-depth exits distilled from the teacher's logits or hidden-state distillation from the max subnet "
-            f"are the next things to try.")
+            f"{curve[-1]['step'] - curve[-2]['step']} supernet steps: more sandwich steps alone will not close it. "
+            f"Every depth already has its own exit distilled from the teacher's logits, and hidden-state "
+            f"distillation from the max subnet showed no gain in a 500-step trial (README, training budgets); "
+            f"a longer distillation of the chosen small model at export (`edgenas export --steps`) is the next "
+            f"thing to try.")
 
 
 def timing_data(model_dir: str) -> Path:
