@@ -349,3 +349,31 @@ def test_measure_can_return_the_logits_it_scored(artifacts: dict[str, Path]) -> 
     expected = load_runner(artifacts["onnx"]).predict_logits({k: data[k] for k in INPUT_KEYS}, batch_size=1)
     np.testing.assert_allclose(np.array(result.logits), expected, atol=1e-6)
     assert measure(artifacts["onnx"], artifacts["data"], runs=10, warmup=0).logits is None
+
+
+def test_a_measurement_waiting_for_the_device_says_who_holds_it(tmp_path, monkeypatch, capsys) -> None:
+    import threading
+
+    from edgenas.runtime.targets import device_lock
+
+    monkeypatch.setenv("EDGENAS_CACHE_DIR", str(tmp_path))
+    held, release, order = threading.Event(), threading.Event(), []
+
+    def holder() -> None:
+        with device_lock("local:test"):
+            held.set()
+            release.wait(5)
+            order.append("holder done")
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    held.wait(5)
+    threading.Timer(0.2, release.set).start()
+    with device_lock("local:test"):
+        order.append("waiter in")
+    thread.join()
+    assert order == ["holder done", "waiter in"]
+    assert f"waiting for local:test: another measurement (pid {os.getpid()}) is timing it" in capsys.readouterr().err
+    with device_lock("local:test"):  # free: no message
+        pass
+    assert capsys.readouterr().err == ""
