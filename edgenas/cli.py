@@ -343,6 +343,8 @@ def bench(
     threads: int = typer.Option(1, min=1, help="runtime threads"),
     runs: int = typer.Option(50, min=1, help="timed runs"),
     warmup: int = typer.Option(10, min=0, help="untimed warm-up runs"),
+    seq_len: Optional[int] = typer.Option(None, min=2, help="timed sequence length of a dynamic-shape artifact "
+                                          "(.onnx; default: the data's, else 128)"),
     data: Optional[Path] = typer.Option(None, help="tokenized .npz (input_ids, attention_mask, token_type_ids, labels); adds accuracy"),
     no_xnnpack: bool = typer.Option(False, "--no-xnnpack", help="TFLite: run without the XNNPACK delegate"),
     graph_optimization: str = typer.Option("all", help="ONNX Runtime: disable, basic, extended or all"),
@@ -359,8 +361,8 @@ def bench(
     if key and target.startswith("ssh://"):
         options["key_path"] = key
     device = target_from_url(target, **options)
-    result = device.measure(artifact, data, threads=threads, runs=runs, warmup=warmup, xnnpack=not no_xnnpack,
-                            graph_optimization=graph_optimization)
+    result = device.measure(artifact, data, threads=threads, runs=runs, warmup=warmup, seq_len=seq_len,
+                            xnnpack=not no_xnnpack, graph_optimization=graph_optimization)
     if as_json:
         sys.stdout.write(json.dumps(result.to_json()) + "\n")
         return

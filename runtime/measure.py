@@ -48,12 +48,14 @@ class MeasureRequest:
     batch_size: int = 1
     max_eval: int | None = None
     logits: bool = False
+    seq_len: int | None = None  # a dynamic-shape artifact's timed length (default: the data's, else 128)
     cpus: tuple[int, ...] | None = None  # pins the measuring child process (command line only)
     knobs: dict[str, Any] = field(default_factory=dict)  # runtime knobs of the backend catalog
 
     HELP: ClassVar[dict[str, str]] = {"max_runs": "timing goes on up to this while noisy (default 4 x runs)",
             "batch_size": "accuracy batch (1: scores independent of batching)",
             "max_eval": "score the first N rows (QA: questions)", "logits": "also print the scored rows' logits",
+            "seq_len": "timed sequence length of a dynamic-shape artifact (default: the data's, else 128)",
             "cpus": "comma-separated CPU ids to pin this process to"}
 
     @classmethod
@@ -275,7 +277,10 @@ def measure(artifact: str | Path, data: str | Path | None = None, **options: Any
     own_knobs = backend_for(artifact).own_knobs(knobs)
     runner = load_runner(artifact, threads=threads, **own_knobs)
     load_ms = (time.perf_counter() - start) * 1e3
-    seq_len = runner.seq_len or (arrays["input_ids"].shape[1] if arrays is not None else DEFAULT_SEQ_LEN)
+    if request.seq_len is not None and runner.seq_len not in (None, request.seq_len):
+        raise ValueError(f"{artifact.name} is compiled for sequence length {runner.seq_len}, not {request.seq_len}")
+    seq_len = (runner.seq_len or request.seq_len
+               or (arrays["input_ids"].shape[1] if arrays is not None else DEFAULT_SEQ_LEN))
     example = ({k: arrays[k][:1] for k in INPUT_KEYS} if arrays is not None and len(arrays["input_ids"])
                else synthetic_example(seq_len))
     example = fit_seq_len(example, seq_len)

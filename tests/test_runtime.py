@@ -264,6 +264,15 @@ def test_bench_json(artifacts: dict[str, Path], capsys: pytest.CaptureFixture[st
     assert result["accuracy"] == 1.0 and result["graph_optimization"] == "basic"
 
 
+def test_bench_times_a_dynamic_artifact_at_the_asked_length(artifacts: dict[str, Path],
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    main(["bench", str(artifacts["onnx"]), "--json", "--runs", "3", "--warmup", "0", "--seq-len", "24"])
+    assert json.loads(capsys.readouterr().out)["seq_len"] == 24  # without --seq-len: 128
+    with pytest.raises(SystemExit):
+        main(["bench", str(artifacts["tflite_b1"]), "--runs", "3", "--seq-len", str(SEQ + 1)])
+    assert f"is compiled for sequence length {SEQ}, not {SEQ + 1}" in capsys.readouterr().err
+
+
 def test_bench_table_and_error(artifacts: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     main(["bench", str(artifacts["tflite"]), "--runs", "3", "--warmup", "0", "--no-xnnpack"])
     out = capsys.readouterr().out
