@@ -99,3 +99,27 @@ def test_report_finds_a_study_by_the_directory_search_wrote(tiny_study, tmp_path
     main(["report", "--study", tiny_study.name, "--from", str(tiny_study.out), "--out", str(tmp_path / "rep")])
     assert (tmp_path / "rep" / "summary.md").is_file()
     assert "Pareto front of tiny" in capsys.readouterr().out
+
+
+def test_exporting_the_front_checks_the_accuracy_floor_again_on_all_of_dev(tiny_env, tmp_path) -> None:
+    import io
+
+    from rich.console import Console
+
+    from edgenas.config import Budgets
+    from edgenas.runtime.targets import LocalTarget
+    from edgenas.search.results.export import ExportOptions, export_trial
+    from edgenas.search.study.runner import load_trained_task
+
+    study, config = load_study(tiny_env.name, tiny_env.storage)
+    floored = config.model_copy(update={"budgets": Budgets.model_construct(min_accuracy=1.01)})  # out of reach
+    out = io.StringIO()
+    console = Console(file=out, width=200)
+    trained = load_trained_task(floored, console, progress=False)
+    trial = select_trials(study, "pareto")[0]
+    front = ExportOptions(tmp_path / "front", steps=0, progress=False)
+    assert export_trial(trial, trained, floored, front, LocalTarget(), console) is None
+    assert list((tmp_path / "front").iterdir()) == []
+    assert "is under the floor 1.0100 (budgets.min_accuracy)" in out.getvalue()
+    chosen = ExportOptions(tmp_path / "chosen", trials=str(trial.number), steps=0, progress=False)
+    assert export_trial(trial, trained, floored, chosen, LocalTarget(), console).is_dir()  # asked for by number

@@ -22,7 +22,7 @@ from edgenas.config import SearchConfig
 from edgenas.paths import cache_root
 from edgenas.errors import EdgenasError
 from edgenas.runtime.predict import ARTIFACT_FILES
-from edgenas.search.study.objectives import RESULT_ATTR, pareto_trials
+from edgenas.search.study.objectives import RESULT_ATTR, floor_of, pareto_trials
 from edgenas.search.study.trial import calibration_rows, compile_cache_dir, load_npz, torch_scores
 from edgenas.search.study.verdict import BASELINE_NAMES
 from edgenas.search.uncertainty import wilson_interval
@@ -139,8 +139,11 @@ def measurement_record(dev: Measurement, test: Measurement | None) -> dict[str, 
 
 
 def export_trial(trial: FrozenTrial, trained: TrainedTask, config: SearchConfig, options: ExportOptions, target: Target,
-                 console: Console, study_name: str = "") -> Path:
-    """Fine-tune, save, compile, measure and document one trial; returns its model directory."""
+                 console: Console, study_name: str = "") -> Path | None:
+    """Fine-tune, save, compile, measure and document one trial; returns its model directory.
+
+    Exporting the front (`--trials pareto`) under `budgets.min_accuracy`, the floor is checked again on the
+    export's dev set (all of it for a classifier): a model under it is removed and None returned."""
     from edgenas.search.training.train import finetune_subnet
 
     candidate = Candidate.from_dict(trial.user_attrs["candidate"])
@@ -177,6 +180,9 @@ def export_trial(trial: FrozenTrial, trained: TrainedTask, config: SearchConfig,
     builds = [(candidate.runtime, candidate.quantization)]
     if options.other_runtime:
         builds += other_builds(candidate.runtime, candidate.quantization, console)
+    baselines = trained.splits.baselines(trained.splits.export_rows(options.questions, config.task.split_seed),
+                                         cache_root() / "baselines")
+    floor = floor_of(config, baselines) if options.trials.strip() == "pareto" else None
     artifacts = {}
     for runtime, mode in builds:
         meta = compile_into(model_dir, runtime, mode, seq_len, data, config.measure.compile_timeout_s)
@@ -189,6 +195,12 @@ def export_trial(trial: FrozenTrial, trained: TrainedTask, config: SearchConfig,
         test = f", test {test_measured.accuracy:.3f}" if test_measured is not None else ""
         console.print(f"  {runtime}/{mode}: dev {config.task.score_name} {dev_measured.accuracy:.3f}{test}, "
                       f"{dev_measured.median_ms:.2f} ms median, {artifacts[runtime]['size_mb']:.2f} MB", highlight=False)
+        if floor is not None and runtime == candidate.runtime and dev_measured.accuracy < floor:
+            shutil.rmtree(model_dir)
+            console.print(f"  [yellow]not exported[/]: dev {config.task.score_name} {dev_measured.accuracy:.4f} on "
+                          f"{_scored(dev)} dev examples is under the floor {floor:.4f} (budgets.min_accuracy)",
+                          highlight=False)
+            return None
     metrics = {
         "study": study_name, "trial": trial.number,
         "candidate": candidate.to_dict(), "runtime": candidate.runtime, "quantization": candidate.quantization,
@@ -200,8 +212,7 @@ def export_trial(trial: FrozenTrial, trained: TrainedTask, config: SearchConfig,
                      "train_examples": int(len(trained.data.labels)), "dev_accuracy_inherited": dev_before,
                      "dev_accuracy_finetuned": dev_after, "kept": kept},
         "data": {"dataset": config.task.dataset, "n_dev": _scored(dev), "n_test": len(trained.splits.test)},
-        "baselines": trained.splits.baselines(trained.splits.export_rows(options.questions, config.task.split_seed),
-                                              cache_root() / "baselines"),
+        "baselines": baselines,
         "search_result": trial.user_attrs[RESULT_ATTR], "target": options.target or config.measure.target,
         "config": json.loads(config.model_dump_json()),
     }
@@ -247,9 +258,9 @@ def export_study(study_name: str, storage: str | None, options: ExportOptions, c
     quiet_libraries()
     target = target_from_url(options.target or config.measure.target)
     trained = load_trained_task(config, console, options.progress)
-    dirs = []
-    for trial in trials:
-        dirs.append(export_trial(trial, trained, config, options, target, console, study_name))
+    dirs = [d for trial in trials if (d := export_trial(trial, trained, config, options, target, console, study_name))]
+    if not dirs:
+        raise EdgenasError(f"no trial of study '{study_name}' reached budgets.min_accuracy on the export's dev set")
     return dirs
 
 

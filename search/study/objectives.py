@@ -113,10 +113,13 @@ def set_constraints(trial: optuna.Trial, config: SearchConfig, result: TrialResu
 
 def accuracy_floor(study: optuna.Study, config: SearchConfig) -> float:
     """budgets.min_accuracy as a score: "baseline" is the best baseline on the study's dev rows."""
+    return floor_of(config, study.user_attrs[BASELINES_ATTR])
+
+
+def floor_of(config: SearchConfig, baselines: dict[str, Any]) -> float | None:
+    """budgets.min_accuracy as a score against these baselines (None: no floor)."""
     floor = config.budgets.min_accuracy
-    if floor != "baseline":
-        return floor
-    return best_baseline(study.user_attrs[BASELINES_ATTR])
+    return best_baseline(baselines) if floor == "baseline" else floor
 
 
 def pareto_trials(study: optuna.Study) -> list[FrozenTrial]:
