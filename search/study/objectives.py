@@ -113,10 +113,10 @@ def set_constraints(trial: optuna.Trial, config: SearchConfig, result: TrialResu
 
 def accuracy_floor(study: optuna.Study, config: SearchConfig) -> float:
     """budgets.min_accuracy as a score: "baseline" is the best baseline on the study's dev rows."""
-    return floor_of(config, study.user_attrs[BASELINES_ATTR])
+    return floor_of(config, study.user_attrs.get(BASELINES_ATTR))
 
 
-def floor_of(config: SearchConfig, baselines: dict[str, Any]) -> float | None:
+def floor_of(config: SearchConfig, baselines: dict[str, Any] | None) -> float | None:
     """budgets.min_accuracy as a score against these baselines (None: no floor)."""
     floor = config.budgets.min_accuracy
     return best_baseline(baselines) if floor == "baseline" else floor
