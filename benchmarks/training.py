@@ -65,8 +65,8 @@ def exported(record: dict[str, Any]) -> dict[str, Any]:
 def headline(e: dict[str, Any]) -> list[str]:
     """The exported models against the teacher and TF-IDF, with the two targets' verdicts."""
     gap = (e["teacher_test"] - e["best_test"]) * 100
-    lines = [f"Exported models (the search's feasible Pareto front, each with both runtimes), test accuracy through "
-             f"the runtime on the whole test split; MiniLM teacher {e['teacher_test']:.4f}"
+    lines = [f"Exported models (the search's feasible Pareto front, each with every installed backend), test accuracy "
+             f"through the runtime on the whole test split; MiniLM teacher {e['teacher_test']:.4f}"
              + (f", tuned TF-IDF {e['tfidf_test']:.4f}, majority class {e['majority_test']:.4f}"
                 if e["tfidf_test"] is not None else "") + ":", "",
              common.table(e["rows"], ["model", "dev", "test", "MB", "vs teacher (points)", "vs TF-IDF (points)"]), "",
