@@ -138,6 +138,7 @@ def _build(work: Path, setup: Setup) -> dict[str, Any]:
 
     from edgenas.search.results.export import ExportOptions, export_study
     from edgenas.search.study.runner import SearchOptions, load_trained_task, run_search
+    from edgenas.search.study.verdict import BASELINES_ATTR
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     console = Console(stderr=True)
@@ -148,8 +149,8 @@ def _build(work: Path, setup: Setup) -> dict[str, Any]:
     started = time.perf_counter()
     trained = load_trained_task(config, console, progress=True)  # teacher and supernet, resumable, cached
     seconds["training"] = time.perf_counter() - started
-    run_search(config, SearchOptions(out_dir=work / "search", storage=storage, study_name="deployed",
-                                     n_trials=setup.n_trials, sampler="tpe", seed=0, progress=False), console)
+    study = run_search(config, SearchOptions(out_dir=work / "search", storage=storage, study_name="deployed",
+                                             n_trials=setup.n_trials, sampler="tpe", seed=0, progress=False), console)
     seconds["search"] = study_seconds(storage, "deployed")
     started = time.perf_counter()
     dirs = export_study("deployed", storage, ExportOptions(work / "models", steps=setup.export_steps,
@@ -166,17 +167,8 @@ def _build(work: Path, setup: Setup) -> dict[str, Any]:
             "train_examples": min(recipe.max_train_examples or len(trained.splits.train), len(trained.splits.train)),
             "n_train_total": len(trained.splits.train), "n_test": len(trained.splits.test),
             "seq_len": reference["seq_len"], "models": [m for d in dirs for m in exported_models(d)],
-            "reference": reference, "teacher": teacher, "baselines": study_baselines(storage, "deployed"),
+            "reference": reference, "teacher": teacher, "baselines": study.user_attrs[BASELINES_ATTR],
             "build_seconds": seconds, "training": training_record(config, trained)}
-
-
-def study_baselines(storage: str, study_name: str) -> dict[str, Any]:
-    """The baselines the search recorded: on its dev rows and on the whole test split."""
-    import optuna
-
-    from edgenas.search.study.verdict import BASELINES_ATTR
-
-    return optuna.load_study(study_name=study_name, storage=storage).user_attrs[BASELINES_ATTR]
 
 
 def study_seconds(storage: str, study_name: str) -> float:

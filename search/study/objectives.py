@@ -111,8 +111,8 @@ def set_constraints(trial: optuna.Trial, config: SearchConfig, result: TrialResu
         trial.set_constraint("accuracy", accuracy_floor(trial.study, config) - result.accuracy)
 
 
-def accuracy_floor(study: optuna.Study, config: SearchConfig) -> float:
-    """budgets.min_accuracy as a score: "baseline" is the best baseline on the study's dev rows."""
+def accuracy_floor(study: optuna.Study, config: SearchConfig) -> float | None:
+    """budgets.min_accuracy as a score (None: no floor): "baseline" is the best baseline on the study's dev rows."""
     return floor_of(config, study.user_attrs.get(BASELINES_ATTR))
 
 

@@ -76,10 +76,10 @@ class Prescreen:
 
     def under_floor(self, study: optuna.Study, accuracy: float) -> str | None:
         """Why the candidate's torch score already misses `budgets.min_accuracy` (no prediction needed)."""
-        if self.config.budgets.min_accuracy is None:
-            return None
         floor = accuracy_floor(study, self.config)
-        return f"torch score {accuracy:.3f} under the accuracy floor {floor:.3f}" if accuracy < floor else None
+        if floor is None or accuracy >= floor:
+            return None
+        return f"torch score {accuracy:.3f} under the accuracy floor {floor:.3f}"
 
     def behind(self, front: list[FrozenTrial], accuracy: float, latency: Estimate, size: Estimate) -> str | None:
         """Why the candidate cannot join the feasible front (None: it might)."""
