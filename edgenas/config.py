@@ -161,14 +161,20 @@ class CandidateConfig(_Strict):
         return self.model_copy(update={"runtimes": kept}), missing
 
 
+#: the floors named by a baseline rather than by a score (budgets.min_accuracy)
+ACCURACY_FLOORS = ("baseline", "clearly_above_baseline")
+
+
 class Budgets(_Strict):
     """Hard limits a Pareto model must respect (Optuna constraints)."""
 
     max_latency_ms: Optional[float] = Field(default=None, gt=0)
     max_size_mb: Optional[float] = Field(default=None, gt=0)
     #: a score in [0, 1], or "baseline": the best baseline's score on the study's own dev rows (tuned
-    #: TF-IDF for a classifier, the lexical F1 for QA), so the front holds only models worth shipping over it
-    min_accuracy: Optional[Union[Literal["baseline"], Annotated[float, Field(ge=0, le=1)]]] = None
+    #: TF-IDF for a classifier, the lexical F1 for QA), so the front holds only models worth shipping over it;
+    #: "clearly_above_baseline" is the same floor in the search, and the export of the front also drops a model
+    #: that does not beat that baseline by more than the 95 % uncertainty of the difference on the export's dev set
+    min_accuracy: Optional[Union[Literal[ACCURACY_FLOORS], Annotated[float, Field(ge=0, le=1)]]] = None
 
 
 class MeasureConfig(_Strict):

@@ -28,7 +28,11 @@ def half_width(accuracy: float, n: int) -> float:
     return (high - low) / 2
 
 
+def difference_margin(a: float, n_a: int, b: float, n_b: int, z: float = Z95) -> float:
+    """z standard errors of the difference between accuracy a on n_a examples and b on n_b."""
+    return z * math.sqrt(standard_error(a, n_a) ** 2 + standard_error(b, n_b) ** 2)
+
+
 def clearly_better(a: float, n_a: int, b: float, n_b: int, z: float = Z95) -> bool:
     """Whether accuracy a beats b by more than z standard errors of their difference."""
-    se = math.sqrt(standard_error(a, n_a) ** 2 + standard_error(b, n_b) ** 2)
-    return a - b > z * se
+    return a - b > difference_margin(a, n_a, b, n_b, z)

@@ -22,7 +22,7 @@ from edgenas.config import SearchConfig
 from edgenas.paths import cache_root
 from edgenas.errors import EdgenasError
 from edgenas.runtime.predict import ARTIFACT_FILES
-from edgenas.search.study.objectives import RESULT_ATTR, floor_of, pareto_trials
+from edgenas.search.study.objectives import RESULT_ATTR, export_floor_miss, pareto_trials
 from edgenas.search.study.trial import calibration_rows, compile_cache_dir, load_npz, torch_scores
 from edgenas.search.study.verdict import BASELINE_NAMES
 from edgenas.search.uncertainty import wilson_interval
@@ -143,7 +143,8 @@ def export_trial(trial: FrozenTrial, trained: TrainedTask, config: SearchConfig,
     """Fine-tune, save, compile, measure and document one trial; returns its model directory.
 
     Exporting the front (`--trials pareto`) under `budgets.min_accuracy`, the floor is checked again on the
-    export's dev set (all of it for a classifier): a model under it is removed and None returned."""
+    export's dev set (all of it for a classifier; export_floor_miss): a model that misses it is removed and
+    None returned."""
     from edgenas.search.training.train import finetune_subnet
 
     candidate = Candidate.from_dict(trial.user_attrs["candidate"])
@@ -182,7 +183,7 @@ def export_trial(trial: FrozenTrial, trained: TrainedTask, config: SearchConfig,
         builds += other_builds(candidate.runtime, candidate.quantization, console)
     baselines = trained.splits.baselines(trained.splits.export_rows(options.questions, config.task.split_seed),
                                          cache_root() / "baselines")
-    floor = floor_of(config, baselines) if options.trials.strip() == "pareto" else None
+    checks_floor = options.trials.strip() == "pareto"
     artifacts = {}
     for runtime, mode in builds:
         meta = compile_into(model_dir, runtime, mode, seq_len, data, config.measure.compile_timeout_s)
@@ -195,11 +196,12 @@ def export_trial(trial: FrozenTrial, trained: TrainedTask, config: SearchConfig,
         test = f", test {test_measured.accuracy:.3f}" if test_measured is not None else ""
         console.print(f"  {runtime}/{mode}: dev {config.task.score_name} {dev_measured.accuracy:.3f}{test}, "
                       f"{dev_measured.median_ms:.2f} ms median, {artifacts[runtime]['size_mb']:.2f} MB", highlight=False)
-        if floor is not None and runtime == candidate.runtime and dev_measured.accuracy < floor:
+        miss = checks_floor and runtime == candidate.runtime and export_floor_miss(
+            config, baselines, dev_measured.accuracy, _scored(dev))
+        if miss:
             shutil.rmtree(model_dir)
             console.print(f"  [yellow]not exported[/]: dev {config.task.score_name} {dev_measured.accuracy:.4f} on "
-                          f"{_scored(dev)} dev examples is under the floor {floor:.4f} (budgets.min_accuracy)",
-                          highlight=False)
+                          f"{_scored(dev)} dev examples {miss}", highlight=False)
             return None
     metrics = {
         "study": study_name, "trial": trial.number,

@@ -11,9 +11,10 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
-from edgenas.config import SearchConfig
+from edgenas.config import ACCURACY_FLOORS, SearchConfig
 from edgenas.runtime.measurement import Measurement
 from edgenas.search.study.verdict import BASELINES_ATTR, best_baseline
+from edgenas.search.uncertainty import difference_margin
 
 #: the trial user attributes that hold its result record, or why it failed: written by a trial,
 #: read by the front, the report, the export and the twin search
@@ -119,7 +120,25 @@ def accuracy_floor(study: optuna.Study, config: SearchConfig) -> float | None:
 def floor_of(config: SearchConfig, baselines: dict[str, Any] | None) -> float | None:
     """budgets.min_accuracy as a score against these baselines (None: no floor)."""
     floor = config.budgets.min_accuracy
-    return best_baseline(baselines) if floor == "baseline" else floor
+    return best_baseline(baselines) if floor in ACCURACY_FLOORS else floor
+
+
+def export_floor_miss(config: SearchConfig, baselines: dict[str, Any], accuracy: float, n: int) -> str | None:
+    """Why a model that scored `accuracy` on n export dev examples misses budgets.min_accuracy (None: it does not).
+
+    The baselines were scored on the same examples. "clearly_above_baseline" asks here, where dev is large,
+    for more than the 95 % uncertainty of the difference: on the search's few hundred rows that margin would
+    be several points, and models that beat the baseline only by the noise of dev fall below it on test."""
+    floor = floor_of(config, baselines)
+    if floor is None:
+        return None
+    if accuracy < floor:
+        return f"is under the floor {floor:.4f} (budgets.min_accuracy)"
+    margin = difference_margin(accuracy, n, floor, n)
+    if config.budgets.min_accuracy == "clearly_above_baseline" and accuracy - floor <= margin:
+        return (f"beats the best baseline's {floor:.4f} by {accuracy - floor:.4f}, within the difference's 95 % "
+                f"margin {margin:.4f} (budgets.min_accuracy: clearly_above_baseline)")
+    return None
 
 
 def pareto_trials(study: optuna.Study) -> list[FrozenTrial]:
