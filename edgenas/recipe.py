@@ -18,7 +18,7 @@ PRECISIONS = ("auto", "bf16", "fp32")
 NOT_HASHED = ("checkpoint_every", "threads", "device", "precision", "eval_every")
 #: fields added after supernets were cached, with the value every earlier run trained with: hashed only when
 #: set to something else, so adding a field never retrains a cached supernet
-LATER_FIELDS = {"hidden_distill_weight": 0.0}
+LATER_FIELDS = {"hidden_distill_weight": 0.0, "shallow_passes": 0}
 
 
 TRAIN_SEQ_LEN = 64  # the default longest training sequence (TrainRecipe.seq_len)
@@ -78,6 +78,10 @@ class TrainRecipe:
     #: width at a random depth: BigNAS' sandwich over whole configs), a third of the passes with spread
     #: layers. False: every width at the max, the min and a random depth.
     paired_depths: bool = False
+    #: extra passes a step of the max width, each at a random depth under the max (spread layers only: with
+    #: first-k layers the max width's own pass trains every depth), for shallow exits that paired depths
+    #: otherwise train only at the min width or when a random width draws them
+    shallow_passes: int = 0
     distill_weight: float = 0.7  # share of the loss taken by distillation (the rest: labels)
     temperature: float = 2.0
     #: weight of DynaBERT's hidden-state distillation: each smaller pass's hidden state after each of its
@@ -98,7 +102,8 @@ class TrainRecipe:
     def __post_init__(self) -> None:
         problems = [name for name in ("steps", "batch_size", "checkpoint_every", "threads")
                     if getattr(self, name) < 1]
-        problems += [name for name in ("teacher_steps", "importance_examples", "eval_every") if getattr(self, name) < 0]
+        problems += [name for name in ("teacher_steps", "importance_examples", "eval_every", "shallow_passes")
+                     if getattr(self, name) < 0]
         if problems:
             raise ValueError(f"{problems[0]} must be positive, got {getattr(self, problems[0])}")
         if self.hidden_distill_weight < 0:

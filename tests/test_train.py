@@ -312,16 +312,44 @@ def test_paired_depths_train_each_width_at_one_depth(tmp_path, splits, tokenizer
     from edgenas.search.training.train import _depths_of
 
     rng, depths = random.Random(0), [1, 2, 3, 4]
-    assert [_depths_of(p, depths, "spread", True, rng) for p in (0, 1)] == [[4], [1]]
-    assert len(_depths_of(2, depths, "spread", True, rng)) == 1
-    assert {1, 4} <= set(_depths_of(2, depths, "spread", False, rng))
-    assert _depths_of(1, depths, "first", True, rng) == [1] and _depths_of(0, depths, "first", True, rng) == depths
+    assert [_depths_of(role, depths, "spread", True, rng) for role in ("max", "min")] == [[4], [1]]
+    assert len(_depths_of("random", depths, "spread", True, rng)) == 1
+    assert {1, 4} <= set(_depths_of("random", depths, "spread", False, rng))
+    assert _depths_of("min", depths, "first", True, rng) == [1] and _depths_of("max", depths, "first", True, rng) == depths
     recipe = replace(RECIPE, paired_depths=True)
     assert supernet_key(SPACE, splits, tokenizer, recipe) != supernet_key(SPACE, splits, tokenizer, RECIPE)
     net = train_supernet(SPACE, splits, tokenizer, recipe, tmp_path, progress=False)
     encoded, labels = encode_split(tokenizer, splits.dev, RECIPE.seq_len)
     for depth in (1, 2):
         assert evaluate_accuracy(net, encoded, labels, arch=replace(SPACE.max_arch(), num_hidden_layers=depth)) >= 0.8
+
+
+def test_shallow_passes_train_the_max_width_under_its_max_depth(splits, tokenizer) -> None:
+    """`shallow_passes`: each adds a pass of the max width at a random depth under the max (spread layers;
+    first-k layers already train every depth in the max pass); only a non-zero count changes the cache key."""
+    from edgenas.search.training.loop import tensors
+    from edgenas.search.training.supernet import MobileBertSupernet
+    from edgenas.search.training.train import _depths_of, sandwich_step
+
+    rng = random.Random(0)
+    assert {_depths_of("shallow", [1, 2, 3], "spread", True, rng)[0] for _ in range(50)} == {1, 2}
+    assert _depths_of("shallow", [2], "spread", True, rng) == [2]  # one depth: nothing under it
+    assert "shallow_passes" not in RECIPE.hashed()
+    recipe = replace(RECIPE, paired_depths=True, random_subnets_per_step=0, shallow_passes=2)
+    assert supernet_key(SPACE, splits, tokenizer, recipe) != supernet_key(SPACE, splits, tokenizer, RECIPE)
+    data = training_set(splits, tokenizer, recipe)
+    for layers, expected in (("spread", 3), ("first", 2)):
+        net = MobileBertSupernet(SPACE.max_arch(), len(tokenizer), 2, layers=layers, max_position_embeddings=32)
+        runs = []
+        forward = net.forward_depths
+        net.forward_depths = lambda *args, **kw: runs.append((args[3], list(args[4]))) or forward(*args, **kw)
+        sandwich_step(net, SPACE, data, np.arange(8), recipe, 0, torch.device("cpu"))
+        # max and min, and with spread layers one shallow pass: with depths 1 and 2 both are at depth 1, run once
+        assert len(runs) == expected
+        for arch, run in runs[2:]:
+            assert replace(arch, num_hidden_layers=2) == SPACE.max_arch() and run == [1]
+    with pytest.raises(ValueError, match="shallow_passes"):
+        TrainRecipe(shallow_passes=-1)
 
 
 def test_hidden_state_distillation_matches_each_pass_to_the_max_subnet(tmp_path, splits, tokenizer) -> None:

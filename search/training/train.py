@@ -5,7 +5,9 @@ resumable; and short distilled fine-tunes of one extracted subnet.
 Each step trains the max sub-config, the min one and `random_subnets_per_step`
 random ones (BigNAS / DynaBERT-style weight sharing), each at the max, the min
 and a random depth, or (`paired_depths`) at one depth each: the max width at
-the max depth, the min at the min, a random width at a random depth. With first-k
+the max depth, the min at the min, a random width at a random depth; and
+(`shallow_passes`, spread layers) the max width at random depths under the max,
+so that shallow exits also train at full width. With first-k
 layer selection a sub-config's pass through all its layers yields the logits of
 every depth up to it; each depth's loss weighs in proportion to its depth
 (PABEE), so the deepest exit keeps the largest share.
@@ -173,11 +175,15 @@ def sandwich_step(net: MobileBertSupernet, space: SearchSpace, data: TrainingSet
     teacher = None if data.soft is None else torch.from_numpy(data.soft[index]).to(device)
     rng = random.Random(f"{recipe.seed}:{step}")  # per-step seed: resume picks the same sub-configs
     depths = sorted(space.choices["num_hidden_layers"])
-    widths = [space.max_arch(), space.min_arch()] + [space.sample(rng) for _ in range(recipe.random_subnets_per_step)]
+    # with first-k layers the max width's pass already trains each of its depths: no shallow passes
+    shallow = 0 if net.layers == "first" else recipe.shallow_passes
+    passes = [("max", space.max_arch()), ("min", space.min_arch())]
+    passes += [("random", space.sample(rng)) for _ in range(recipe.random_subnets_per_step)]
+    passes += [("shallow", space.max_arch())] * shallow
     seen: set[tuple[ArchConfig, tuple[int, ...]]] = set()
     max_loss, soft, reference = 0.0, teacher, None
-    for position, arch in enumerate(widths):
-        run = _depths_of(position, depths, net.layers, recipe.paired_depths, rng)
+    for position, (role, arch) in enumerate(passes):
+        run = _depths_of(role, depths, net.layers, recipe.paired_depths, rng)
         arch = replace(arch, num_hidden_layers=max(run))
         if (arch, tuple(run)) in seen:
             continue  # a one-point space (stand-alone training) or a sample that repeats one
@@ -220,12 +226,16 @@ def hidden_loss(hiddens: dict[int, torch.Tensor], reference: dict[int, torch.Ten
     return sum(losses) / len(losses)
 
 
-def _depths_of(position: int, depths: list[int], layers: str, paired: bool, rng: random.Random) -> list[int]:
-    """The depths the width at `position` (0: max, 1: min, then random ones) trains at this step.
+def _depths_of(role: str, depths: list[int], layers: str, paired: bool, rng: random.Random) -> list[int]:
+    """The depths a pass trains at this step: its role is the max, the min or a random width, or a
+    shallow pass (the max width at a random depth under the max: `shallow_passes`).
 
     With first-k layers one pass yields every depth up to its last, so all of them train."""
-    if paired:
-        last = depths[-1] if position == 0 else depths[0] if position == 1 else rng.choice(depths)
+    if role == "shallow":
+        last = rng.choice(depths[:-1] or depths)
+        chosen = [last]
+    elif paired:
+        last = depths[-1] if role == "max" else depths[0] if role == "min" else rng.choice(depths)
         chosen = [last]
     else:
         last = depths[-1]
