@@ -227,11 +227,11 @@ def plot(figures: dict[str, Any], out: Path, name: str) -> Path:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for name, curve in figures["curves"].items():
-        if name.startswith("audit"):
+    for study, curve in figures["curves"].items():
+        if study.startswith("audit"):
             continue
-        style = "-" if name.startswith("prescreen") else "--"
-        ax.step([t for t, _ in curve], [hv for _, hv in curve], style, where="post", label=name)
+        style = "-" if study.startswith("prescreen") else "--"
+        ax.step([t for t, _ in curve], [hv for _, hv in curve], style, where="post", label=study)
     ax.set(xlabel="seconds since the study's first trial", ylabel="hypervolume (fraction of all trials')",
            title="hypervolume against wall time")
     ax.legend(fontsize=7)
