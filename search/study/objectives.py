@@ -134,11 +134,13 @@ def export_floor_miss(config: SearchConfig, baselines: dict[str, Any], accuracy:
         return None
     if accuracy < floor:
         return f"is under the floor {floor:.4f} (budgets.min_accuracy)"
+    if config.budgets.min_accuracy != "clearly_above_baseline":
+        return None
     margin = difference_margin(accuracy, n, floor, n)
-    if config.budgets.min_accuracy == "clearly_above_baseline" and accuracy - floor <= margin:
-        return (f"beats the best baseline's {floor:.4f} by {accuracy - floor:.4f}, within the difference's 95 % "
-                f"margin {margin:.4f} (budgets.min_accuracy: clearly_above_baseline)")
-    return None
+    if accuracy - floor > margin:
+        return None
+    return (f"beats the best baseline's {floor:.4f} by {accuracy - floor:.4f}, within the difference's 95 % "
+            f"margin {margin:.4f} (budgets.min_accuracy: clearly_above_baseline)")
 
 
 def pareto_trials(study: optuna.Study) -> list[FrozenTrial]:
