@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -118,8 +119,16 @@ def test_exporting_the_front_checks_the_accuracy_floor_again_on_all_of_dev(tiny_
     trained = load_trained_task(floored, console, progress=False)
     trial = select_trials(study, "pareto")[0]
     front = ExportOptions(tmp_path / "front", steps=0, progress=False)
-    assert export_trial(trial, trained, floored, front, LocalTarget(), console) is None
+
+    class RecordingTarget(LocalTarget):
+        def measure(self, artifact, data, **kwargs):
+            measured.append(Path(data).name)
+            return super().measure(artifact, data, **kwargs)
+
+    measured: list[str] = []
+    assert export_trial(trial, trained, floored, front, RecordingTarget(), console) is None
     assert list((tmp_path / "front").iterdir()) == []
+    assert measured and not [name for name in measured if "test" in name]  # the test split was never run
     assert "is under the floor 1.0100 (budgets.min_accuracy)" in out.getvalue()
     chosen = ExportOptions(tmp_path / "chosen", trials=str(trial.number), steps=0, progress=False)
     assert export_trial(trial, trained, floored, chosen, LocalTarget(), console).is_dir()  # asked for by number

@@ -119,14 +119,16 @@ def compile_into(model_dir: Path, runtime: str, mode: str, seq_len: int, data: d
     return artifact.meta
 
 
-def measure_artifact(target: Target, path: Path, data: dict[str, Path], candidate: Candidate,
-                     config: SearchConfig) -> tuple[Measurement, Measurement | None]:
-    """Latency and dev accuracy on the target with the trial's knobs; test accuracy through the same runtime
-    (None for a QA export: SQuAD's test set is not public, so its dev set is the benchmark)."""
+def measure_artifact(target: Target, path: Path, data: dict[str, Path], split: str, candidate: Candidate,
+                     config: SearchConfig) -> Measurement | None:
+    """One split through the artifact on the target with the trial's knobs: dev timed as the search times it,
+    test scored in one pass (None where the export has no test split: SQuAD's is not public, so its dev set
+    is the benchmark)."""
+    if split not in data:
+        return None
     knobs = {"threads": candidate.threads, **candidate.knobs}
-    dev = target.measure(path, data["dev"], warmup=config.measure.warmup, runs=config.measure.runs, **knobs)
-    test = target.measure(path, data["test"], warmup=0, runs=1, **knobs) if "test" in data else None
-    return dev, test
+    timing = {"warmup": config.measure.warmup, "runs": config.measure.runs} if split == "dev" else {"warmup": 0, "runs": 1}
+    return target.measure(path, data[split], **timing, **knobs)
 
 
 def measurement_record(dev: Measurement, test: Measurement | None) -> dict[str, Any]:
@@ -188,7 +190,15 @@ def export_trial(trial: FrozenTrial, trained: TrainedTask, config: SearchConfig,
     for runtime, mode in builds:
         meta = compile_into(model_dir, runtime, mode, seq_len, data, config.measure.compile_timeout_s)
         path = model_dir / ARTIFACT_FILES[runtime]
-        dev_measured, test_measured = measure_artifact(target, path, data, candidate, config)
+        dev_measured = measure_artifact(target, path, data, "dev", candidate, config)
+        miss = checks_floor and runtime == candidate.runtime and export_floor_miss(
+            config, baselines, dev_measured.accuracy, _scored(dev))
+        if miss:  # decided on dev alone, before the test split is run at all
+            shutil.rmtree(model_dir)
+            console.print(f"  [yellow]not exported[/]: {runtime}/{mode} dev {config.task.score_name} "
+                          f"{dev_measured.accuracy:.4f} on {_scored(dev)} dev examples {miss}", highlight=False)
+            return None
+        test_measured = measure_artifact(target, path, data, "test", candidate, config)
         artifacts[runtime] = {"file": path.name, "mode": mode, "size_mb": meta["size_bytes"] / 1e6,
                               "sha256": meta.get("sha256"), "parity": meta.get("parity"),
                               "measurement": measurement_record(dev_measured, test_measured),
@@ -196,13 +206,6 @@ def export_trial(trial: FrozenTrial, trained: TrainedTask, config: SearchConfig,
         test = f", test {test_measured.accuracy:.3f}" if test_measured is not None else ""
         console.print(f"  {runtime}/{mode}: dev {config.task.score_name} {dev_measured.accuracy:.3f}{test}, "
                       f"{dev_measured.median_ms:.2f} ms median, {artifacts[runtime]['size_mb']:.2f} MB", highlight=False)
-        miss = checks_floor and runtime == candidate.runtime and export_floor_miss(
-            config, baselines, dev_measured.accuracy, _scored(dev))
-        if miss:
-            shutil.rmtree(model_dir)
-            console.print(f"  [yellow]not exported[/]: dev {config.task.score_name} {dev_measured.accuracy:.4f} on "
-                          f"{_scored(dev)} dev examples {miss}", highlight=False)
-            return None
     metrics = {
         "study": study_name, "trial": trial.number,
         "candidate": candidate.to_dict(), "runtime": candidate.runtime, "quantization": candidate.quantization,
