@@ -32,7 +32,7 @@ from edgenas.runtime.backends import UnknownBackendError, get_backend
 from edgenas.runtime.runners import DEFAULT_SEQ_LEN
 
 #: bump when the produced artifacts change for the same inputs (invalidates the cache)
-COMPILER_VERSION = "6"
+COMPILER_VERSION = "7"
 
 
 @dataclass
@@ -87,10 +87,13 @@ def _hash_files(digest: Any, paths: list[Path | None]) -> None:
 
 
 def content_key(model_dir: Path, request: dict[str, Any], calibration: Path | None, check_data: Path | None) -> str:
-    """Cache key: weights + config + runtime/mode/converter/seq_len + tool versions + data files."""
+    """Cache key: weights + config + runtime/mode/converter/seq_len + tool versions + this CPU's int8
+    weight range + data files."""
     digest = hashlib.sha256()
-    digest.update(json.dumps({**request, "compiler": COMPILER_VERSION, "versions": versions()},
-                             sort_keys=True).encode())
+    from edgenas.compile.onnx import int8_reduce_range
+
+    digest.update(json.dumps({**request, "compiler": COMPILER_VERSION, "versions": versions(),
+                              "int8_reduce_range": int8_reduce_range()}, sort_keys=True).encode())
     _hash_files(digest, [model_dir / "config.json", model_dir / "model.safetensors", calibration, check_data])
     return digest.hexdigest()[:32]
 
