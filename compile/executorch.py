@@ -1,7 +1,7 @@
 """A MobileBERT -> ExecuTorch .pte program lowered to the XNNPACK delegate (fp32 or int8 through PT2E).
 
 Runs inside the compile child process (see edgenas.compile.api). The program has
-fixed shapes, batch 1 and the compiled sequence length, like the TFLite artifact.
+fixed shapes, batch 1 and the compiled sequence length, like the full-int8 TFLite artifact.
 """
 
 from __future__ import annotations

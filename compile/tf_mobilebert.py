@@ -165,7 +165,8 @@ class TFMobileBert(tf.Module):
         """Logits for int inputs of shape (batch, seq): a classifier's (batch, num_labels), a QA
         model's (batch, 2, seq), start then end (the I/O of edgenas.compile.torch_model)."""
         ids, types = tf.cast(input_ids, tf.int32), tf.cast(token_type_ids, tf.int32)
-        keys = tf.cast(attention_mask, tf.float32)[:, tf.newaxis, tf.newaxis, :]
+        # expand_dims, not [:, newaxis, newaxis, :]: a new-axis StridedSlice of dynamic length needs flex ops
+        keys = tf.expand_dims(tf.expand_dims(tf.cast(attention_mask, tf.float32), 1), 1)
         mask = keys if self.int8_mask else (1.0 - keys) * _MASK_VALUE
         h = self._embeddings(ids, types)
         for i in range(int(self.c["num_hidden_layers"])):

@@ -18,12 +18,14 @@ from edgenas.runtime.runners import INPUT_KEYS as INPUT_NAMES
 
 def convert(model_dir: Path, out: Path, mode: QuantMode, seq_len: int, calibration: dict[str, np.ndarray] | None,
             work: Path, exporter: str = "default") -> None:
-    """Write the .tflite for one mode: fp32, dynamic_int8, fp16 or full_int8 (int32 ids, fixed seq_len)."""
+    """Write the .tflite for one mode: fp32, dynamic_int8, fp16 or full_int8 (int32 ids). A float interface
+    takes any sequence length up to the model's (a text is read at its own length, not padded to seq_len;
+    as fast as a fixed seq_len at that length); full int8 keeps the calibrated seq_len."""
     import tensorflow as tf
 
     full_int8 = mode.needs_calibration  # the converter calibrates activations itself
     model = build_tf_model(model_dir, int8_mask=full_int8)
-    fn = model.concrete_function(seq_len, tf.int32)
+    fn = model.concrete_function(seq_len if full_int8 else None, tf.int32)
     converter = tf.lite.TFLiteConverter.from_concrete_functions([fn], model)
     if mode.weights == "int8" and not full_int8:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]

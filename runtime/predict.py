@@ -69,7 +69,8 @@ def choose_artifact(model_dir: Path, runtime: str | None = None) -> Path:
 
 
 class TextEncoder:
-    """tokenizer.json as the model saw it in training: [CLS] ... [SEP], padded/truncated to seq_len."""
+    """tokenizer.json as the model saw it in training: [CLS] ... [SEP], truncated to seq_len, padded to
+    seq_len or, for an artifact of dynamic length, only to the longest text of the batch."""
 
     def __init__(self, model_dir: Path, seq_len: int) -> None:
         from tokenizers import Tokenizer
@@ -82,17 +83,30 @@ class TextEncoder:
         pad_token = _read_json(config_path).get("pad_token", "[PAD]") if config_path.is_file() else "[PAD]"
         self.pad_token = pad_token = pad_token["content"] if isinstance(pad_token, dict) else str(pad_token)
         pad_id = self.tokenizer.token_to_id(pad_token)
+        self.pad_id = 0 if pad_id is None else pad_id
+        self.seq_len = seq_len
         self.tokenizer.enable_truncation(max_length=seq_len)
-        self.tokenizer.enable_padding(length=seq_len, pad_id=0 if pad_id is None else pad_id, pad_token=pad_token)
+        self.tokenizer.no_padding()  # padded per batch by pad()
 
     def __call__(self, texts: list[str], pairs: list[str] | None = None) -> dict[str, np.ndarray]:
-        """The texts encoded, or the text pairs ([CLS] a [SEP] b [SEP], token type 1 for b)."""
-        encodings = self.tokenizer.encode_batch(list(texts) if pairs is None else list(zip(texts, pairs)))
-        return {
-            "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
-            "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
-            "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
-        }
+        """The texts encoded, or the text pairs ([CLS] a [SEP] b [SEP], token type 1 for b), padded to seq_len."""
+        return self.pad(self.encodings(texts, pairs), self.seq_len)
+
+    def encodings(self, texts: list[str], pairs: list[str] | None = None) -> list[Any]:
+        """Each text's (or pair's) truncated, unpadded `tokenizers.Encoding`."""
+        return self.tokenizer.encode_batch(list(texts) if pairs is None else list(zip(texts, pairs)))
+
+    def pad(self, encodings: list[Any], length: int | None = None) -> dict[str, np.ndarray]:
+        """Model inputs of `encodings`, padded to `length` (default: the longest of them)."""
+        length = length or max(len(e.ids) for e in encodings)
+        out = {"input_ids": np.full((len(encodings), length), self.pad_id, dtype=np.int64),
+               "attention_mask": np.zeros((len(encodings), length), dtype=np.int64),
+               "token_type_ids": np.zeros((len(encodings), length), dtype=np.int64)}
+        for row, e in enumerate(encodings):
+            n = len(e.ids)
+            out["input_ids"][row, :n], out["attention_mask"][row, :n], out["token_type_ids"][row, :n] = (
+                e.ids, e.attention_mask, e.type_ids)
+        return out
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -141,7 +155,7 @@ class Predictor:
             raise PredictError(f"give one --pair per text ({len(texts)} texts, {len(pairs)} pairs)")
         if not texts:
             return []
-        probs = softmax(self.runner.predict_logits(self.encode(texts, pairs), batch_size=batch_size))
+        probs = softmax(self.logits(texts, pairs, batch_size))
         if self.labels and probs.shape[1] != len(self.labels):
             raise PredictError(f"the artifact gives {probs.shape[1]} logits but config.json names {len(self.labels)} labels")
         names = self.labels or [str(i) for i in range(probs.shape[1])]
@@ -150,6 +164,21 @@ class Predictor:
             best = int(row.argmax())
             out.append(Prediction(text, names[best], float(row[best]), {n: float(p) for n, p in zip(names, row)},
                                   None if pairs is None else pairs[i]))
+        return out
+
+    def logits(self, texts: list[str], pairs: list[str] | None = None, batch_size: int = 32) -> np.ndarray:
+        """The texts' logits, in their order. An artifact compiled for one length reads every text padded
+        to it; one of dynamic length reads the texts sorted by length, each batch padded only to its
+        longest text (a tweet is half the compiled 64 tokens on average, so half the compute)."""
+        if self.runner.seq_len is not None:
+            return self.runner.predict_logits(self.encode(texts, pairs), batch_size=batch_size)
+        encodings = self.encode.encodings(texts, pairs)
+        order = np.argsort([len(e.ids) for e in encodings], kind="stable")
+        batches = [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+        logits = [self.runner.predict_logits(self.encode.pad([encodings[i] for i in rows]), batch_size=len(rows))
+                  for rows in batches]
+        out = np.empty((len(encodings), logits[0].shape[1]), dtype=np.float32)
+        out[order] = np.concatenate(logits)
         return out
 
     def answer(self, question: str, context: str) -> Answer:

@@ -42,6 +42,25 @@ def test_encoder_matches_the_transformers_tokenizer(tiny_env) -> None:
         np.testing.assert_array_equal(ours[key], theirs[key])
 
 
+@pytest.mark.parametrize("runtime", ["onnxruntime", "tflite"])
+def test_a_dynamic_length_artifact_reads_each_batch_padded_to_its_longest_text(tiny_env, runtime, monkeypatch) -> None:
+    predictor = Predictor(tiny_env.model_dir, runtime=runtime)
+    assert predictor.runner.seq_len is None  # exported with a dynamic sequence axis
+    texts = ["the phone is good great love it", "good", "the car was fine ok", "awful"]
+    shapes, run = [], predictor.runner.predict_logits
+
+    def spy(arrays, batch_size=32):
+        shapes.append(arrays["input_ids"].shape)
+        return run(arrays, batch_size)
+
+    monkeypatch.setattr(predictor.runner, "predict_logits", spy)
+    logits = predictor.logits(texts, batch_size=2)
+    assert shapes == [(2, 3), (2, 9)]  # sorted by length: [CLS] + words + [SEP]
+    padded = run(predictor.encode(texts), batch_size=4)
+    assert predictor.encode(texts)["input_ids"].shape == (4, 16)
+    np.testing.assert_allclose(logits, padded, atol=1e-4)  # the mask hides padding: same logits, same order
+
+
 def test_predict_cli_texts_and_file(tiny_env, tmp_path, capsys) -> None:
     texts = tmp_path / "texts.txt"
     texts.write_text("the phone is good\n\nawful\n")
@@ -77,7 +96,7 @@ def test_predict_cli_batch_independent_scores_one_text_at_a_time(tiny_env, capsy
     batched = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     main(["predict", str(tiny_env.model_dir), *texts, "--json", "--batch-independent"])
     alone = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert sizes == [32, 1]
+    assert sizes == [3, 1, 1, 1]  # a dynamic-length artifact: one batch of 3, then one text at a time
     assert [p["label"] for p in alone] == [p["label"] for p in batched]
     assert all(abs(a["score"] - b["score"]) < 1e-4 for a, b in zip(alone, batched))  # fp32: same scores
 
