@@ -28,6 +28,7 @@ from typing import Any
 
 from edgenas.compile.converters import versioned_tools
 from edgenas.compile.errors import FAULT_ENV, CompileError
+from edgenas.compile.onnx import int8_reduce_range
 from edgenas.runtime.backends import UnknownBackendError, get_backend
 from edgenas.runtime.runners import DEFAULT_SEQ_LEN
 
@@ -90,8 +91,6 @@ def content_key(model_dir: Path, request: dict[str, Any], calibration: Path | No
     """Cache key: weights + config + runtime/mode/converter/seq_len + tool versions + this CPU's int8
     weight range + data files."""
     digest = hashlib.sha256()
-    from edgenas.compile.onnx import int8_reduce_range
-
     digest.update(json.dumps({**request, "compiler": COMPILER_VERSION, "versions": versions(),
                               "int8_reduce_range": int8_reduce_range()}, sort_keys=True).encode())
     _hash_files(digest, [model_dir / "config.json", model_dir / "model.safetensors", calibration, check_data])
