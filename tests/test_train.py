@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import random
 from dataclasses import replace
@@ -9,6 +10,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from rich.console import Console
 from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast, MobileBertForSequenceClassification
 
 from edgenas.errors import EdgenasError
@@ -16,7 +18,7 @@ from edgenas.search.data.datasets import Splits, TextSplit
 from edgenas.search.space import parse_space, space_from_mapping
 from edgenas.recipe import TrainRecipe
 from edgenas.search.training.loop import accuracy as evaluate_accuracy
-from edgenas.search.training.loop import batch_order, encode_split
+from edgenas.search.training.loop import LoggedProgress, batch_order, encode_split
 from edgenas.search.training.train import finetune_subnet, load_supernet, supernet_key, train_supernet, training_set
 
 SPACE = parse_space(
@@ -393,3 +395,14 @@ def test_hidden_state_distillation_matches_each_pass_to_the_max_subnet(tmp_path,
     assert after_one_step(1.0) < after_one_step(0.0)
     with pytest.raises(ValueError, match="hidden_distill_weight"):
         TrainRecipe(hidden_distill_weight=-1.0)
+
+
+def test_a_progress_bar_in_a_log_prints_a_line_each_tenth_from_where_it_resumed():
+    log = io.StringIO()
+    with LoggedProgress(console=Console(file=log, width=100)) as bar:
+        task = bar.add_task("teacher", total=40, completed=20, info="")
+        for step in range(20):
+            bar.update(task, advance=1, info=f"loss {step:.3f}")
+    lines = [line for line in log.getvalue().splitlines() if " elapsed" in line]
+    assert [line.split(":")[0] for line in lines] == [f"teacher {n}/40 loss {n - 21:.3f}" for n in (24, 28, 32, 36, 40)]
+    assert "left" in lines[0] and "left" not in lines[-1]

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any, ContextManager
 import numpy as np
 import torch
 import torch.nn.functional as F
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
 from torch import nn
 
 from edgenas.errors import EdgenasError
@@ -182,9 +183,53 @@ def clip_and_step(model: nn.Module, optimizer, scheduler) -> None:
     optimizer.zero_grad(set_to_none=True)
 
 
+class LoggedProgress(Progress):
+    """A rich progress bar that, where no bar can redraw (a log file, a pipe), prints one line a tenth of each task.
+
+    Rich draws nothing to a file until the task ends, so `nohup edgenas train > log` would show no step count or ETA
+    for an hour.
+    """
+
+    TENTHS = 10
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._tenths_logged: dict[TaskID, int] = {}
+
+    def update(self, task_id: TaskID, **kwargs: Any) -> None:
+        super().update(task_id, **kwargs)
+        self._log_line(task_id)
+
+    def advance(self, task_id: TaskID, advance: float = 1) -> None:
+        super().advance(task_id, advance)
+        self._log_line(task_id)
+
+    def _log_line(self, task_id: TaskID) -> None:
+        if self.disable or self.console.is_terminal:
+            return
+        task = self._tasks[task_id]
+        if not task.total:
+            return
+        tenth = int(self.TENTHS * task.completed / task.total)
+        if tenth <= self._tenths_logged.setdefault(task_id, tenth):  # a resumed task starts from where it was
+            return
+        self._tenths_logged[task_id] = tenth
+        info = task.fields.get("info", "")
+        left = task.time_remaining
+        eta = f", about {format_seconds(left)} left" if left is not None and task.completed < task.total else ""
+        self.console.print(f"{task.description} {task.completed:.0f}/{task.total:.0f}{' ' + info if info else ''}: "
+                           f"{format_seconds(task.elapsed or 0.0)} elapsed{eta}", highlight=False)
+
+
+def format_seconds(seconds: float) -> str:
+    """1:02:03 for an hour, two minutes and three seconds."""
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}"
+
+
 def progress_bar(enabled: bool) -> Progress:
-    """A rich progress bar (disabled: nothing printed)."""
-    return Progress(
+    """A rich progress bar with its ETA (disabled: nothing printed; in a log: a line a tenth)."""
+    return LoggedProgress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
         TimeElapsedColumn(), TimeRemainingColumn(), disable=not enabled, transient=False,
     )
