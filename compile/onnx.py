@@ -149,11 +149,16 @@ def _normalize_io(path: Path) -> None:
 
 
 class _Calibration:
-    """onnxruntime CalibrationDataReader over an .npz of (N, seq_len) int64 arrays, one row at a time."""
+    """onnxruntime CalibrationDataReader over the graph inputs' arrays of an .npz, one row at a time
+    (integer ids as int64)."""
 
-    def __init__(self, arrays: dict[str, np.ndarray]) -> None:
+    def __init__(self, arrays: dict[str, np.ndarray], names: list[str]) -> None:
+        def row(name: str, i: int) -> np.ndarray:
+            value = arrays[name][i:i + 1]
+            return value.astype(np.int64) if value.dtype.kind in "iu" else value
+
         self._rows: Iterator[dict[str, np.ndarray]] = (
-            {n: arrays[n][i:i + 1].astype(np.int64) for n in INPUT_NAMES} for i in range(len(arrays["input_ids"]))
+            {n: row(n, i) for n in names} for i in range(len(arrays[names[0]]))
         )
 
     def get_next(self) -> dict[str, np.ndarray] | None:
@@ -181,9 +186,9 @@ def quantize(fp32: Path, out: Path, mode: QuantMode, work: Path, calibration: di
     # auto_merge: MobileBERT's symbolic shapes do not infer without it
     pre = work / "pre.onnx"
     quant_pre_process(str(fp32), str(pre), auto_merge=True, skip_optimization=False)
+    isolated = work / "isolated.onnx"
+    isolate_first_token(pre, isolated)
     if not mode.needs_calibration:
-        isolated = work / "isolated.onnx"
-        isolate_first_token(pre, isolated)
         quantize_dynamic(str(isolated), str(out), weight_type=QuantType.QInt8, per_channel=mode.per_channel,
                          reduce_range=int8_reduce_range())
         return
@@ -192,16 +197,17 @@ def quantize(fp32: Path, out: Path, mode: QuantMode, work: Path, calibration: di
     method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
               "percentile": CalibrationMethod.Percentile}[mode.calibration]
     ranges = work / "ranges.json"
-    _calibrate(pre, calibration, method, work, ranges)
+    _calibrate(isolated, calibration, method, work, ranges)
     # U8 activations / S8 weights in QDQ: ORT's recommended x86 format.
-    quantize_static(str(pre), str(out), None, quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
+    quantize_static(str(isolated), str(out), None, quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
                     weight_type=QuantType.QInt8, calibrate_method=method, op_types_to_quantize=_STATIC_OPS,
                     calibration_cache_path=str(ranges))
 
 
 def isolate_first_token(src: Path, dst: Path) -> int:
     """Run every weight MatMul over the token sequence twice: on the first token ([CLS]) and on the rest,
-    so that dynamic quantization gives each its own activation scale. Returns how many were split.
+    so that dynamic quantization gives each its own activation scale, and static calibration its own
+    range. Returns how many were split.
 
     In a trained BERT the [CLS] row's activations are several times larger than any other token's
     (the SQuAD teacher: 6-9x at the FFN's down-projection in layers 0-3), so one scale per tensor
@@ -255,6 +261,9 @@ def _calibrate(model: Path, calibration: dict[str, np.ndarray], method: Any, wor
         options |= {"num_bins": 512, "num_quantized_bins": 128}
     calibrator = create_calibrator(model, _STATIC_OPS, augmented_model_path=str(work / "augmented.onnx"),
                                    calibrate_method=method, extra_options=options)
-    calibrator.collect_data(_Calibration(calibration))
+    import onnx
+
+    names = [value.name for value in onnx.load(str(model), load_external_data=False).graph.input]
+    calibrator.collect_data(_Calibration(calibration, names))
     save_tensors_data(calibrator.compute_data(), ranges)
 

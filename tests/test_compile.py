@@ -306,24 +306,30 @@ def test_qa_models_convert_with_start_and_end_logits(runtime: str, mode: str, co
     assert logits.shape == (N, 2, SEQ)
 
 
+def _one_matmul(path: Path, weight: np.ndarray, batch: int | str) -> Path:
+    """An ONNX graph of one weight MatMul over (batch, 48, 32) tokens."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"], name="dense")], "dense",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 48, 32])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 48, 32])], [numpy_helper.from_array(weight, "w")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
+    return path
+
+
 def test_dynamic_int8_gives_the_first_token_its_own_scale(tmp_path: Path) -> None:
     """A [CLS] row far larger than the others (trained BERTs: 6-9x) sets a per-tensor dynamic scale
     that leaves the other tokens a few bits; isolated, they keep their own scale."""
-    import onnx
     import onnxruntime as ort
-    from onnx import TensorProto, helper, numpy_helper
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     from edgenas.compile.onnx import int8_reduce_range, isolate_first_token
 
     rng = np.random.default_rng(0)
     weight = rng.normal(size=(32, 32)).astype(np.float32)
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["y"], name="dense")], "dense",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 48, 32])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 48, 32])], [numpy_helper.from_array(weight, "w")])
-    plain = tmp_path / "plain.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(plain))
+    plain = _one_matmul(tmp_path / "plain.onnx", weight, batch=1)
     x = rng.normal(size=(1, 48, 32)).astype(np.float32)
     x[:, 0] *= 40  # the outlier token
     exact = x @ weight
@@ -339,6 +345,33 @@ def test_dynamic_int8_gives_the_first_token_its_own_scale(tmp_path: Path) -> Non
         assert cls_error < 0.03 * np.abs(exact[:, 0]).max()  # [CLS] itself stays close
         errors[name] = float(np.abs(got[:, 1:] - exact[:, 1:]).max())
     assert errors["isolated"] < errors["plain"] / 5, errors
+
+
+def test_static_int8_calibrates_the_first_token_apart(tmp_path: Path) -> None:
+    """Calibrated per-tensor ranges meet the same [CLS] outlier: isolated, the other tokens keep their range.
+
+    The plain graph quantized statically leaves the other tokens an error of about 8 (on outputs up to 19)."""
+    import onnxruntime as ort
+
+    from edgenas.compile.onnx import quantize
+    from edgenas.runtime.backends import ONNXRUNTIME
+
+    rng = np.random.default_rng(0)
+    weight = rng.normal(size=(32, 32)).astype(np.float32)
+    plain = _one_matmul(tmp_path / "plain.onnx", weight, batch="batch")
+
+    def texts(n: int) -> np.ndarray:
+        x = rng.normal(size=(n, 48, 32)).astype(np.float32)
+        x[:, 0] *= 40  # the outlier token
+        return x
+
+    calibration, x = {"x": texts(16)}, texts(1)
+    exact = x @ weight
+    out = tmp_path / "static.onnx"
+    quantize(plain, out, ONNXRUNTIME.mode("static_int8_minmax"), tmp_path, calibration)
+    got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    assert np.abs(got[:, 0] - exact[:, 0]).max() < 0.03 * np.abs(exact[:, 0]).max()
+    assert np.abs(got[:, 1:] - exact[:, 1:]).max() < 0.05 * np.abs(exact[:, 1:]).max()
 
 
 @pytest.mark.parametrize(("machine", "flags", "expected"), [
