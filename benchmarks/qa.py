@@ -111,12 +111,9 @@ def windows_at(questions_npz: dict[str, Any], tokenizer, config: SearchConfig, s
                         pad_token=tokenizer.pad_token)
 
 
-def teacher_row(model_dir: Path, metrics: dict[str, Any], config: SearchConfig, splits, tokenizer, space,
-                work: Path, runs: int) -> dict[str, Any]:
-    """The fine-tuned teacher as the space's max MobileBERT, ONNX Runtime fp32, scored and timed on the dev set."""
-    from edgenas.compile import compile_artifact
-    from edgenas.runtime.measure import measure
-    from edgenas.search.study.trial import compile_cache_dir
+def write_teacher(config: SearchConfig, splits, tokenizer, space, work: Path) -> tuple[Path, Path]:
+    """The config's fine-tuned QA teacher (trained if not cached) saved as the space's max MobileBERT under
+    work: (that directory, the teacher's cache directory)."""
     from edgenas.search.training.supernet import MobileBertSupernet
     from edgenas.search.training.teacher import load_teacher
 
@@ -128,6 +125,17 @@ def teacher_row(model_dir: Path, metrics: dict[str, Any], config: SearchConfig, 
                                  layers=space.layers, max_position_embeddings=512)
         net.load_checkpoint(teacher_dir)
         net.extract(space.max_arch()).save_pretrained(out)
+    return out, teacher_dir
+
+
+def teacher_row(model_dir: Path, metrics: dict[str, Any], config: SearchConfig, splits, tokenizer, space,
+                work: Path, runs: int) -> dict[str, Any]:
+    """The fine-tuned teacher as the space's max MobileBERT, ONNX Runtime fp32, scored and timed on the dev set."""
+    from edgenas.compile import compile_artifact
+    from edgenas.runtime.measure import measure
+    from edgenas.search.study.trial import compile_cache_dir
+
+    out, teacher_dir = write_teacher(config, splits, tokenizer, space, work)
     seq_len, data = metrics["seq_len"], model_dir / "data"
     artifact = compile_artifact(out, "onnxruntime", "fp32", seq_len=seq_len, calibration=data / "calibration.npz",
                                 check_data=data / "parity.npz", cache_dir=compile_cache_dir(), timeout_s=1800)

@@ -170,3 +170,17 @@ def test_a_trial_outside_a_budget_adds_no_hypervolume() -> None:
         {"a": [None, [0.8, 2.0, 3.0], [0.7, 1.0, 1.0]], "b": [[0.5, 1.0, 1.0], None]}, directions)
     assert curves["a"][0] == 0.0 and curves["a"][1] < curves["a"][2] == pytest.approx(1.0)
     assert curves["b"][0] == curves["b"][1] > 0.0
+
+
+def test_qa_int8_quick(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import qa_int8
+
+    monkeypatch.setenv("EDGENAS_CACHE_DIR", str(tmp_path / "cache"))
+    qa_int8.main(["--quick", "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work"), "--runs", "3"])
+    record, text = _outputs(tmp_path / "out", "qa_int8")
+    modes = [row["runtime/mode"] for row in record["rows"]]
+    assert modes == qa_int8.int8_modes(("onnxruntime",)) and "onnxruntime/static_int8_minmax" in modes
+    for row in record["rows"]:
+        assert row["F1 - torch"] == pytest.approx(row["F1"] - row["torch F1"], abs=0.02)
+        assert 0 <= row["start/end agreement"] <= 1 and row["within 1 F1"] in ("yes", "no")
+    assert record["seq_len"] == 24 and "within 1 F1 of torch" in text
