@@ -32,6 +32,15 @@ def parser(doc: str) -> argparse.ArgumentParser:
     return p
 
 
+def work_dir(given: Path | None, name: str) -> Path:
+    """--work, or this benchmark's folder under the edgenas cache; created."""
+    from edgenas.paths import cache_root
+
+    work = given or cache_root() / "benchmarks" / name
+    work.mkdir(parents=True, exist_ok=True)
+    return work
+
+
 def machine() -> dict[str, Any]:
     """CPU model, cores, load, Python and package versions of this machine."""
     from edgenas.runtime.measure import cpu_model

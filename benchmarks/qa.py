@@ -156,8 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     from edgenas.search.study.trial import load_npz
 
     quiet_libraries()
-    work = args.work or cache_root() / "benchmarks" / "qa"
-    work.mkdir(parents=True, exist_ok=True)
+    work = common.work_dir(args.work, "qa")
     model_dir = quick_export(work / "quick") if args.quick else args.model
     if model_dir is None or not (model_dir / "metrics.json").is_file():
         p.error("--model must be an `edgenas export` directory (or use --quick)")

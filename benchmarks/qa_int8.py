@@ -20,7 +20,6 @@ from typing import Any
 
 import common
 from edgenas.config import SearchConfig
-from edgenas.paths import cache_root
 
 GOAL_F1 = 1.0  # points of F1 an int8 mode may lose against torch
 
@@ -68,8 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     from edgenas.search.study.runner import quiet_libraries
 
     quiet_libraries()
-    work = args.work or cache_root() / "benchmarks" / "qa_int8"
-    work.mkdir(parents=True, exist_ok=True)
+    work = common.work_dir(args.work, "qa_int8")
     if args.quick:
         from qa import quick_export
 
