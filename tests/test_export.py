@@ -132,3 +132,35 @@ def test_exporting_the_front_checks_the_accuracy_floor_again_on_all_of_dev(tiny_
     assert "is under the floor 1.0100 (budgets.min_accuracy)" in out.getvalue()
     chosen = ExportOptions(tmp_path / "chosen", trials=str(trial.number), steps=0, progress=False)
     assert export_trial(trial, trained, floored, chosen, LocalTarget(), console).is_dir()  # asked for by number
+
+
+def test_another_runtimes_build_under_the_floor_is_left_out_and_named(tiny_env, tmp_path) -> None:
+    import dataclasses
+    import io
+
+    from rich.console import Console
+
+    from edgenas.config import Budgets
+    from edgenas.runtime.targets import LocalTarget
+    from edgenas.search.results.export import ExportOptions, export_trial
+    from edgenas.search.study.runner import load_trained_task
+
+    study, config = load_study(tiny_env.name, tiny_env.storage)
+    floored = config.model_copy(update={"budgets": Budgets.model_construct(min_accuracy=0.01)})
+    console = Console(file=io.StringIO(), width=200)
+    trained = load_trained_task(floored, console, progress=False)
+
+    class TFLiteLosesEverything(LocalTarget):  # as full int8 can, where the trial's own runtime keeps accuracy
+        def measure(self, artifact, data, **kwargs):
+            measured = super().measure(artifact, data, **kwargs)
+            return dataclasses.replace(measured, accuracy=0.0) if Path(artifact).suffix == ".tflite" else measured
+
+    options = ExportOptions(tmp_path / "front", steps=0, other_runtime=True, progress=False)
+    model_dir = export_trial(select_trials(study, "pareto")[0], trained, floored, options, TFLiteLosesEverything(),
+                             console)
+    metrics = json.loads((model_dir / "metrics.json").read_text())
+    assert "tflite" not in metrics["artifacts"] and "onnxruntime" in metrics["artifacts"]
+    assert not (model_dir / "model.tflite").exists()
+    assert list(metrics["not_exported"]) == ["tflite/fp32"]
+    assert "under the floor 0.0100" in metrics["not_exported"]["tflite/fp32"]
+    assert "Not exported, below `budgets.min_accuracy` on dev: tflite/fp32" in (model_dir / "README.md").read_text()

@@ -7,6 +7,7 @@ on (data/*.npz, reusable with `edgenas bench --data`); metrics.json; README.md.
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 from dataclasses import dataclass
@@ -141,14 +142,15 @@ def measurement_record(dev: Measurement, test: Measurement | None) -> dict[str, 
 
 
 def export_trial(trial: FrozenTrial, trained: TrainedTask, config: SearchConfig, options: ExportOptions, target: Target,
-                 console: Console, study_name: str = "") -> Path | None:
-    """Fine-tune, save, compile, measure and document one trial; returns its model directory.
+                 console: Console, study_name: str = "", finetuned: dict | None = None) -> Path | None:
+    """Fine-tune, save, compile, measure and document one trial; returns its model directory. `finetuned`
+    keeps the fine-tuned weights per architecture and sequence length across the trials of one export.
 
     Exporting the front (`--trials pareto`) under `budgets.min_accuracy`, the floor is checked again on the
-    export's dev set (all of it for a classifier; export_floor_miss): a model that misses it is removed and
-    None returned."""
-    from edgenas.search.training.train import finetune_subnet
-
+    export's dev set (all of it for a classifier; export_floor_miss): a model that misses it in its own
+    runtime is removed and None returned; another runtime's build that misses it is left out, and named
+    under not_exported in metrics.json and the card."""
+    finetuned = {} if finetuned is None else finetuned
     candidate = Candidate.from_dict(trial.user_attrs["candidate"])
     seq_len = candidate.seq_len
     model_dir = options.out_dir / f"trial-{trial.number}-{candidate.runtime}-{candidate.quantization}"
@@ -159,21 +161,17 @@ def export_trial(trial: FrozenTrial, trained: TrainedTask, config: SearchConfig,
                   f"{candidate.runtime}/{candidate.quantization} seq{seq_len} -> {model_dir}")
     data = write_data(trained.splits, trained.tokenizer, config, seq_len, model_dir / "data", options.questions)
     dev = load_npz(data["dev"])
-    inherited = trained.supernet.extract(candidate.arch)
-    recipe = config.train_recipe()
-    tuned = finetune_subnet(trained.supernet, candidate.arch, trained.data, steps=options.steps,
-                            batch_size=options.batch_size, seed=config.task.split_seed, threads=recipe.threads,
-                            device=recipe.device)
-    dev_before, dev_after = (torch_scores(net, dev)["accuracy"] for net in (inherited, tuned))
-    # a short distillation from a weak max subnet can hurt: keep whichever is better on dev (test stays unseen)
-    model, kept = (tuned, "finetuned") if dev_after >= dev_before else (inherited, "inherited")
+    key = (candidate.arch, seq_len)
+    if key not in finetuned:  # front trials that differ only in runtime or quantization share one fine-tune
+        finetuned[key] = finetune(trained, candidate, config, options, dev)
+    model, kept, dev_before, dev_after = finetuned[key]
     names = list(trained.splits.label_names)
     model.config.id2label = dict(enumerate(names))
     model.config.label2id = {name: i for i, name in enumerate(names)}
     vocabulary = {"kept": len(trained.tokenizer), "of": len(trained.tokenizer)}
     torch_acc = {"dev_accuracy": max(dev_before, dev_after)}
     if options.trim_vocab or config.trim_vocab:
-        data, vocabulary = save_trimmed(model, trained, config, seq_len, model_dir)
+        data, vocabulary = save_trimmed(copy.deepcopy(model), trained, config, seq_len, model_dir)  # trims in place
         torch_acc = {}  # the trimmed model is scored on the data its own tokenizer wrote
     else:
         model.save_pretrained(model_dir)
@@ -186,18 +184,21 @@ def export_trial(trial: FrozenTrial, trained: TrainedTask, config: SearchConfig,
     baselines = trained.splits.baselines(trained.splits.export_rows(options.questions, config.task.split_seed),
                                          cache_root() / "baselines")
     checks_floor = options.trials.strip() == "pareto"
-    artifacts = {}
+    artifacts, dropped = {}, {}
     for runtime, mode in builds:
         meta = compile_into(model_dir, runtime, mode, seq_len, data, config.measure.compile_timeout_s)
         path = model_dir / ARTIFACT_FILES[runtime]
         dev_measured = measure_artifact(target, path, data, "dev", candidate, config)
-        miss = checks_floor and runtime == candidate.runtime and export_floor_miss(
-            config, baselines, dev_measured.accuracy, _scored(dev))
+        miss = checks_floor and export_floor_miss(config, baselines, dev_measured.accuracy, _scored(dev))
         if miss:  # decided on dev alone, before the test split is run at all
-            shutil.rmtree(model_dir)
             console.print(f"  [yellow]not exported[/]: {runtime}/{mode} dev {config.task.score_name} "
                           f"{dev_measured.accuracy:.4f} on {_scored(dev)} dev examples {miss}", highlight=False)
-            return None
+            if runtime == candidate.runtime:
+                shutil.rmtree(model_dir)
+                return None
+            path.unlink()  # another runtime's build that loses more to quantization than the trial's own
+            dropped[f"{runtime}/{mode}"] = f"dev {dev_measured.accuracy:.4f} {miss}"
+            continue
         test_measured = measure_artifact(target, path, data, "test", candidate, config)
         artifacts[runtime] = {"file": path.name, "mode": mode, "size_mb": meta["size_bytes"] / 1e6,
                               "sha256": meta.get("sha256"), "parity": meta.get("parity"),
@@ -211,7 +212,7 @@ def export_trial(trial: FrozenTrial, trained: TrainedTask, config: SearchConfig,
         "candidate": candidate.to_dict(), "runtime": candidate.runtime, "quantization": candidate.quantization,
         "task": trained.splits.task, "seq_len": seq_len, "label_names": names,
         **trained.splits.metadata(),
-        "torch": torch_acc, "artifacts": artifacts, "vocabulary": vocabulary,
+        "torch": torch_acc, "artifacts": artifacts, "not_exported": dropped, "vocabulary": vocabulary,
         "finetune": {"steps": options.steps, "batch_size": options.batch_size,
                      "distilled_from": "the teacher" if trained.data.soft is not None else "the supernet's max subnet",
                      "train_examples": int(len(trained.data.labels)), "dev_accuracy_inherited": dev_before,
@@ -224,6 +225,24 @@ def export_trial(trial: FrozenTrial, trained: TrainedTask, config: SearchConfig,
     (model_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
     (model_dir / "README.md").write_text(model_card(metrics))
     return model_dir
+
+
+def finetune(trained: TrainedTask, candidate: Candidate, config: SearchConfig, options: ExportOptions,
+             dev: dict[str, np.ndarray]) -> tuple[torch.nn.Module, str, float, float]:
+    """The candidate's sub-config fine-tuned, or inherited where that scores better on dev: (model, which,
+    dev score inherited, dev score fine-tuned)."""
+    from edgenas.search.training.train import finetune_subnet
+
+    inherited = trained.supernet.extract(candidate.arch)
+    recipe = config.train_recipe()
+    tuned = finetune_subnet(trained.supernet, candidate.arch, trained.data, steps=options.steps,
+                            batch_size=options.batch_size, seed=config.task.split_seed, threads=recipe.threads,
+                            device=recipe.device)
+    dev_before, dev_after = (torch_scores(net, dev)["accuracy"] for net in (inherited, tuned))
+    # a short distillation from a weak max subnet can hurt: keep whichever is better on dev (test stays unseen)
+    if dev_after >= dev_before:
+        return tuned, "finetuned", dev_before, dev_after
+    return inherited, "inherited", dev_before, dev_after
 
 
 def _scored(arrays: dict[str, np.ndarray]) -> int:
@@ -263,7 +282,9 @@ def export_study(study_name: str, storage: str | None, options: ExportOptions, c
     quiet_libraries()
     target = target_from_url(options.target or config.measure.target)
     trained = load_trained_task(config, console, options.progress)
-    dirs = [d for trial in trials if (d := export_trial(trial, trained, config, options, target, console, study_name))]
+    finetuned: dict = {}
+    dirs = [d for trial in trials
+            if (d := export_trial(trial, trained, config, options, target, console, study_name, finetuned))]
     if not dirs:
         raise EdgenasError(f"no trial of study '{study_name}' reached budgets.min_accuracy on the export's dev set")
     return dirs
@@ -295,7 +316,7 @@ def model_card(metrics: dict[str, Any]) -> str:
         f"Exported by `edgenas export` from trial {metrics['trial']} of study `{metrics.get('study')}`: "
         f"{what}, trained on {metrics['data']['dataset']}.", "",
         *_architecture(metrics, c), *_training(metrics, task),
-        *(_span_results(metrics) if task.spans else _classifier_results(metrics)),
+        *(_span_results(metrics) if task.spans else _classifier_results(metrics)), *_not_exported(metrics),
         *_how_measured(metrics, c, task), *_usage(task),
     ]
     return "\n".join(lines)
@@ -362,6 +383,12 @@ def _span_results(metrics: dict[str, Any]) -> list[str]:
         lines += ["", f"The sliding-window lexical baseline on the same questions: EM {100 * baseline['exact_match']:.1f}, "
                       f"F1 {100 * baseline['dev']:.1f}."]
     return lines
+
+
+def _not_exported(metrics: dict[str, Any]) -> list[str]:
+    dropped = metrics.get("not_exported") or {}
+    return ["", "Not exported, below `budgets.min_accuracy` on dev: " + "; ".join(
+        f"{build} ({why})" for build, why in dropped.items()) + "."] if dropped else []
 
 
 def _how_measured(metrics: dict[str, Any], c: Candidate, task: Task) -> list[str]:
