@@ -187,7 +187,12 @@ def quantize(fp32: Path, out: Path, mode: QuantMode, work: Path, calibration: di
     pre = work / "pre.onnx"
     quant_pre_process(str(fp32), str(pre), auto_merge=True, skip_optimization=False)
     isolated = work / "isolated.onnx"
-    isolate_first_token(pre, isolated)
+    if mode.per_channel:
+        isolate_first_token(pre, isolated)
+    else:
+        split = work / "columns.onnx"
+        isolate_outlier_columns(pre, split)
+        isolate_first_token(split, isolated)
     if not mode.needs_calibration:
         quantize_dynamic(str(isolated), str(out), weight_type=QuantType.QInt8, per_channel=mode.per_channel,
                          reduce_range=int8_reduce_range())
@@ -201,7 +206,77 @@ def quantize(fp32: Path, out: Path, mode: QuantMode, work: Path, calibration: di
     # U8 activations / S8 weights in QDQ: ORT's recommended x86 format.
     quantize_static(str(isolated), str(out), None, quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
                     weight_type=QuantType.QInt8, calibrate_method=method, op_types_to_quantize=_STATIC_OPS,
-                    calibration_cache_path=str(ranges))
+                    calibration_cache_path=str(ranges), nodes_to_exclude=_float_gathers(isolated))
+
+
+#: a weight's output column whose largest |weight| is this many times the median column's gets a MatMul of
+#: its own in per-tensor int8 (the QA teacher's FFN down-projections: 5-42x, every other weight under 3x)
+OUTLIER_COLUMN_RATIO = 4.0
+_REORDER = "reorder"  # the name every column-reordering Gather starts with (it stays in float)
+
+
+def _weight_matmuls(graph: Any) -> Iterator[tuple[int, Any]]:
+    """(index, node) of each MatMul of a token sequence (rank 3) by a weight initializer."""
+    weights = {init.name for init in graph.initializer}
+    ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in (*graph.value_info, *graph.input)
+             if v.type.tensor_type.HasField("shape")}
+    for index, node in enumerate(graph.node):
+        if node.op_type == "MatMul" and node.input[1] in weights and ranks.get(node.input[0]) == 3:
+            yield index, node
+
+
+def isolate_outlier_columns(src: Path, dst: Path, ratio: float = OUTLIER_COLUMN_RATIO) -> int:
+    """Give the few output columns of a weight that are far larger than the rest a MatMul of their own,
+    so per-tensor int8 weights give the rest their own scale. Returns how many MatMuls were split.
+
+    A trained BERT writes a handful of residual-stream dimensions tens of times larger than the others
+    (the SQuAD teacher's FFN down-projections: the largest column 5-42x the median one); one weight
+    scale then leaves the other columns 2-4 bits. The two outputs are concatenated and put back in order
+    by a Gather, which static quantization leaves in float (its input still holds the large columns)."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(src))
+    graph = model.graph
+    weights = {init.name: init for init in graph.initializer}
+    splits = {}
+    for _, node in _weight_matmuls(graph):
+        w = numpy_helper.to_array(weights[node.input[1]])
+        if w.ndim != 2:
+            continue
+        columns = np.abs(w).max(axis=0)
+        large = columns > ratio * np.median(columns)
+        if large.any() and not large.all():
+            splits[node.name or node.output[0]] = (node, w, large)
+    nodes = []
+    for node in graph.node:
+        key = node.name or node.output[0]
+        if key not in splits:
+            nodes.append(node)
+            continue
+        node, w, large = splits[key]
+        order = np.concatenate([np.flatnonzero(~large), np.flatnonzero(large)])
+        rest, big, y = f"{key}/rest", f"{key}/large", node.output[0]
+        graph.initializer.extend([numpy_helper.from_array(w[:, ~large], f"{rest}/weight"),
+                                  numpy_helper.from_array(w[:, large], f"{big}/weight"),
+                                  numpy_helper.from_array(np.argsort(order).astype(np.int64), f"{key}/order")])
+        nodes += [helper.make_node("MatMul", [node.input[0], f"{rest}/weight"], [rest], name=rest),
+                  helper.make_node("MatMul", [node.input[0], f"{big}/weight"], [big], name=big),
+                  helper.make_node("Concat", [rest, big], [f"{key}/joined"], name=f"{key}/concat", axis=-1),
+                  helper.make_node("Gather", [f"{key}/joined", f"{key}/order"], [y], name=f"{_REORDER}/{key}",
+                                   axis=-1)]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    onnx.save(model, str(dst))
+    return len(splits)
+
+
+def _float_gathers(model: Path) -> list[str]:
+    """The column-reordering Gathers of isolate_outlier_columns: not to be quantized."""
+    import onnx
+
+    return [n.name for n in onnx.load(str(model), load_external_data=False).graph.node
+            if n.op_type == "Gather" and n.name.startswith(_REORDER)]
 
 
 def isolate_first_token(src: Path, dst: Path) -> int:
@@ -213,36 +288,38 @@ def isolate_first_token(src: Path, dst: Path) -> int:
     (the SQuAD teacher: 6-9x at the FFN's down-projection in layers 0-3), so one scale per tensor
     leaves the other tokens a few bits. A classifier reads [CLS] alone; a span model scores every
     token. On 384-token SQuAD windows, with per-channel weights, it took ORT's dynamic int8 from
-    1.7 F1 below torch to 0.8 (start/end agreement 0.86 -> 0.91), for two Slices and a Concat per MatMul.
+    1.7 F1 below torch to 0.8 (start/end agreement 0.86 -> 0.91), for two Slices a tensor and a
+    Concat per MatMul. MatMuls of one input (query, key, value) share its slices, so each slice is
+    quantized once.
     """
     import onnx
     from onnx import helper, numpy_helper
 
     model = onnx.load(str(src))
     graph = model.graph
-    weights = {init.name for init in graph.initializer}
-    ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in (*graph.value_info, *graph.input)
-             if v.type.tensor_type.HasField("shape")}
+    split = {index: node for index, node in _weight_matmuls(graph)}
     first, second, end = "isolate/zero", "isolate/one", "isolate/end"
-    nodes, split = [], 0
-    for node in graph.node:
-        if node.op_type != "MatMul" or node.input[1] not in weights or ranks.get(node.input[0]) != 3:
+    nodes, sliced = [], set()
+    for index, node in enumerate(graph.node):
+        if index not in split:
             nodes.append(node)
             continue
-        x, w, y, name = node.input[0], node.input[1], node.output[0], node.name or f"matmul{split}"
-        nodes += [helper.make_node("Slice", [x, first, second, second], [f"{name}/cls"], name=f"{name}/slice_cls"),
-                  helper.make_node("Slice", [x, second, end, second], [f"{name}/tokens"], name=f"{name}/slice_tokens"),
-                  helper.make_node("MatMul", [f"{name}/cls", w], [f"{name}/cls_out"], name=f"{name}/cls"),
-                  helper.make_node("MatMul", [f"{name}/tokens", w], [f"{name}/tokens_out"], name=f"{name}/tokens"),
+        x, w, y, name = node.input[0], node.input[1], node.output[0], node.name or f"matmul{index}"
+        cls, tokens = f"{x}/cls", f"{x}/tokens"
+        if x not in sliced:
+            sliced.add(x)
+            nodes += [helper.make_node("Slice", [x, first, second, second], [cls], name=f"{x}/slice_cls"),
+                      helper.make_node("Slice", [x, second, end, second], [tokens], name=f"{x}/slice_tokens")]
+        nodes += [helper.make_node("MatMul", [cls, w], [f"{name}/cls_out"], name=f"{name}/cls"),
+                  helper.make_node("MatMul", [tokens, w], [f"{name}/tokens_out"], name=f"{name}/tokens"),
                   helper.make_node("Concat", [f"{name}/cls_out", f"{name}/tokens_out"], [y], name=f"{name}/concat",
                                    axis=1)]
-        split += 1
     graph.initializer.extend([numpy_helper.from_array(np.array([value], np.int64), key) for key, value in
                               ((first, 0), (second, 1), (end, np.iinfo(np.int64).max))])
     del graph.node[:]
     graph.node.extend(nodes)
     onnx.save(model, str(dst))
-    return split
+    return len(split)
 
 
 def _calibrate(model: Path, calibration: dict[str, np.ndarray], method: Any, work: Path, ranges: Path) -> None:

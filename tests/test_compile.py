@@ -374,6 +374,33 @@ def test_static_int8_calibrates_the_first_token_apart(tmp_path: Path) -> None:
     assert np.abs(got[:, 1:] - exact[:, 1:]).max() < 0.05 * np.abs(exact[:, 1:]).max()
 
 
+def test_per_tensor_int8_gives_the_large_weight_columns_their_own_scale(tmp_path: Path) -> None:
+    """A few output columns of a weight far larger than the rest (a trained BERT's FFN down-projection:
+    up to 42x) set a per-tensor weight scale that leaves the other columns a few bits; split apart,
+    each keeps its own. Both ORT per-tensor modes: dynamic, and static (whose reordering stays float)."""
+    import onnxruntime as ort
+
+    from edgenas.compile.onnx import isolate_outlier_columns, quantize
+    from edgenas.runtime.backends import ONNXRUNTIME
+
+    rng = np.random.default_rng(0)
+    weight = rng.normal(size=(32, 32)).astype(np.float32)
+    weight[:, [3, 17]] *= 40  # two residual-stream outlier dimensions
+    plain = _one_matmul(tmp_path / "plain.onnx", weight, batch="batch")
+    assert isolate_outlier_columns(plain, tmp_path / "split.onnx") == 1
+    x = rng.normal(size=(1, 48, 32)).astype(np.float32)
+    exact = x @ weight
+    normal = np.ones(32, bool)
+    normal[[3, 17]] = False
+    for mode in ("dynamic_int8", "static_int8_minmax"):
+        out = tmp_path / f"{mode}.onnx"
+        quantize(plain, out, ONNXRUNTIME.mode(mode), tmp_path, {"x": rng.normal(size=(16, 48, 32)).astype(np.float32)})
+        got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+        # without the split, the normal columns' error is about a third of their largest output
+        assert np.abs(got - exact)[..., normal].max() < 0.05 * np.abs(exact[..., normal]).max(), mode
+        assert np.abs(got - exact)[..., ~normal].max() < 0.03 * np.abs(exact[..., ~normal]).max(), mode
+
+
 @pytest.mark.parametrize(("machine", "flags", "expected"), [
     ("x86_64", "fpu sse2 avx2 fma", True),  # AVX2 alone: saturating int16 pair sums
     ("x86_64", "fpu avx2 avx512f avx512_vnni", False),
