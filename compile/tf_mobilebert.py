@@ -42,6 +42,16 @@ def load_hf_dir(model_dir: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]
     return config, weights
 
 
+#: a token sequence held in consecutive parts along the sequence axis: [all tokens], or, in the full-int8
+#: twin, [the first token, the others], each part computed (and int8-quantized) apart
+Parts = list[tf.Tensor]
+
+
+def _joined(tensors: Parts, axis: int) -> tf.Tensor:
+    """The tensors concatenated along axis (one tensor as it is: no Concat op in the graph)."""
+    return tensors[0] if len(tensors) == 1 else tf.concat(tensors, axis=axis)
+
+
 def _erf_gelu(x: tf.Tensor) -> tf.Tensor:
     return 0.5 * x * (1.0 + tf.math.erf(x * 0.7071067811865476))
 
@@ -65,12 +75,21 @@ class TFMobileBert(tf.Module):
     tf.Variables named like torch."""
 
     def __init__(self, config: dict[str, Any], weights: dict[str, np.ndarray], int8_mask: bool = False,
-                 for_onnx: bool = False) -> None:
-        """int8_mask: give padded keys a score just below the row's minimum instead of adding -1e4;
-        the same to within exp(-12), but a full-int8 converter then keeps the scores' own range
-        (with -1e4 in it the softmax input's int8 step is ~39 and attention goes flat)."""
+                 for_onnx: bool = False, first_token_apart: bool | None = None) -> None:
+        """int8_mask: the twin a full-int8 converter calibrates, which differs from the float one only
+        within rounding:
+        - padded keys score just below the row's minimum instead of -1e4 added (the same to within
+          exp(-12)), so the softmax input keeps the scores' own range (with -1e4 in it its int8 step
+          is ~39 and attention goes flat);
+        - the first token ([CLS]) runs apart from the others wherever a token is computed alone, so
+          each tensor of it has its own int8 scale. A trained BERT's [CLS] carries a residual-stream
+          dimension far beyond any other token's (the SQuAD teacher: 219 against a median dimension's
+          2.2 before the FFN's LayerNorm), and one scale for all tokens left the others 1-2 levels:
+          71 F1 fell to 23. Attention joins the two: its scores are concatenated over the keys.
+        first_token_apart: that second point alone (default: with int8_mask)."""
         super().__init__(name="mobilebert")
         self.int8_mask = int8_mask
+        self.first_token_apart = int8_mask if first_token_apart is None else first_token_apart
         self.c = dict(config)
         self.qa = "MobileBertForQuestionAnswering" in (self.c.get("architectures") or [])
         bottleneck = self.c.get("use_bottleneck", True)
@@ -110,55 +129,73 @@ class TFMobileBert(tf.Module):
         x = x + pos[tf.newaxis] + tf.gather(self._p(f"{p}.token_type_embeddings.weight"), token_types)
         return self._norm(x, f"{p}.LayerNorm", 1e-5)  # torch builds this norm without eps
 
-    def _attention(self, q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, mask: tf.Tensor, p: str) -> tf.Tensor:
-        # batch and sequence come from the layer input, never from a transposed tensor: with one
-        # head tf2onnx folds the transposes into reshapes and re-targets Shape(ctx) to the wrong axes
-        shape = tf.shape(q)
-        batch, seq = shape[0], shape[1]
+    def _attention(self, q: Parts, k: Parts, v: Parts, mask: tf.Tensor, p: str) -> Parts:
+        """Self-attention over tokens held in parts: each part's queries score every part's keys."""
+        batch = tf.shape(q[0])[0]
 
         def split(x: tf.Tensor) -> tf.Tensor:
-            return tf.transpose(tf.reshape(x, [batch, seq, self.heads, self.head_size]), [0, 2, 1, 3])
+            # the sequence length comes from x itself, never from a transposed tensor: with one head
+            # tf2onnx folds the transposes into reshapes and re-targets Shape(ctx) to the wrong axes
+            return tf.transpose(tf.reshape(x, [batch, tf.shape(x)[1], self.heads, self.head_size]), [0, 2, 1, 3])
 
-        q = split(self._linear(q, f"{p}.query"))
-        k = split(self._linear(k, f"{p}.key"))
-        v = split(self._linear(v, f"{p}.value"))
-        scores = tf.matmul(q, k, transpose_b=True) * (self.head_size**-0.5)
-        if self.int8_mask:
-            # padded keys score MARGIN below the row's lowest score: every tensor keeps the scores'
-            # own range (+MARGIN), and no division by a quantized sum (which can round to zero)
-            floor = tf.reduce_min(scores, axis=-1, keepdims=True) - _INT8_MASK_MARGIN
-            scores = floor + (scores - floor) * mask
-        else:
-            scores = scores + mask
-        probs = tf.nn.softmax(scores, axis=-1)
-        ctx = tf.transpose(tf.matmul(probs, v), [0, 2, 1, 3])
-        return tf.reshape(ctx, [batch, seq, self.heads * self.head_size])
+        def merge(ctx: tf.Tensor, like: tf.Tensor) -> tf.Tensor:
+            return tf.reshape(tf.transpose(ctx, [0, 2, 1, 3]), [batch, tf.shape(like)[1], self.heads * self.head_size])
 
-    def _layer(self, h: tf.Tensor, mask: tf.Tensor, i: int) -> tf.Tensor:
+        keys = [split(self._linear(x, f"{p}.key")) for x in k]
+        values = [split(self._linear(x, f"{p}.value")) for x in v]
+        out = []
+        for x in q:
+            query = split(self._linear(x, f"{p}.query"))
+            scores = _joined([tf.matmul(query, key, transpose_b=True) for key in keys], axis=-1)
+            scores = scores * (self.head_size**-0.5)
+            if self.int8_mask:
+                # padded keys score MARGIN below the row's lowest score: every tensor keeps the scores'
+                # own range (+MARGIN), and no division by a quantized sum (which can round to zero)
+                floor = tf.reduce_min(scores, axis=-1, keepdims=True) - _INT8_MASK_MARGIN
+                scores = floor + (scores - floor) * mask
+            else:
+                scores = scores + mask
+            probs = tf.nn.softmax(scores, axis=-1)
+            if len(values) == 1:
+                ctx = tf.matmul(probs, values[0])
+            else:  # the first key's weight times its value, plus the other keys'
+                ctx = probs[..., :1] * values[0] + tf.matmul(probs[..., 1:], values[1])
+            out.append(merge(ctx, x))
+        return out
+
+    def _layer(self, h: Parts, mask: tf.Tensor, i: int) -> Parts:
         p, eps = f"mobilebert.encoder.layer.{i}", float(self.c.get("layer_norm_eps", 1e-12))
+
+        def linear(xs: Parts, name: str) -> Parts:
+            return [self._linear(x, name) for x in xs]
+
+        def add_norm(xs: Parts, residual: Parts, name: str, eps: float) -> Parts:
+            return [self._norm(x + r, name, eps) for x, r in zip(xs, residual)]
+
         if self.c.get("use_bottleneck", True):
-            layer_input = self._norm(self._linear(h, f"{p}.bottleneck.input.dense"), f"{p}.bottleneck.input.LayerNorm", eps)
+            layer_input = [self._norm(x, f"{p}.bottleneck.input.LayerNorm", eps)
+                           for x in linear(h, f"{p}.bottleneck.input.dense")]
             if self.c.get("use_bottleneck_attention", False):
                 q = k = v = layer_input
             elif self.c.get("key_query_shared_bottleneck", True):
-                shared = self._norm(self._linear(h, f"{p}.bottleneck.attention.dense"),
-                                    f"{p}.bottleneck.attention.LayerNorm", eps)
+                shared = [self._norm(x, f"{p}.bottleneck.attention.LayerNorm", eps)
+                          for x in linear(h, f"{p}.bottleneck.attention.dense")]
                 q, k, v = shared, shared, h
             else:
                 q = k = v = h
         else:
             q = k = v = layer_input = h
         ctx = self._attention(q, k, v, mask, f"{p}.attention.self")
-        x = self._norm(self._linear(ctx, f"{p}.attention.output.dense") + layer_input, f"{p}.attention.output.LayerNorm", eps)
+        x = add_norm(linear(ctx, f"{p}.attention.output.dense"), layer_input, f"{p}.attention.output.LayerNorm", eps)
         for j in range(int(self.c.get("num_feedforward_networks", 4)) - 1):
             f = f"{p}.ffn.{j}"
-            inner = self.act(self._linear(x, f"{f}.intermediate.dense"))
-            x = self._norm(self._linear(inner, f"{f}.output.dense") + x, f"{f}.output.LayerNorm", eps)
-        inner = self.act(self._linear(x, f"{p}.intermediate.dense"))
-        out = self._norm(self._linear(inner, f"{p}.output.dense") + x, f"{p}.output.LayerNorm", 1e-5)
+            inner = [self.act(y) for y in linear(x, f"{f}.intermediate.dense")]
+            x = add_norm(linear(inner, f"{f}.output.dense"), x, f"{f}.output.LayerNorm", eps)
+        inner = [self.act(y) for y in linear(x, f"{p}.intermediate.dense")]
+        out = add_norm(linear(inner, f"{p}.output.dense"), x, f"{p}.output.LayerNorm", 1e-5)
         if self.c.get("use_bottleneck", True):
             b = f"{p}.output.bottleneck"
-            out = self._norm(self._linear(out, f"{b}.dense") + h, f"{b}.LayerNorm", eps)
+            out = add_norm(linear(out, f"{b}.dense"), h, f"{b}.LayerNorm", eps)
         return out
 
     def logits(self, input_ids: tf.Tensor, attention_mask: tf.Tensor, token_type_ids: tf.Tensor) -> tf.Tensor:
@@ -169,11 +206,12 @@ class TFMobileBert(tf.Module):
         keys = tf.expand_dims(tf.expand_dims(tf.cast(attention_mask, tf.float32), 1), 1)
         mask = keys if self.int8_mask else (1.0 - keys) * _MASK_VALUE
         h = self._embeddings(ids, types)
+        parts = [h[:, :1], h[:, 1:]] if self.first_token_apart else [h]
         for i in range(int(self.c["num_hidden_layers"])):
-            h = self._layer(h, mask, i)
+            parts = self._layer(parts, mask, i)
         if self.qa:
-            return tf.transpose(self._linear(h, "qa_outputs"), [0, 2, 1])
-        pooled = h[:, 0]
+            return tf.transpose(_joined([self._linear(x, "qa_outputs") for x in parts], axis=1), [0, 2, 1])
+        pooled = parts[0][:, 0]
         if self.c.get("classifier_activation", True):
             pooled = tf.math.tanh(self._linear(pooled, "mobilebert.pooler.dense"))
         return self._linear(pooled, "classifier")
@@ -195,7 +233,8 @@ class TFMobileBert(tf.Module):
         return self.serving_function(seq_len, dtype).get_concrete_function()
 
 
-def build_tf_model(model_dir: Path, int8_mask: bool = False, for_onnx: bool = False) -> TFMobileBert:
+def build_tf_model(model_dir: Path, int8_mask: bool = False, for_onnx: bool = False,
+                   first_token_apart: bool | None = None) -> TFMobileBert:
     """The TF twin of the torch model saved in model_dir."""
     config, weights = load_hf_dir(model_dir)
-    return TFMobileBert(config, weights, int8_mask=int8_mask, for_onnx=for_onnx)
+    return TFMobileBert(config, weights, int8_mask=int8_mask, for_onnx=for_onnx, first_token_apart=first_token_apart)

@@ -306,6 +306,53 @@ def test_qa_models_convert_with_start_and_end_logits(runtime: str, mode: str, co
     assert logits.shape == (N, 2, SEQ)
 
 
+def _first_token_outlier_model(path: Path) -> Path:
+    """A QA model of the BERT family whose first token leaves layer 0's FFN with one dimension in the
+    hundreds where every token's others stay within a few units, as a trained BERT's [CLS] does."""
+    import torch
+    from transformers import MobileBertForQuestionAnswering
+
+    _save_model(path, layers=2, heads=2, qa=True, **BERT_FAMILY)
+    model = MobileBertForQuestionAnswering.from_pretrained(str(path)).eval()
+    with torch.no_grad():
+        model.mobilebert.embeddings.position_embeddings.weight[0, 5] = 3.0  # the first token: larger in dim 5
+        ffn = model.mobilebert.encoder.layer[0]
+        ffn.intermediate.dense.weight[7] = 0.0
+        ffn.intermediate.dense.weight[7, 5] = 10.0  # a neuron that fires for the first token alone
+        ffn.intermediate.dense.bias[7] = -25.0
+        ffn.output.dense.weight[11, 7] = 20.0  # and writes about 900 into dimension 11
+    model.save_pretrained(path)
+    return path
+
+
+def test_full_int8_keeps_the_first_tokens_outlier_apart(npz: tuple[Path, Path], tmp_path: Path) -> None:
+    """Full int8 gives every tensor one scale, so a [CLS] dimension in the hundreds left the other tokens a
+    few levels of it (their span logits off by about their own spread); with the first token apart they
+    keep their own scale (about 6x closer to the float twin here)."""
+    import functools
+
+    import edgenas.compile.tflite as tflite
+    from edgenas.compile.tf_mobilebert import build_tf_model
+    from edgenas.runtime.backends import TFLITE
+
+    model = _first_token_outlier_model(tmp_path / "model")
+    calibration, data = dict(np.load(npz[0])), dict(np.load(npz[1]))
+    feeds = {k: data[k] for k in INPUT_KEYS}
+    exact = build_tf_model(model).serving_function(SEQ)(**{k: v.astype(np.int32) for k, v in feeds.items()})
+    exact = exact["logits"].numpy()
+    errors = {}
+    for apart in (False, True):
+        build = functools.partial(build_tf_model, first_token_apart=apart)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(tflite, "build_tf_model", build)
+            artifact = tmp_path / f"apart-{apart}.tflite"
+            tflite.convert(model, artifact, TFLITE.mode("full_int8"), SEQ, calibration, tmp_path)
+        got = load_runner(artifact).predict_logits(feeds)
+        real = data["attention_mask"][:, None, 1:].astype(bool).repeat(2, axis=1)
+        errors[apart] = float(np.abs(got[..., 1:] - exact[..., 1:])[real].mean())
+    assert errors[True] < errors[False] / 3, errors
+
+
 def _one_matmul(path: Path, weight: np.ndarray, batch: int | str) -> Path:
     """An ONNX graph of one weight MatMul over (batch, 48, 32) tokens."""
     import onnx
