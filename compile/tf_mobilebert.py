@@ -84,8 +84,9 @@ class TFMobileBert(tf.Module):
         - the first token ([CLS]) runs apart from the others wherever a token is computed alone, so
           each tensor of it has its own int8 scale. A trained BERT's [CLS] carries a residual-stream
           dimension far beyond any other token's (the SQuAD teacher: 219 against a median dimension's
-          2.2 before the FFN's LayerNorm), and one scale for all tokens left the others 1-2 levels:
-          71 F1 fell to 23. Attention joins the two: its scores are concatenated over the keys.
+          2.2 before the FFN's LayerNorm), and one scale for all tokens left the others 1-2 levels
+          (the teacher's 72.9 F1 fell to 26.6; apart, 57.7). Attention joins the two: its scores are
+          concatenated over the keys, where the [CLS] key's still set the scale (benchmarks/RESULTS.md 8b).
         first_token_apart: that second point alone (default: with int8_mask)."""
         super().__init__(name="mobilebert")
         self.int8_mask = int8_mask
