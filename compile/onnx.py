@@ -240,21 +240,21 @@ def isolate_outlier_columns(src: Path, dst: Path, ratio: float = OUTLIER_COLUMN_
     graph = model.graph
     weights = {init.name: init for init in graph.initializer}
     splits = {}
-    for _, node in _weight_matmuls(graph):
+    for index, node in _weight_matmuls(graph):
         w = numpy_helper.to_array(weights[node.input[1]])
         if w.ndim != 2:
             continue
         columns = np.abs(w).max(axis=0)
         large = columns > ratio * np.median(columns)
         if large.any() and not large.all():
-            splits[node.name or node.output[0]] = (node, w, large)
+            splits[index] = (w, large)
     nodes = []
-    for node in graph.node:
-        key = node.name or node.output[0]
-        if key not in splits:
+    for index, node in enumerate(graph.node):
+        if index not in splits:
             nodes.append(node)
             continue
-        node, w, large = splits[key]
+        w, large = splits[index]
+        key = node.name or node.output[0]
         order = np.concatenate([np.flatnonzero(~large), np.flatnonzero(large)])
         rest, big, y = f"{key}/rest", f"{key}/large", node.output[0]
         graph.initializer.extend([numpy_helper.from_array(w[:, ~large], f"{rest}/weight"),
