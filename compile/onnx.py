@@ -342,5 +342,30 @@ def _calibrate(model: Path, calibration: dict[str, np.ndarray], method: Any, wor
 
     names = [value.name for value in onnx.load(str(model), load_external_data=False).graph.input]
     calibrator.collect_data(_Calibration(calibration, names))
-    save_tensors_data(calibrator.compute_data(), ranges)
+    data = calibrator.compute_data()
+    save_tensors_data(limit_entropy_clipping(data) if method == CalibrationMethod.Entropy else data, ranges)
+
+
+#: entropy calibration may narrow a tensor's observed range at most this many times (one bit of int8). On
+#: the SQuAD teacher (400 dev questions, torch 72.87 F1): unlimited 58.72 F1, limit 3x 69.17, 2x 73.05, 1.5x 72.29
+ENTROPY_MAX_NARROWING = 2.0
+
+
+def limit_entropy_clipping(data: Any, limit: float = ENTROPY_MAX_NARROWING) -> Any:
+    """Entropy's ranges (TensorsData, changed in place), except for tensors it narrowed more than `limit` times:
+    those keep their observed range.
+
+    Entropy (KL) thresholds clip the tails that hold little of a tensor's mass, and ORT's search always
+    clips to between a quarter and all of the range. In a transformer those tails carry the model:
+    attention probabilities are mostly near 0, and the few large ones are where a token looks (the SQuAD
+    teacher's were clipped at 0.25); a trained BERT's outlier features are a few dimensions of every
+    token. Clipped, ORT's entropy int8 lost 14 F1 on SQuAD where minmax lost 0.2."""
+    from onnxruntime.quantization.calibrate import TensorData
+
+    for name, tensor in data.items():
+        filled = np.flatnonzero(tensor.hist)
+        low, high = tensor.bins[filled[0]], tensor.bins[filled[-1] + 1]  # the observed range, to a bin
+        if max(abs(low), abs(high)) > limit * max(abs(tensor.lowest), abs(tensor.highest)):
+            data[name] = TensorData(lowest=np.float32(low), highest=np.float32(high), hist=tensor.hist, bins=tensor.bins)
+    return data
 

@@ -193,19 +193,22 @@ def compare(
     runs: int = typer.Option(50, "--runs", min=3, help="timed runs per mode"),
     warmup: int = typer.Option(5, "--warmup", min=0, help="untimed warm-up runs"),
     out: Optional[Path] = typer.Option(None, "--out", help="output directory (default: MODEL_DIR/compare)"),
+    questions: Optional[int] = typer.Option(None, "--questions", min=1, help="QA: score on this many seeded dev "
+                                            "questions instead of the export's (10570: all of SQuAD's dev)"),
 ) -> None:
     """Compare every backend (TFLite, ONNX Runtime, ExecuTorch) for one exported model, in the modes a search
     samples (--modes all: every mode)."""
     from edgenas.search.results.compare import CompareOptions, compare_model, compare_table, write_outputs
     from edgenas.tables import runtime_mode
 
+    out = out or model_dir / "compare"
     options = CompareOptions(target=target, modes=modes.split(",") if modes else None, threads=threads,
-                             runs=runs, warmup=warmup)
+                             runs=runs, warmup=warmup, out_dir=out, questions=questions)
     rows = compare_model(model_dir, options, on_row=lambda r: console.print(
         f"{runtime_mode(r['runtime'], r['mode'])}: {r['status']}" + (f" ({r['error']})" if r["status"] != "ok" else ""),
         highlight=False, markup=False), progress=console.is_terminal)
     console.print(compare_table(rows, model_dir.name))
-    for path in write_outputs(rows, out or model_dir / "compare", f"{model_dir.name} on {target}"):
+    for path in write_outputs(rows, out, f"{model_dir.name} on {target}"):
         console.print(f"[green]wrote[/] {path}")
 
 

@@ -448,6 +448,33 @@ def test_per_tensor_int8_gives_the_large_weight_columns_their_own_scale(tmp_path
         assert np.abs(got - exact)[..., ~normal].max() < 0.03 * np.abs(exact[..., ~normal]).max(), mode
 
 
+def test_entropy_calibration_keeps_the_rare_large_values_that_carry_the_model(tmp_path: Path) -> None:
+    """Entropy calibration clips the tails that hold little of a tensor's mass. Attention probabilities are
+    such a tail: mostly near 0, and the few large ones are where a token looks. Clipped at a quarter of
+    their range (ORT's search always clips to between a quarter and all of it), the output was off by 70 %
+    of its range; kept within 2x of their observed range, by under 1 %."""
+    import onnxruntime as ort
+
+    from edgenas.compile.onnx import quantize
+    from edgenas.runtime.backends import ONNXRUNTIME
+
+    rng = np.random.default_rng(0)
+    weight = rng.normal(size=(32, 32)).astype(np.float32)
+    plain = _one_matmul(tmp_path / "plain.onnx", weight, batch="batch")
+
+    def attention(n: int) -> np.ndarray:
+        scores = 4 * rng.normal(size=(n, 48, 32))
+        weights = np.exp(scores - scores.max(-1, keepdims=True))
+        return (weights / weights.sum(-1, keepdims=True)).astype(np.float32)
+
+    x = attention(1)
+    exact = x @ weight
+    out = tmp_path / "entropy.onnx"
+    quantize(plain, out, ONNXRUNTIME.mode("static_int8_entropy"), tmp_path, {"x": attention(16)})
+    got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    assert np.abs(got - exact).max() < 0.05 * np.abs(exact).max()
+
+
 @pytest.mark.parametrize(("machine", "flags", "expected"), [
     ("x86_64", "fpu sse2 avx2 fma", True),  # AVX2 alone: saturating int16 pair sums
     ("x86_64", "fpu avx2 avx512f avx512_vnni", False),

@@ -190,6 +190,27 @@ def test_compare_times_and_scores_a_qa_model(qa_export: tuple[Path, Path], tmp_p
         assert float(row["max_abs_logit_diff"]) < 1e-3  # torch's reference is at full width, padding included
 
 
+
+def test_compare_rescores_a_qa_model_on_more_dev_questions(qa_export: tuple[Path, Path], tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """--questions rebuilds the dev windows as the export did (its tokenizer, length, stride and seed), for
+    another count of seeded questions: all of dev, for the full-dev figures."""
+    import csv
+
+    from edgenas.cli import main
+
+    model_dir, cache = qa_export
+    monkeypatch.setenv("EDGENAS_CACHE_DIR", str(cache))
+    main(["compare", str(model_dir), "--modes", "onnxruntime/fp32", "--runs", "3", "--warmup", "0",
+          "--questions", "4", "--out", str(tmp_path)])
+    dev = np.load(tmp_path / "dev-4-questions" / "dev.npz")
+    exported = np.load(model_dir / "data" / "dev.npz")
+    assert len(np.unique(dev["example"])) == 4 < len(np.unique(exported["example"]))
+    assert dev["input_ids"].shape[1] == exported["input_ids"].shape[1]
+    with (tmp_path / "compare.csv").open() as fh:
+        row, = csv.DictReader(fh)
+    assert row["status"] == "ok" and float(row["torch_agreement"]) == 1.0
+
 def test_predict_reads_a_context_file_and_refuses_one_that_is_not_text(qa_export: tuple[Path, Path], tmp_path: Path,
                                                                      capsys) -> None:
     from edgenas.cli import main

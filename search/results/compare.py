@@ -41,6 +41,7 @@ class CompareOptions:
     warmup: int = 5
     runs: int = 50
     out_dir: Path | None = None  # default: MODEL_DIR/compare
+    questions: int | None = None  # QA: score on this many seeded dev questions, not the export's own
 
 
 def plan(options: CompareOptions) -> list[tuple[str, str]]:
@@ -73,6 +74,25 @@ def model_inputs(model_dir: Path) -> tuple[int, dict[str, Path]]:
     if missing:
         raise EdgenasError(f"{model_dir}/data lacks {', '.join(missing)}")
     return int(json.loads(metrics_path.read_text())["seq_len"]), data
+
+
+def question_set(model_dir: Path, questions: int, directory: Path) -> Path:
+    """A QA model's dev set rebuilt at `questions` seeded dev questions (at least all of dev: every one), the
+    way its export built it: the export's config, tokenizer, window length and seed."""
+    from importlib import import_module
+
+    from transformers import AutoTokenizer
+
+    from edgenas.config import SearchConfig
+    from edgenas.search.results.export import write_data
+
+    if not task_of_model(model_dir).spans:
+        raise EdgenasError(f"{model_dir}: --questions is for QA models (a classifier is scored on all of dev)")
+    metrics = json.loads((model_dir / "metrics.json").read_text())
+    config = SearchConfig.model_validate(metrics["config"])
+    splits, _ = import_module(config.task.record.data_module).load_splits(config)
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    return write_data(splits, tokenizer, config, int(metrics["seq_len"]), directory, questions)["dev"]
 
 
 def compare_one(model_dir: Path, runtime: str, mode: str, seq_len: int, data: dict[str, Path], target: Target,
@@ -116,6 +136,9 @@ def compare_model(model_dir: Path, options: CompareOptions, on_row=None, progres
     model_dir = Path(model_dir)
     seq_len, data = model_inputs(model_dir)
     pairs = plan(options)
+    if options.questions is not None:
+        out_dir = options.out_dir or model_dir / "compare"
+        data["dev"] = question_set(model_dir, options.questions, out_dir / f"dev-{options.questions}-questions")
     target = target_from_url(options.target)
     from edgenas.compile.torch_model import reference_logits
     from edgenas.runtime.measure import score_logits
