@@ -77,8 +77,8 @@ def model_inputs(model_dir: Path) -> tuple[int, dict[str, Path]]:
 
 
 def question_set(model_dir: Path, questions: int, directory: Path) -> Path:
-    """A QA model's dev set rebuilt at `questions` seeded dev questions (at least all of dev: every one), the
-    way its export built it: the export's config, tokenizer, window length and seed."""
+    """A QA model's dev set rebuilt at `questions` seeded dev questions (all of them if dev has fewer) the way
+    its export built it: the export's config, tokenizer, window length and seed."""
     from importlib import import_module
 
     from transformers import AutoTokenizer
