@@ -48,7 +48,6 @@ def test_compare_refuses_a_non_export_dir(tmp_path) -> None:
         model_inputs(tmp_path)
 
 
-
 def test_compare_rescores_only_qa_models_on_more_questions(tiny_env, tmp_path) -> None:
     from edgenas.search.results.compare import compare_model
 
