@@ -201,14 +201,13 @@ def compare(
     from edgenas.search.results.compare import CompareOptions, compare_model, compare_table, write_outputs
     from edgenas.tables import runtime_mode
 
-    out = out or model_dir / "compare"
     options = CompareOptions(target=target, modes=modes.split(",") if modes else None, threads=threads,
                              runs=runs, warmup=warmup, out_dir=out, questions=questions)
     rows = compare_model(model_dir, options, on_row=lambda r: console.print(
         f"{runtime_mode(r['runtime'], r['mode'])}: {r['status']}" + (f" ({r['error']})" if r["status"] != "ok" else ""),
         highlight=False, markup=False), progress=console.is_terminal)
     console.print(compare_table(rows, model_dir.name))
-    for path in write_outputs(rows, out, f"{model_dir.name} on {target}"):
+    for path in write_outputs(rows, options.output_dir(model_dir), f"{model_dir.name} on {target}"):
         console.print(f"[green]wrote[/] {path}")
 
 

@@ -54,6 +54,7 @@ def test_compare_rescores_only_qa_models_on_more_questions(tiny_env, tmp_path) -
     with pytest.raises(EdgenasError, match="--questions is for QA models"):
         compare_model(tiny_env.model_dir, CompareOptions(modes=["onnxruntime/fp32"], questions=10, out_dir=tmp_path))
 
+
 def test_compare_skips_a_runtime_missing_here_with_its_reason(tiny_env, tmp_path, capsys, monkeypatch) -> None:
     from edgenas.runtime.backends import Backend
 

@@ -190,7 +190,6 @@ def test_compare_times_and_scores_a_qa_model(qa_export: tuple[Path, Path], tmp_p
         assert float(row["max_abs_logit_diff"]) < 1e-3  # torch's reference is at full width, padding included
 
 
-
 def test_compare_rescores_a_qa_model_on_more_dev_questions(qa_export: tuple[Path, Path], tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """--questions rebuilds the dev windows as the export did (its tokenizer, length, stride and seed), for
@@ -210,6 +209,7 @@ def test_compare_rescores_a_qa_model_on_more_dev_questions(qa_export: tuple[Path
     with (tmp_path / "compare.csv").open() as fh:
         row, = csv.DictReader(fh)
     assert row["status"] == "ok" and float(row["torch_agreement"]) == 1.0
+
 
 def test_predict_reads_a_context_file_and_refuses_one_that_is_not_text(qa_export: tuple[Path, Path], tmp_path: Path,
                                                                      capsys) -> None:

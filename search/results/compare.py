@@ -43,6 +43,10 @@ class CompareOptions:
     out_dir: Path | None = None  # default: MODEL_DIR/compare
     questions: int | None = None  # QA: score on this many seeded dev questions, not the export's own
 
+    def output_dir(self, model_dir: Path) -> Path:
+        """Where the tables, plots and rebuilt dev sets go."""
+        return self.out_dir or Path(model_dir) / "compare"
+
 
 def plan(options: CompareOptions) -> list[tuple[str, str]]:
     """(runtime, mode) pairs to build: the modes a search samples by default, every mode ("all"), or a subset."""
@@ -78,21 +82,23 @@ def model_inputs(model_dir: Path) -> tuple[int, dict[str, Path]]:
 
 def question_set(model_dir: Path, questions: int, directory: Path) -> Path:
     """A QA model's dev set rebuilt at `questions` seeded dev questions (all of them if dev has fewer) the way
-    its export built it: the export's config, tokenizer, window length and seed."""
+    its export built it (`export.write_data`): the export's config, tokenizer, window length and seed."""
     from importlib import import_module
 
     from transformers import AutoTokenizer
 
     from edgenas.config import SearchConfig
-    from edgenas.search.results.export import write_data
 
     if not task_of_model(model_dir).spans:
         raise EdgenasError(f"{model_dir}: --questions is for QA models (a classifier is scored on all of dev)")
     metrics = json.loads((model_dir / "metrics.json").read_text())
     config = SearchConfig.model_validate(metrics["config"])
     splits, _ = import_module(config.task.record.data_module).load_splits(config)
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    return write_data(splits, tokenizer, config, int(metrics["seq_len"]), directory, questions)["dev"]
+    rows = splits.export_rows(questions, config.task.split_seed)
+    dev = splits.scored_set("dev", AutoTokenizer.from_pretrained(str(model_dir)), int(metrics["seq_len"]), rows)
+    directory.mkdir(parents=True, exist_ok=True)
+    np.savez(directory / "dev.npz", **dev)
+    return directory / "dev.npz"
 
 
 def compare_one(model_dir: Path, runtime: str, mode: str, seq_len: int, data: dict[str, Path], target: Target,
@@ -137,8 +143,8 @@ def compare_model(model_dir: Path, options: CompareOptions, on_row=None, progres
     seq_len, data = model_inputs(model_dir)
     pairs = plan(options)
     if options.questions is not None:
-        out_dir = options.out_dir or model_dir / "compare"
-        data["dev"] = question_set(model_dir, options.questions, out_dir / f"dev-{options.questions}-questions")
+        directory = options.output_dir(model_dir) / f"dev-{options.questions}-questions"
+        data["dev"] = question_set(model_dir, options.questions, directory)
     target = target_from_url(options.target)
     from edgenas.compile.torch_model import reference_logits
     from edgenas.runtime.measure import score_logits
