@@ -49,6 +49,7 @@ class MeasureRequest:
     max_eval: int | None = None
     logits: bool = False
     seq_len: int | None = None  # a dynamic-shape artifact's timed length (default: the data's, else 128)
+    score_jobs: int = 1  # processes scoring the set at once (0: as many as this process's CPUs hold)
     cpus: tuple[int, ...] | None = None  # pins the measuring child process (command line only)
     knobs: dict[str, Any] = field(default_factory=dict)  # runtime knobs of the backend catalog
 
@@ -56,7 +57,9 @@ class MeasureRequest:
             "batch_size": "accuracy batch (1: scores independent of batching)",
             "max_eval": "score the first N rows (QA: questions)", "logits": "also print the scored rows' logits",
             "seq_len": "timed sequence length of a dynamic-shape artifact (default: the data's, else 128)",
-            "cpus": "comma-separated CPU ids to pin this process to"}
+            "cpus": "comma-separated CPU ids to pin this process to",
+            "score_jobs": "processes that score the set at once, each with --threads threads, after the timing "
+                          "(0: as many as this process's CPUs hold; batch 1 only)"}
 
     @classmethod
     def of(cls, **options: Any) -> "MeasureRequest":
@@ -243,13 +246,51 @@ def score_logits(logits: np.ndarray, arrays: dict[str, np.ndarray]) -> dict[str,
     return task.score(logits, arrays)
 
 
-def scores(runner: Runner, data: dict[str, np.ndarray], batch_size: int) -> tuple[dict[str, Any], np.ndarray]:
+def scores(runner: Runner, data: dict[str, np.ndarray], batch_size: int, jobs: int = 1,
+           load: tuple[str, int, dict[str, Any]] | None = None) -> tuple[dict[str, Any], np.ndarray]:
     """The set's scores (score_logits) through the runtime, and the logits they came from.
 
-    Batch 1 by default: each row scored as if alone.
+    Batch 1 by default: each row scored as if alone. With jobs > 1 (batch 1 only) the rows are split into
+    `jobs` contiguous shards: this runner scores the first while a spawned process per other shard loads
+    its own runner from `load` (artifact, threads, knobs), so each row's logits are the ones a single
+    runner gives, only sooner.
     """
-    logits = runner.predict_logits({k: data[k] for k in INPUT_KEYS}, batch_size=batch_size)
+    inputs = {k: data[k] for k in INPUT_KEYS}
+    if jobs <= 1 or batch_size != 1 or load is None or len(inputs["input_ids"]) < 2 * jobs:
+        logits = runner.predict_logits(inputs, batch_size=batch_size)
+    else:
+        logits = sharded_logits(runner, inputs, jobs, load)
     return score_logits(logits, data), logits
+
+
+def scoring_jobs(requested: int, threads: int) -> int:
+    """`requested` scoring processes, or for 0 as many as this process's CPUs hold at `threads` each."""
+    if requested > 0:
+        return requested
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cpus // max(1, threads))
+
+
+def sharded_logits(runner: Runner, inputs: dict[str, np.ndarray], jobs: int,
+                   load: tuple[str, int, dict[str, Any]]) -> np.ndarray:
+    """Batch-1 logits of every row, the first shard here and each other in a spawned process.
+
+    Spawned, not forked: this process already runs the runtime's thread pools, which a fork would copy
+    half-alive.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    shards = np.array_split(np.arange(len(inputs["input_ids"])), jobs)
+    with ProcessPoolExecutor(jobs - 1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        others = [pool.submit(shard_logits, *load, {k: v[rows] for k, v in inputs.items()}) for rows in shards[1:]]
+        first = runner.predict_logits({k: v[shards[0]] for k, v in inputs.items()}, batch_size=1)
+        return np.concatenate([first, *(future.result() for future in others)])
+
+
+def shard_logits(artifact: str, threads: int, knobs: dict[str, Any], inputs: dict[str, np.ndarray]) -> np.ndarray:
+    """Batch-1 logits of a shard of rows, through a runner of this process's own (sharded_logits' worker)."""
+    return load_runner(Path(artifact), threads=threads, **knobs).predict_logits(inputs, batch_size=1)
 
 
 def measure(artifact: str | Path, data: str | Path | None = None, **options: Any) -> Measurement:
@@ -292,7 +333,8 @@ def measure(artifact: str | Path, data: str | Path | None = None, **options: Any
         artifact_mb=artifact.stat().st_size / 2**20, load_ms=load_ms, peak_rss_mb=peak_rss_mb(), **device_info(),
         knobs=own_knobs)
     if arrays is not None and task_of_set(arrays) is not None:
-        scored_set, scored = scores(runner, arrays, batch_size)
+        jobs = scoring_jobs(request.score_jobs, threads)
+        scored_set, scored = scores(runner, arrays, batch_size, jobs, (str(artifact), threads, own_knobs))
         result = result.with_scores(scored_set)
         if logits:
             result = dataclasses.replace(result, logits=scored.tolist())

@@ -28,6 +28,7 @@ def test_export_dir_loads_with_plain_transformers(tiny_env) -> None:
     better = "finetuned" if tune["dev_accuracy_finetuned"] >= tune["dev_accuracy_inherited"] else "inherited"
     assert tune["kept"] == better
     assert metrics["torch"]["dev_accuracy"] == max(tune["dev_accuracy_finetuned"], tune["dev_accuracy_inherited"])
+    assert set(metrics["seconds"]) == {"data", "finetune", "torch scoring", "compile", "measure"}
     card = (model_dir / "README.md").read_text()
     for section in ("## Architecture", "## Results", "## How it was measured", "model.onnx", "model.tflite"):
         assert section in card

@@ -212,6 +212,15 @@ def test_local_target_measures_in_child_process(artifacts: dict[str, Path]) -> N
     assert result.target == target.name and target.name.startswith("local:")
 
 
+def test_scoring_split_over_processes_gives_the_same_logits(artifacts: dict[str, Path]) -> None:
+    # in a target's child (run as `python -m`) and in this process: spawned workers import either
+    for name in ("onnx", "tflite"):
+        one, two = (LocalTarget().measure(artifacts[name], artifacts["data"], runs=1, warmup=0, logits=True,
+                                          score_jobs=jobs) for jobs in (1, 2))
+        here = measure(artifacts[name], artifacts["data"], runs=1, warmup=0, logits=True, score_jobs=3)
+        assert one.logits == two.logits == here.logits and one.accuracy == two.accuracy == here.accuracy == 1.0
+
+
 def test_local_target_errors_name_device_and_cause(artifacts: dict[str, Path], tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     target = LocalTarget()

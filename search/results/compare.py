@@ -113,7 +113,7 @@ def compare_one(model_dir: Path, runtime: str, mode: str, seq_len: int, data: di
                                     check_data=data["parity"], cache_dir=compile_cache_dir())
         # the logits come back with the measurement: scored once, on the target, at batch 1 like the accuracy
         measured = target.measure(artifact.path, data["dev"], threads=options.threads, warmup=options.warmup,
-                                  runs=options.runs, logits=True)
+                                  runs=options.runs, logits=True, score_jobs=0)
     except EdgenasError as exc:
         return {**row, "status": "failed", "error": str(exc).splitlines()[0]}
     logits = np.asarray(measured.logits, dtype=np.float32)

@@ -10,6 +10,10 @@ from __future__ import annotations
 import copy
 import json
 import shutil
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -55,6 +59,16 @@ class ExportOptions:
     trim_vocab: bool = False  # also when the study's config asks for it
     device: str | None = None  # where the fine-tune runs (default: the study config's)
     questions: int = 2000  # QA: dev questions scored (a seeded subset; 2000 give F1 within about 1.5 points)
+
+
+@contextmanager
+def timed(seconds: dict[str, float], phase: str) -> Iterator[None]:
+    """Add the wall seconds of the block to seconds[phase]."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        seconds[phase] += time.perf_counter() - start
 
 
 def other_builds(runtime: str, mode: str, console: Console) -> list[tuple[str, str]]:
@@ -124,12 +138,13 @@ def measure_artifact(target: Target, path: Path, data: dict[str, Path], split: s
                      config: SearchConfig) -> Measurement | None:
     """One split through the artifact on the target with the trial's knobs: dev timed as the search times it,
     test scored in one pass (None where the export has no test split: SQuAD's is not public, so its dev set
-    is the benchmark)."""
+    is the benchmark). Each split is scored at batch 1 by as many processes as the target's cores hold."""
     if split not in data:
         return None
     knobs = {"threads": candidate.threads, **candidate.knobs}
     timing = {"warmup": config.measure.warmup, "runs": config.measure.runs} if split == "dev" else {"warmup": 0, "runs": 1}
-    return target.measure(path, data[split], **timing, **knobs)
+    # the whole split is scored after the timing, so every core of the target may take a share of it
+    return target.measure(path, data[split], **timing, **knobs, score_jobs=0)
 
 
 def measurement_record(dev: Measurement, test: Measurement | None) -> dict[str, Any]:
@@ -159,11 +174,14 @@ def export_trial(trial: FrozenTrial, trained: TrainedTask, config: SearchConfig,
     model_dir.mkdir(parents=True)
     console.print(f"[bold]export[/] trial {trial.number}: {candidate.arch.short()} "
                   f"{candidate.runtime}/{candidate.quantization} seq{seq_len} -> {model_dir}")
-    data = write_data(trained.splits, trained.tokenizer, config, seq_len, model_dir / "data", options.questions)
+    seconds: dict[str, float] = defaultdict(float)  # where the export's time went, for metrics.json
+    with timed(seconds, "data"):
+        data = write_data(trained.splits, trained.tokenizer, config, seq_len, model_dir / "data", options.questions)
     dev = load_npz(data["dev"])
     key = (candidate.arch, seq_len)
     if key not in finetuned:  # front trials that differ only in runtime or quantization share one fine-tune
-        finetuned[key] = finetune(trained, candidate, config, options, dev)
+        with timed(seconds, "finetune"):
+            finetuned[key] = finetune(trained, candidate, config, options, dev)
     model, kept, dev_before, dev_after = finetuned[key]
     names = list(trained.splits.label_names)
     model.config.id2label = dict(enumerate(names))
@@ -176,8 +194,9 @@ def export_trial(trial: FrozenTrial, trained: TrainedTask, config: SearchConfig,
     else:
         model.save_pretrained(model_dir)
         trained.tokenizer.save_pretrained(model_dir)
-    torch_acc |= {f"{split}_accuracy": torch_scores(model, load_npz(data[split]))["accuracy"]
-                  for split in ("dev", "test") if split in data and f"{split}_accuracy" not in torch_acc}
+    with timed(seconds, "torch scoring"):
+        torch_acc |= {f"{split}_accuracy": torch_scores(model, load_npz(data[split]))["accuracy"]
+                      for split in ("dev", "test") if split in data and f"{split}_accuracy" not in torch_acc}
     builds = [(candidate.runtime, candidate.quantization)]
     if options.other_runtime:
         builds += other_builds(candidate.runtime, candidate.quantization, console)
@@ -186,9 +205,11 @@ def export_trial(trial: FrozenTrial, trained: TrainedTask, config: SearchConfig,
     checks_floor = options.trials.strip() == "pareto"
     artifacts, dropped = {}, {}
     for runtime, mode in builds:
-        meta = compile_into(model_dir, runtime, mode, seq_len, data, config.measure.compile_timeout_s)
+        with timed(seconds, "compile"):
+            meta = compile_into(model_dir, runtime, mode, seq_len, data, config.measure.compile_timeout_s)
         path = model_dir / ARTIFACT_FILES[runtime]
-        dev_measured = measure_artifact(target, path, data, "dev", candidate, config)
+        with timed(seconds, "measure"):
+            dev_measured = measure_artifact(target, path, data, "dev", candidate, config)
         miss = checks_floor and export_floor_miss(config, baselines, dev_measured.accuracy, _scored(dev))
         if miss:  # decided on dev alone, before the test split is run at all
             console.print(f"  [yellow]not exported[/]: {runtime}/{mode} dev {config.task.score_name} "
@@ -199,7 +220,8 @@ def export_trial(trial: FrozenTrial, trained: TrainedTask, config: SearchConfig,
             path.unlink()  # another runtime's build that loses more to quantization than the trial's own
             dropped[f"{runtime}/{mode}"] = f"dev {dev_measured.accuracy:.4f} {miss}"
             continue
-        test_measured = measure_artifact(target, path, data, "test", candidate, config)
+        with timed(seconds, "measure"):
+            test_measured = measure_artifact(target, path, data, "test", candidate, config)
         artifacts[runtime] = {"file": path.name, "mode": mode, "size_mb": meta["size_bytes"] / 1e6,
                               "sha256": meta.get("sha256"), "parity": meta.get("parity"),
                               "measurement": measurement_record(dev_measured, test_measured),
@@ -218,7 +240,7 @@ def export_trial(trial: FrozenTrial, trained: TrainedTask, config: SearchConfig,
                      "train_examples": int(len(trained.data.labels)), "dev_accuracy_inherited": dev_before,
                      "dev_accuracy_finetuned": dev_after, "kept": kept},
         "data": {"dataset": config.task.dataset, "n_dev": _scored(dev), "n_test": len(trained.splits.test)},
-        "baselines": baselines,
+        "baselines": baselines, "seconds": dict(seconds),
         "search_result": trial.user_attrs[RESULT_ATTR], "target": options.target or config.measure.target,
         "config": json.loads(config.model_dump_json()),
     }
