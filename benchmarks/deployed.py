@@ -305,9 +305,9 @@ def shallow_trend(record: dict[str, Any]) -> str:
     return (f"The shallowest depth's inherited dev accuracy changed {change:+.1f} points over the last "
             f"{curve[-1]['step'] - curve[-2]['step']} supernet steps: more sandwich steps alone will not close it. "
             f"Every depth already has its own exit distilled from the teacher's logits, and hidden-state "
-            f"distillation from the max subnet showed no gain in a 500-step trial (README, training budgets); "
-            f"a longer distillation of the chosen small model at export (`edgenas export --steps`) is the next "
-            f"thing to try.")
+            f"distillation from the max subnet showed no gain in a 500-step trial (README, training budgets), "
+            f"and a longer distillation of a small model at export (`edgenas export --steps`) lifted it by about "
+            f"1.5 points and then stopped (README, export): what is missing is the small sub-configs' capacity.")
 
 
 def timing_data(model_dir: str) -> Path:
