@@ -18,7 +18,9 @@ import resource
 import socket
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -247,13 +249,13 @@ def score_logits(logits: np.ndarray, arrays: dict[str, np.ndarray]) -> dict[str,
 
 
 def scores(runner: Runner, data: dict[str, np.ndarray], batch_size: int, jobs: int = 1,
-           load: tuple[str, int, dict[str, Any]] | None = None) -> tuple[dict[str, Any], np.ndarray]:
+           load: Callable[[], Runner] | None = None) -> tuple[dict[str, Any], np.ndarray]:
     """The set's scores (score_logits) through the runtime, and the logits they came from.
 
     Batch 1 by default: each row scored as if alone. With jobs > 1 (batch 1 only) the rows are split into
-    `jobs` contiguous shards: this runner scores the first while a spawned process per other shard loads
-    its own runner from `load` (artifact, threads, knobs), so each row's logits are the ones a single
-    runner gives, only sooner.
+    `jobs` contiguous shards: this runner scores the first while a spawned process per other shard makes
+    its own runner with `load` (a picklable loader of the same artifact, threads and knobs), so each row's
+    logits are the ones a single runner gives, only sooner.
     """
     inputs = {k: data[k] for k in INPUT_KEYS}
     if jobs <= 1 or batch_size != 1 or load is None or len(inputs["input_ids"]) < 2 * jobs:
@@ -271,8 +273,7 @@ def scoring_jobs(requested: int, threads: int) -> int:
     return max(1, cpus // max(1, threads))
 
 
-def sharded_logits(runner: Runner, inputs: dict[str, np.ndarray], jobs: int,
-                   load: tuple[str, int, dict[str, Any]]) -> np.ndarray:
+def sharded_logits(runner: Runner, inputs: dict[str, np.ndarray], jobs: int, load: Callable[[], Runner]) -> np.ndarray:
     """Batch-1 logits of every row, the first shard here and each other in a spawned process.
 
     Spawned, not forked: this process already runs the runtime's thread pools, which a fork would copy
@@ -283,14 +284,14 @@ def sharded_logits(runner: Runner, inputs: dict[str, np.ndarray], jobs: int,
 
     shards = np.array_split(np.arange(len(inputs["input_ids"])), jobs)
     with ProcessPoolExecutor(jobs - 1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        others = [pool.submit(shard_logits, *load, {k: v[rows] for k, v in inputs.items()}) for rows in shards[1:]]
+        others = [pool.submit(shard_logits, load, {k: v[rows] for k, v in inputs.items()}) for rows in shards[1:]]
         first = runner.predict_logits({k: v[shards[0]] for k, v in inputs.items()}, batch_size=1)
         return np.concatenate([first, *(future.result() for future in others)])
 
 
-def shard_logits(artifact: str, threads: int, knobs: dict[str, Any], inputs: dict[str, np.ndarray]) -> np.ndarray:
+def shard_logits(load: Callable[[], Runner], inputs: dict[str, np.ndarray]) -> np.ndarray:
     """Batch-1 logits of a shard of rows, through a runner of this process's own (sharded_logits' worker)."""
-    return load_runner(Path(artifact), threads=threads, **knobs).predict_logits(inputs, batch_size=1)
+    return load().predict_logits(inputs, batch_size=1)
 
 
 def measure(artifact: str | Path, data: str | Path | None = None, **options: Any) -> Measurement:
@@ -310,13 +311,14 @@ def measure(artifact: str | Path, data: str | Path | None = None, **options: Any
         request.threads, request.warmup, request.runs, request.batch_size, request.max_eval, request.logits,
         request.knobs)
     max_runs = 4 * runs if request.max_runs is None else request.max_runs
-    if runs < 1 or warmup < 0 or batch_size < 1 or max_runs < runs:
-        raise ValueError("runs and batch_size must be >= 1, warmup >= 0 and max_runs >= runs")
+    if runs < 1 or warmup < 0 or batch_size < 1 or max_runs < runs or request.score_jobs < 0:
+        raise ValueError("runs and batch_size must be >= 1, warmup and score_jobs >= 0 and max_runs >= runs")
     arrays = load_data(data, max_eval) if data is not None else None
     artifact = Path(artifact)
     start = time.perf_counter()
     own_knobs = backend_for(artifact).own_knobs(knobs)
-    runner = load_runner(artifact, threads=threads, **own_knobs)
+    load = partial(load_runner, artifact, threads=threads, **own_knobs)  # also each scoring process's loader
+    runner = load()
     load_ms = (time.perf_counter() - start) * 1e3
     if request.seq_len is not None and runner.seq_len not in (None, request.seq_len):
         raise ValueError(f"{artifact.name} is compiled for sequence length {runner.seq_len}, not {request.seq_len}")
@@ -334,7 +336,7 @@ def measure(artifact: str | Path, data: str | Path | None = None, **options: Any
         knobs=own_knobs)
     if arrays is not None and task_of_set(arrays) is not None:
         jobs = scoring_jobs(request.score_jobs, threads)
-        scored_set, scored = scores(runner, arrays, batch_size, jobs, (str(artifact), threads, own_knobs))
+        scored_set, scored = scores(runner, arrays, batch_size, jobs, load)
         result = result.with_scores(scored_set)
         if logits:
             result = dataclasses.replace(result, logits=scored.tolist())

@@ -219,6 +219,8 @@ def test_scoring_split_over_processes_gives_the_same_logits(artifacts: dict[str,
                                           score_jobs=jobs) for jobs in (1, 2))
         here = measure(artifacts[name], artifacts["data"], runs=1, warmup=0, logits=True, score_jobs=3)
         assert one.logits == two.logits == here.logits and one.accuracy == two.accuracy == here.accuracy == 1.0
+    with pytest.raises(ValueError, match="score_jobs >= 0"):
+        measure(artifacts["onnx"], artifacts["data"], runs=1, score_jobs=-1)
 
 
 def test_local_target_errors_name_device_and_cause(artifacts: dict[str, Path], tmp_path: Path,
