@@ -33,7 +33,7 @@ from edgenas.runtime.backends import UnknownBackendError, get_backend
 from edgenas.runtime.runners import DEFAULT_SEQ_LEN
 
 #: bump when the produced artifacts change for the same inputs (invalidates the cache)
-COMPILER_VERSION = "10"
+COMPILER_VERSION = "11"
 
 
 @dataclass

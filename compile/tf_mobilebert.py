@@ -52,6 +52,11 @@ def _joined(tensors: Parts, axis: int) -> tf.Tensor:
     return tensors[0] if len(tensors) == 1 else tf.concat(tensors, axis=axis)
 
 
+def _first_token(tensors: Parts) -> Parts:
+    """The first token of a sequence held in parts, as parts."""
+    return [tensors[0][:, :1]]
+
+
 def _erf_gelu(x: tf.Tensor) -> tf.Tensor:
     return 0.5 * x * (1.0 + tf.math.erf(x * 0.7071067811865476))
 
@@ -164,7 +169,9 @@ class TFMobileBert(tf.Module):
             out.append(merge(ctx, x))
         return out
 
-    def _layer(self, h: Parts, mask: tf.Tensor, i: int) -> Parts:
+    def _layer(self, h: Parts, mask: tf.Tensor, i: int, first_token_only: bool = False) -> Parts:
+        """Layer i of the encoder; first_token_only: its output for the first token alone, which every
+        token still attends from (a classifier's last layer: the pooler reads nothing else)."""
         p, eps = f"mobilebert.encoder.layer.{i}", float(self.c.get("layer_norm_eps", 1e-12))
 
         def linear(xs: Parts, name: str) -> Parts:
@@ -173,19 +180,23 @@ class TFMobileBert(tf.Module):
         def add_norm(xs: Parts, residual: Parts, name: str, eps: float) -> Parts:
             return [self._norm(x + r, name, eps) for x, r in zip(xs, residual)]
 
-        if self.c.get("use_bottleneck", True):
-            layer_input = [self._norm(x, f"{p}.bottleneck.input.LayerNorm", eps)
-                           for x in linear(h, f"{p}.bottleneck.input.dense")]
-            if self.c.get("use_bottleneck_attention", False):
-                q = k = v = layer_input
-            elif self.c.get("key_query_shared_bottleneck", True):
-                shared = [self._norm(x, f"{p}.bottleneck.attention.LayerNorm", eps)
-                          for x in linear(h, f"{p}.bottleneck.attention.dense")]
-                q, k, v = shared, shared, h
-            else:
-                q = k = v = h
+        rows = _first_token if first_token_only else (lambda xs: xs)  # the tokens whose output is kept
+
+        def bottleneck(xs: Parts, name: str) -> Parts:
+            return [self._norm(x, f"{p}.bottleneck.{name}.LayerNorm", eps)
+                    for x in linear(xs, f"{p}.bottleneck.{name}.dense")]
+
+        if not self.c.get("use_bottleneck", True):
+            q, k, v, layer_input = rows(h), h, h, rows(h)
+        elif self.c.get("use_bottleneck_attention", False):
+            k = v = bottleneck(h, "input")
+            q = layer_input = rows(k)
+        elif self.c.get("key_query_shared_bottleneck", True):
+            k = bottleneck(h, "attention")
+            q, v, layer_input = rows(k), h, bottleneck(rows(h), "input")
         else:
-            q = k = v = layer_input = h
+            q, k, v, layer_input = rows(h), h, h, bottleneck(rows(h), "input")
+        h = rows(h)
         ctx = self._attention(q, k, v, mask, f"{p}.attention.self")
         x = add_norm(linear(ctx, f"{p}.attention.output.dense"), layer_input, f"{p}.attention.output.LayerNorm", eps)
         for j in range(int(self.c.get("num_feedforward_networks", 4)) - 1):
@@ -208,8 +219,9 @@ class TFMobileBert(tf.Module):
         mask = keys if self.int8_mask else (1.0 - keys) * _MASK_VALUE
         h = self._embeddings(ids, types)
         parts = [h[:, :1], h[:, 1:]] if self.first_token_apart else [h]
-        for i in range(int(self.c["num_hidden_layers"])):
-            parts = self._layer(parts, mask, i)
+        layers = int(self.c["num_hidden_layers"])
+        for i in range(layers):
+            parts = self._layer(parts, mask, i, first_token_only=not self.qa and i == layers - 1)
         if self.qa:
             return tf.transpose(_joined([self._linear(x, "qa_outputs") for x in parts], axis=1), [0, 2, 1])
         pooled = parts[0][:, 0]

@@ -103,6 +103,37 @@ def test_tf_twin_matches_torch(int8_mask: bool, model_fixture: str, npz: tuple[P
     np.testing.assert_allclose(got.numpy(), ref, atol=1e-4)
 
 
+@pytest.mark.parametrize(("model_fixture", "last_rows"), [("tiny_model", 1), ("bert_model", 1), ("qa_model", SEQ)])
+def test_a_classifiers_last_layer_computes_the_first_token_alone(model_fixture: str, last_rows: int,
+                                                                  npz: tuple[Path, Path], request: pytest.FixtureRequest,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pooler reads the first token only, so a classifier's last FFN runs on one row, in the torch
+    module that ONNX and ExecuTorch export and in the TF twin; a QA model needs every token's."""
+    import torch
+
+    from edgenas.compile import tf_mobilebert
+    from edgenas.compile.torch_model import load_model
+
+    model_dir = request.getfixturevalue(model_fixture)
+    feeds = {k: v for k, v in np.load(npz[1]).items() if k in INPUT_KEYS}
+    module = load_model(model_dir)
+    layers = module.model.mobilebert.encoder.layer
+    rows: dict[int, int] = {}
+    for i in (0, len(layers) - 1):
+        layers[i].intermediate.register_forward_hook(lambda _m, args, _out, i=i: rows.__setitem__(i, args[0].shape[1]))
+    with torch.no_grad():
+        module(**{k: torch.from_numpy(v.astype(np.int64)) for k, v in feeds.items()})
+    assert rows == {0: SEQ, len(layers) - 1: last_rows}
+
+    traced: dict[str, int] = {}
+    linear = tf_mobilebert.TFMobileBert._linear
+    monkeypatch.setattr(tf_mobilebert.TFMobileBert, "_linear",
+                        lambda self, x, name: traced.setdefault(name, x.shape[1]) and linear(self, x, name))
+    tf_mobilebert.build_tf_model(model_dir).concrete_function(SEQ)
+    intermediate = "mobilebert.encoder.layer.{}.intermediate.dense"
+    assert (traced[intermediate.format(0)], traced[intermediate.format(len(layers) - 1)]) == (SEQ, last_rows)
+
+
 CASES = [(name, mode, "default") for name, backend in BACKENDS.items() for mode in backend.mode_names]
 CASES += [("onnxruntime", "fp32", "tf2onnx"), ("onnxruntime", "dynamic_int8", "tf2onnx")]
 
