@@ -65,7 +65,9 @@ def exported(record: dict[str, Any]) -> dict[str, Any]:
 def headline(e: dict[str, Any]) -> list[str]:
     """The exported models against the teacher and TF-IDF, with the two targets' verdicts."""
     gap = (e["teacher_test"] - e["best_test"]) * 100
-    lines = [f"Exported models (the search's feasible Pareto front, each with every installed backend), test accuracy "
+    lines = [f"Exported models (the search's feasible Pareto front, and a more accurate trial the search's dev rows "
+             f"could not tell from the front's best, if all of dev finds one: README, export; each with every "
+             f"installed backend), test accuracy "
              f"through the runtime on the whole test split; MiniLM teacher {e['teacher_test']:.4f}"
              + (f", tuned TF-IDF {e['tfidf_test']:.4f}, majority class {e['majority_test']:.4f}"
                 if e["tfidf_test"] is not None else "") + ":", "",

@@ -165,3 +165,34 @@ def test_another_runtimes_build_under_the_floor_is_left_out_and_named(tiny_env, 
     assert list(metrics["not_exported"]) == ["tflite/fp32"]
     assert "under the floor 0.0100" in metrics["not_exported"]["tflite/fp32"]
     assert "Not exported, below `budgets.min_accuracy` on dev: tflite/fp32" in (model_dir / "README.md").read_text()
+
+
+def test_the_front_s_accuracy_ties_are_the_feasible_trials_the_search_could_not_tell_from_its_best() -> None:
+    """On 500 dev rows 0.82 cannot be told from 0.83, so a slower sub-config may be the most accurate;
+    0.70 is clearly below, and a trial of a front sub-config, one over a budget or a repeat adds nothing."""
+    import optuna
+
+    from edgenas.search.study.objectives import RESULT_ATTR, accuracy_ties, pareto_trials
+    from tiny_project import trial_result
+
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+
+    def add(layers: int, accuracy: float, ms: float, mb: float, over_budget: float = 0.0, **result: object) -> int:
+        trial = study.ask()
+        trial.set_user_attr("candidate", {"arch": {"num_hidden_layers": layers}})
+        trial.set_user_attr(RESULT_ATTR, {**trial_result(accuracy, ms, mb).to_attrs(), **result})
+        trial.set_constraint("latency", over_budget)
+        study.tell(trial, [accuracy, ms, mb])
+        return trial.number
+
+    add(6, 0.83, 4.0, 20.0)
+    add(2, 0.75, 1.0, 5.0)
+    tie = add(4, 0.82, 6.0, 23.0)
+    add(3, 0.70, 5.0, 25.0)
+    add(6, 0.825, 7.0, 24.0)  # the front's own sub-config, in another runtime
+    add(5, 0.815, 8.0, 30.0, over_budget=1.0)
+    add(1, 0.83, 9.0, 40.0, duplicate_of=0)
+    less_sure = add(7, 0.80, 10.0, 50.0)
+    front = pareto_trials(study)
+    assert [t.number for t in front] == [1, 0]
+    assert [t.number for t in accuracy_ties(study, front)] == [tie, less_sure]

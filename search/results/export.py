@@ -27,7 +27,7 @@ from edgenas.config import SearchConfig
 from edgenas.paths import cache_root
 from edgenas.errors import EdgenasError
 from edgenas.runtime.predict import ARTIFACT_FILES
-from edgenas.search.study.objectives import RESULT_ATTR, export_floor_miss, pareto_trials
+from edgenas.search.study.objectives import RESULT_ATTR, accuracy_ties, export_floor_miss, pareto_trials, result_of
 from edgenas.search.study.trial import calibration_rows, compile_cache_dir, load_npz, torch_scores
 from edgenas.search.study.verdict import BASELINE_NAMES
 from edgenas.search.uncertainty import wilson_interval
@@ -304,12 +304,43 @@ def export_study(study_name: str, storage: str | None, options: ExportOptions, c
     quiet_libraries()
     target = target_from_url(options.target or config.measure.target)
     trained = load_trained_task(config, console, options.progress)
+    if options.trials.strip() == "pareto":
+        trials += more_accurate_tie(study, trials, trained, config, options, console)
     finetuned: dict = {}
     dirs = [d for trial in trials
             if (d := export_trial(trial, trained, config, options, target, console, study_name, finetuned))]
     if not dirs:
         raise EdgenasError(f"no trial of study '{study_name}' reached budgets.min_accuracy on the export's dev set")
     return dirs
+
+
+def more_accurate_tie(study: optuna.Study, front: list[FrozenTrial], trained: TrainedTask, config: SearchConfig,
+                      options: ExportOptions, console: Console) -> list[FrozenTrial]:
+    """[The trial off the front that all of the export's dev set finds more accurate than the front's most
+    accurate one], or [] (inherited weights, torch): among the ties of objectives.accuracy_ties, which the
+    search's few hundred dev rows could not tell apart."""
+    ties = accuracy_ties(study, front)
+    if not ties:
+        return []
+    best = max(front, key=lambda t: result_of(t).accuracy)
+    rows = trained.splits.export_rows(options.questions, config.task.split_seed)
+    dev_sets: dict[int, dict[str, np.ndarray]] = {}
+
+    def inherited(trial: FrozenTrial) -> float:
+        candidate = Candidate.from_dict(trial.user_attrs["candidate"])
+        if candidate.seq_len not in dev_sets:
+            dev_sets[candidate.seq_len] = trained.splits.scored_set("dev", trained.tokenizer, candidate.seq_len, rows)
+        return torch_scores(trained.supernet.extract(candidate.arch), dev_sets[candidate.seq_len])["accuracy"]
+
+    scores = {t.number: inherited(t) for t in (best, *ties)}
+    winner = max(ties, key=lambda t: scores[t.number])
+    console.print(f"[bold]ties[/] of the front's most accurate trial {best.number} on the search's dev rows: trials "
+                  f"{', '.join(str(t.number) for t in ties)}; inherited {config.task.score_name} on the export's dev "
+                  f"set: " + ", ".join(f"{n} {v:.4f}" for n, v in scores.items()), highlight=False)
+    if scores[winner.number] <= scores[best.number]:
+        return []
+    console.print(f"  trial {winner.number} is exported too, as the most accurate", highlight=False)
+    return [winner]
 
 
 # ---------------------------------------------------------------- model card

@@ -1,20 +1,22 @@
 """The study's objectives and a trial's result record: which values Optuna optimizes, the
 budgets as constraints, the user-attribute names under which a trial keeps its result or its
-failure, and the feasible Pareto front read back from those records."""
+failure, and the feasible Pareto front read back from those records (with the trials whose accuracy the
+search could not tell from its best)."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 
 from edgenas.config import ACCURACY_FLOORS, SearchConfig
 from edgenas.runtime.measurement import Measurement
 from edgenas.search.study.verdict import BASELINES_ATTR, best_baseline
-from edgenas.search.uncertainty import difference_margin
+from edgenas.search.uncertainty import clearly_better, difference_margin
 
 #: the trial user attributes that hold its result record, or why it failed: written by a trial,
 #: read by the front, the report, the export and the twin search
@@ -147,3 +149,27 @@ def pareto_trials(study: optuna.Study) -> list[FrozenTrial]:
     """The feasible Pareto front (best_trials honours constraints), fastest first, each candidate once."""
     trials = [t for t in study.best_trials if (r := result_of(t)) is not None and r.duplicate_of is None]
     return sorted(trials, key=lambda t: result_of(t).latency_ms)
+
+
+def accuracy_ties(study: optuna.Study, front: list[FrozenTrial]) -> list[FrozenTrial]:
+    """Feasible trials off the front, of sub-configs the front lacks, whose accuracy the search cannot tell
+    from the front's best (not clearly below it on the search's dev rows); most accurate first.
+
+    A trial is scored on a few hundred dev rows, so the most accurate sub-config can fall just off the
+    front behind a faster one that scored a little higher by chance."""
+    best = max((result_of(t) for t in front), key=lambda r: r.accuracy)
+    archs = {json.dumps(t.user_attrs["candidate"]["arch"], sort_keys=True) for t in front}
+    results = [(t, r) for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+               if (r := result_of(t)) is not None and r.duplicate_of is None and _feasible(t)]
+    ties = []
+    for trial, result in sorted(results, key=lambda pair: -pair[1].accuracy):
+        arch = json.dumps(trial.user_attrs.get("candidate", {}).get("arch"), sort_keys=True)
+        if arch not in archs and not clearly_better(best.accuracy, best.accuracy_n, result.accuracy, result.accuracy_n):
+            archs.add(arch)
+            ties.append(trial)
+    return ties
+
+
+def _feasible(trial: FrozenTrial) -> bool:
+    """Whether the trial met every budget (set_constraints)."""
+    return all(value <= 0 for value in trial.constraints.values())
