@@ -7,7 +7,7 @@ quantizer and parity check handles the two tasks alike.
 
 A classifier's last layer is computed for the first token alone: the pooler reads
 nothing else, and every token's keys and values are still attended to. The logits
-are transformers' own; the last layer does about a quarter of its matrix work.
+are transformers' own; the last layer's attention output and FFN run on one row.
 """
 
 from __future__ import annotations

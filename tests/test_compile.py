@@ -125,10 +125,14 @@ def test_a_classifiers_last_layer_computes_the_first_token_alone(model_fixture: 
         module(**{k: torch.from_numpy(v.astype(np.int64)) for k, v in feeds.items()})
     assert rows == {0: SEQ, len(layers) - 1: last_rows}
 
-    traced: dict[str, int] = {}
+    traced: dict[str, int] = {}  # each Linear's rows as the twin is traced
     linear = tf_mobilebert.TFMobileBert._linear
-    monkeypatch.setattr(tf_mobilebert.TFMobileBert, "_linear",
-                        lambda self, x, name: traced.setdefault(name, x.shape[1]) and linear(self, x, name))
+
+    def recorded(self: object, x: object, name: str) -> object:
+        traced.setdefault(name, x.shape[1])
+        return linear(self, x, name)
+
+    monkeypatch.setattr(tf_mobilebert.TFMobileBert, "_linear", recorded)
     tf_mobilebert.build_tf_model(model_dir).concrete_function(SEQ)
     intermediate = "mobilebert.encoder.layer.{}.intermediate.dense"
     assert (traced[intermediate.format(0)], traced[intermediate.format(len(layers) - 1)]) == (SEQ, last_rows)
