@@ -108,11 +108,19 @@ def summary(curves: dict[str, list[float]], seeds: list[int], n_trials: int) -> 
     return rows
 
 
-def p3(rows: list[dict[str, Any]], n_trials: int) -> dict[str, Any]:
-    """P3: does TPE after N trials reach random search's hypervolume after 2N (N = half the trials)?"""
+def p3(rows: list[dict[str, Any]], curves: dict[str, list[float]], seeds: list[int], n_trials: int) -> dict[str, Any]:
+    """P3: does TPE after N trials reach random search's hypervolume after 2N (N = half the trials)? With each
+    seed's pair, and the seeds' spread beside the difference of the means."""
     n = n_trials // 2
+
+    def at(sampler: str, seed: int, k: int) -> float:
+        curve = curves[f"{sampler}-seed{seed}"]
+        return curve[min(k, len(curve)) - 1]
+
     tpe, random = rows[n - 1]["tpe_mean"], rows[2 * n - 1]["random_mean"]
-    return {"n": n, "tpe_at_n": tpe, "random_at_2n": random, "target_met": bool(tpe >= random)}
+    return {"n": n, "tpe_at_n": tpe, "random_at_2n": random, "target_met": bool(tpe >= random),
+            "tpe_std": rows[n - 1]["tpe_std"], "random_std": rows[2 * n - 1]["random_std"],
+            "per_seed": {seed: [at("tpe", seed, n), at("random", seed, 2 * n)] for seed in seeds}}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -131,7 +139,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     figures = {"samplers": list(SAMPLERS), "seeds": args.seeds, "n_trials": n_trials, "objectives": directions,
                "reference_point": reference, "curves": curves, "values": values, "table": rows,
                "final_hypervolume_fraction": {s: final[f"{s}_mean"] for s in SAMPLERS},
-               "p3": p3(rows, n_trials),
+               "p3": p3(rows, curves, args.seeds, n_trials),
                "config": config, "reused_studies": reused,
                "study_seconds": seconds}
     return run.finish(figures, markdown(figures), args.write_results)
@@ -152,7 +160,8 @@ def markdown(f: dict[str, Any]) -> str:
         f"P3: TPE after {f['p3']['n']} trials **{f['p3']['tpe_at_n']:.3f}** against random search after "
         f"{2 * f['p3']['n']} trials **{f['p3']['random_at_2n']:.3f}** (target: at least as high). "
         f"Target {common.verdict(f['p3']['target_met'])}"
-        + ("" if f["p3"]["target_met"] else f", by {f['p3']['random_at_2n'] - f['p3']['tpe_at_n']:.3f}") + ".", "",
+        + ("" if f["p3"]["target_met"] else f", by {f['p3']['random_at_2n'] - f['p3']['tpe_at_n']:.3f}") + ". "
+        + spread_line(f["p3"]), "",
         f"Search config (same task, space and cached supernet as the deployed pipeline of section 1, whose "
         f"training line says where and how long it trained; lighter per-trial measurement): `{json.dumps({k: f['config'][k] for k in ('space', 'supernet', 'candidates', 'measure')})}`."
         + (f" Studies {', '.join(f['reused_studies'])} were completed by an earlier run of this script and reused."
@@ -160,6 +169,20 @@ def markdown(f: dict[str, Any]) -> str:
         + " Wall time of each study's trials (first start to last finish, from the study storage): "
         + ", ".join(f"{k} {v:.0f} s" for k, v in f["study_seconds"].items()) + ".",
     ])
+
+
+def spread_line(p: dict[str, Any]) -> str:
+    """Each seed's TPE@N against random@2N, and whether the seeds' spread dwarfs the difference of the means."""
+    pairs = p["per_seed"].items()
+    ahead = sum(tpe >= random for _, (tpe, random) in pairs)
+    line = (f"Per seed, TPE@{p['n']} against random@{2 * p['n']}: "
+            + ", ".join(f"seed {seed} {tpe:.3f} / {random:.3f}" for seed, (tpe, random) in pairs)
+            + f"; TPE at least as high in {ahead} of {len(pairs)}.")
+    gap = abs(p["tpe_at_n"] - p["random_at_2n"])
+    if gap < max(p["tpe_std"], p["random_std"]):
+        line += (f" The means differ by {gap:.3f}, less than the seeds' spread (std {p['tpe_std']:.3f} and "
+                 f"{p['random_std']:.3f}): {len(pairs)} seeds cannot tell the two apart.")
+    return line
 
 
 if __name__ == "__main__":

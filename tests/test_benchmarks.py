@@ -117,6 +117,9 @@ def test_search_efficiency_quick(bench) -> None:
     p3 = record["p3"]  # TPE after N = 1 trial against random search after 2
     assert p3["n"] == 1 and p3["tpe_at_n"] == record["table"][0]["tpe_mean"]
     assert p3["random_at_2n"] == record["table"][1]["random_mean"] and "P3: TPE after 1 trials" in text
+    assert [pair[0] for pair in p3["per_seed"].values()] == [record["curves"][f"tpe-seed{n}"][0] for n in (0, 1, 2)]
+    assert [pair[1] for pair in p3["per_seed"].values()] == [record["curves"][f"random-seed{n}"][1] for n in (0, 1, 2)]
+    assert "Per seed, TPE@1 against random@2: seed 0" in text
 
 
 def test_latency_predictor_quick(bench) -> None:
