@@ -297,7 +297,7 @@ def isolate_first_token(src: Path, dst: Path) -> int:
 
     model = onnx.load(str(src))
     graph = model.graph
-    one_token = {v.name for v in graph.value_info  # a classifier's last layer after attention: nothing to split
+    one_token = {v.name for v in (*graph.value_info, *graph.input)  # a classifier's last layer: nothing to split
                  if len(v.type.tensor_type.shape.dim) == 3 and v.type.tensor_type.shape.dim[1].dim_value == 1}
     split = {index: node for index, node in _weight_matmuls(graph) if node.input[0] not in one_token}
     first, second, end = "isolate/zero", "isolate/one", "isolate/end"

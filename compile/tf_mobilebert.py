@@ -170,8 +170,8 @@ class TFMobileBert(tf.Module):
         return out
 
     def _layer(self, h: Parts, mask: tf.Tensor, i: int, first_token_only: bool = False) -> Parts:
-        """Layer i of the encoder; first_token_only: its output for the first token alone, which every
-        token still attends from (a classifier's last layer: the pooler reads nothing else)."""
+        """Layer i of the encoder; first_token_only: its output for the first token alone, which still
+        attends to every token (a classifier's last layer: the pooler reads nothing else)."""
         p, eps = f"mobilebert.encoder.layer.{i}", float(self.c.get("layer_norm_eps", 1e-12))
 
         def linear(xs: Parts, name: str) -> Parts:

@@ -68,8 +68,8 @@ def classifier_logits(model: Any, input_ids: Any, mask: Any, token_type_ids: Any
 
 
 def _first_token_layer(layer: Any, hidden: Any, mask: Any) -> Any:
-    """A MobileBertLayer's output for the first token: its query, and every step after attention, on that
-    row alone (the same modules and arithmetic as the layer's own forward)."""
+    """A MobileBertLayer's output for the first token: its query row, and every step after attention, on
+    that row alone (the same modules and arithmetic as the layer's own forward)."""
     first = hidden[:, :1]
     if not layer.use_bottleneck:
         key, value, layer_input = hidden, hidden, first

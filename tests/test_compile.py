@@ -103,6 +103,25 @@ def test_tf_twin_matches_torch(int8_mask: bool, model_fixture: str, npz: tuple[P
     np.testing.assert_allclose(got.numpy(), ref, atol=1e-4)
 
 
+@pytest.mark.parametrize("family", [{}, BERT_FAMILY, {"use_bottleneck_attention": True},
+                                    {"num_feedforward_networks": 3, "classifier_activation": False}])
+def test_the_exported_classifier_module_gives_transformers_own_logits(family: dict, npz: tuple[Path, Path],
+                                                                      tmp_path: Path) -> None:
+    """The module ONNX and ExecuTorch export (its last layer on the first token alone) against the saved
+    model's own transformers forward, with padding, for each bottleneck layout."""
+    import torch
+    from transformers import MobileBertForSequenceClassification
+
+    from edgenas.compile.torch_model import load_model
+
+    model_dir = _save_model(tmp_path, layers=2, heads=2, **family)
+    feeds = {k: torch.from_numpy(v.astype(np.int64)) for k, v in np.load(npz[1]).items() if k in INPUT_KEYS}
+    with torch.no_grad():
+        got = load_model(model_dir)(**feeds)
+        expected = MobileBertForSequenceClassification.from_pretrained(model_dir).eval()(**feeds).logits
+    np.testing.assert_allclose(got.numpy(), expected.numpy(), atol=1e-5)
+
+
 @pytest.mark.parametrize(("model_fixture", "last_rows"), [("tiny_model", 1), ("bert_model", 1), ("qa_model", SEQ)])
 def test_a_classifiers_last_layer_computes_the_first_token_alone(model_fixture: str, last_rows: int,
                                                                   npz: tuple[Path, Path], request: pytest.FixtureRequest,

@@ -198,16 +198,17 @@ def test_the_front_s_accuracy_ties_are_the_feasible_trials_the_search_could_not_
     assert [t.number for t in accuracy_ties(study, front)] == [tie, less_sure]
 
 
-def test_a_tie_that_all_of_dev_finds_more_accurate_is_exported_too(tiny_env) -> None:
-    """The tiny study's front plus a trial of another sub-config recorded as tying the front's best on the
-    search's rows: both are scored with inherited weights on all of dev, and the tie is added exactly when
-    it scores higher there."""
+@pytest.mark.parametrize("tie_scores_higher", [True, False])
+def test_a_tie_that_all_of_dev_finds_more_accurate_is_exported_too(tiny_env, monkeypatch, tie_scores_higher) -> None:
+    """The tiny study's front plus a trial of a shallower sub-config recorded as tying the front's best on the
+    search's rows: it is exported too exactly when its inherited score on all of dev is the higher, and its
+    card says why it was chosen."""
     import io
 
     import optuna
     from rich.console import Console
 
-    from edgenas.search.results.export import ExportOptions, more_accurate_tie
+    from edgenas.search.results import export
     from edgenas.search.study.objectives import RESULT_ATTR, pareto_trials, result_of
     from edgenas.search.study.runner import load_trained_task
     from edgenas.types import Candidate
@@ -220,18 +221,28 @@ def test_a_tie_that_all_of_dev_finds_more_accurate_is_exported_too(tiny_env) -> 
     best = max(front, key=lambda t: result_of(t).accuracy)
     candidate = Candidate.from_dict(best.user_attrs["candidate"])
     assert candidate.arch.num_hidden_layers > 1  # a shallower sub-config is another one of the supernet
-    other = candidate.arch.to_dict() | {"num_hidden_layers": candidate.arch.num_hidden_layers - 1}
+    tie_arch = candidate.arch.to_dict() | {"num_hidden_layers": candidate.arch.num_hidden_layers - 1}
     result = result_of(best)
-    slower = [result.accuracy, result.latency_ms * 2, result.size_mb * 2]
     study.add_trial(optuna.trial.create_trial(
-        params=best.params, distributions=best.distributions, values=slower,
-        user_attrs={"candidate": candidate.to_dict() | {"arch": other}, RESULT_ATTR: best.user_attrs[RESULT_ATTR]}))
-    out = io.StringIO()
+        params=best.params, distributions=best.distributions,
+        values=[result.accuracy, result.latency_ms * 2, result.size_mb * 2],
+        user_attrs={"candidate": candidate.to_dict() | {"arch": tie_arch}, RESULT_ATTR: best.user_attrs[RESULT_ATTR]}))
+    tie = study.trials[-1].number
+
+    def scored(model, dev):  # what all of dev says of each sub-config, set by the test
+        is_tie = all(getattr(model.config, knob) == value for knob, value in tie_arch.items())
+        return {"accuracy": 0.9 if is_tie == tie_scores_higher else 0.5}
+
+    monkeypatch.setattr(export, "torch_scores", scored)
     trained = load_trained_task(config, Console(file=io.StringIO()), progress=False)
-    added = more_accurate_tie(study, front, trained, config, ExportOptions(tiny_env.root / "unused"), Console(file=out))
+    out = io.StringIO()
+    why = export.more_accurate_tie(study, front, trained, config, export.ExportOptions(tiny_env.root / "unused"),
+                                   Console(file=out))
     line = " ".join(out.getvalue().split())
-    ties = [int(n) for n in line.split("dev rows: trials ")[1].split(";")[0].split(", ")]
-    scores = {int(n): float(v) for n, v in (part.split() for part in line.split("set: ")[1].split(", "))}
-    assert study.trials[-1].number in ties and set(scores) == {best.number, *ties}
-    winner = max(ties, key=lambda n: scores[n])
-    assert [t.number for t in added] == ([winner] if scores[winner] > scores[best.number] else [])
+    assert str(tie) in line.split("dev rows: trials ")[1].split(";")[0].split(", ")  # it was weighed
+    if not tie_scores_higher:
+        assert why == {}
+        return
+    assert list(why) == [tie] and "off the Pareto front, a tie of trial" in why[tie]
+    metrics = json.loads((tiny_env.model_dir / "metrics.json").read_text()) | {"selected_as": why[tie]}
+    assert f"({why[tie]})" in model_card(metrics)

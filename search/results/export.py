@@ -157,9 +157,11 @@ def measurement_record(dev: Measurement, test: Measurement | None) -> dict[str, 
 
 
 def export_trial(trial: FrozenTrial, trained: TrainedTask, config: SearchConfig, options: ExportOptions, target: Target,
-                 console: Console, study_name: str = "", finetuned: dict | None = None) -> Path | None:
+                 console: Console, study_name: str = "", finetuned: dict | None = None,
+                 selected_as: str | None = None) -> Path | None:
     """Fine-tune, save, compile, measure and document one trial; returns its model directory. `finetuned`
-    keeps the fine-tuned weights per architecture and sequence length across the trials of one export.
+    keeps the fine-tuned weights per architecture and sequence length across the trials of one export;
+    `selected_as` says why the trial was chosen (default: the front, or asked for by number).
 
     Exporting the front (`--trials pareto`) under `budgets.min_accuracy`, the floor is checked again on the
     export's dev set (all of it for a classifier; export_floor_miss): a model that misses it in its own
@@ -231,6 +233,7 @@ def export_trial(trial: FrozenTrial, trained: TrainedTask, config: SearchConfig,
                       f"{dev_measured.median_ms:.2f} ms median, {artifacts[runtime]['size_mb']:.2f} MB", highlight=False)
     metrics = {
         "study": study_name, "trial": trial.number,
+        "selected_as": selected_as or ("on the Pareto front" if checks_floor else "asked for by number"),
         "candidate": candidate.to_dict(), "runtime": candidate.runtime, "quantization": candidate.quantization,
         "task": trained.splits.task, "seq_len": seq_len, "label_names": names,
         **trained.splits.metadata(),
@@ -304,24 +307,27 @@ def export_study(study_name: str, storage: str | None, options: ExportOptions, c
     quiet_libraries()
     target = target_from_url(options.target or config.measure.target)
     trained = load_trained_task(config, console, options.progress)
+    why: dict[int, str] = {}
     if options.trials.strip() == "pareto":
-        trials += more_accurate_tie(study, trials, trained, config, options, console)
+        why = more_accurate_tie(study, trials, trained, config, options, console)
+        trials += [t for t in completed(study) if t.number in why]
     finetuned: dict = {}
     dirs = [d for trial in trials
-            if (d := export_trial(trial, trained, config, options, target, console, study_name, finetuned))]
+            if (d := export_trial(trial, trained, config, options, target, console, study_name, finetuned,
+                                  why.get(trial.number)))]
     if not dirs:
         raise EdgenasError(f"no trial of study '{study_name}' reached budgets.min_accuracy on the export's dev set")
     return dirs
 
 
 def more_accurate_tie(study: optuna.Study, front: list[FrozenTrial], trained: TrainedTask, config: SearchConfig,
-                      options: ExportOptions, console: Console) -> list[FrozenTrial]:
-    """[The trial off the front that all of the export's dev set finds more accurate than the front's most
-    accurate one], or [] (inherited weights, torch): among the ties of objectives.accuracy_ties, which the
-    search's few hundred dev rows could not tell apart."""
+                      options: ExportOptions, console: Console) -> dict[int, str]:
+    """{number: why} of the trial off the front that all of the export's dev set finds more accurate than the
+    front's most accurate one (inherited weights, torch), or {}: among the ties of objectives.accuracy_ties,
+    which the search's few hundred dev rows could not tell apart."""
     ties = accuracy_ties(study, front)
     if not ties:
-        return []
+        return {}
     best = max(front, key=lambda t: result_of(t).accuracy)
     rows = trained.splits.export_rows(options.questions, config.task.split_seed)
     dev_sets: dict[int, dict[str, np.ndarray]] = {}
@@ -338,9 +344,11 @@ def more_accurate_tie(study: optuna.Study, front: list[FrozenTrial], trained: Tr
                   f"{', '.join(str(t.number) for t in ties)}; inherited {config.task.score_name} on the export's dev "
                   f"set: " + ", ".join(f"{n} {v:.4f}" for n, v in scores.items()), highlight=False)
     if scores[winner.number] <= scores[best.number]:
-        return []
+        return {}
     console.print(f"  trial {winner.number} is exported too, as the most accurate", highlight=False)
-    return [winner]
+    return {winner.number: f"off the Pareto front, a tie of trial {best.number} on the search's dev rows that all of "
+                           f"dev finds more accurate (inherited {config.task.score_name} {scores[winner.number]:.4f} "
+                           f"against {scores[best.number]:.4f})"}
 
 
 # ---------------------------------------------------------------- model card
@@ -366,8 +374,9 @@ def model_card(metrics: dict[str, Any]) -> str:
     what = task.what.format(labels=", ".join(metrics["label_names"]))
     lines = [
         f"# MobileBERT {c.arch.short()} ({c.runtime}, {c.quantization})", "",
-        f"Exported by `edgenas export` from trial {metrics['trial']} of study `{metrics.get('study')}`: "
-        f"{what}, trained on {metrics['data']['dataset']}.", "",
+        f"Exported by `edgenas export` from trial {metrics['trial']} of study `{metrics.get('study')}`"
+        + (f" ({metrics['selected_as']})" if metrics.get("selected_as") else "")
+        + f": {what}, trained on {metrics['data']['dataset']}.", "",
         *_architecture(metrics, c), *_training(metrics, task),
         *(_span_results(metrics) if task.spans else _classifier_results(metrics)), *_not_exported(metrics),
         *_how_measured(metrics, c, task), *_usage(task),

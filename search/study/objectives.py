@@ -151,23 +151,37 @@ def pareto_trials(study: optuna.Study) -> list[FrozenTrial]:
     return sorted(trials, key=lambda t: result_of(t).latency_ms)
 
 
-def accuracy_ties(study: optuna.Study, front: list[FrozenTrial]) -> list[FrozenTrial]:
-    """Feasible trials off the front, of sub-configs the front lacks, whose accuracy the search cannot tell
-    from the front's best (not clearly below it on the search's dev rows); most accurate first.
+#: at most this many ties of the front's best are scored on all of dev at export
+MAX_TIES = 5
+
+
+def accuracy_ties(study: optuna.Study, front: list[FrozenTrial], limit: int = MAX_TIES) -> list[FrozenTrial]:
+    """Feasible trials off the front, of sub-configs (at a sequence length) the front lacks, whose accuracy
+    the search cannot tell from the front's best (not clearly below it on the search's dev rows); the
+    `limit` most accurate.
 
     A trial is scored on a few hundred dev rows, so the most accurate sub-config can fall just off the
     front behind a faster one that scored a little higher by chance."""
     best = max((result_of(t) for t in front), key=lambda r: r.accuracy)
-    archs = {json.dumps(t.user_attrs["candidate"]["arch"], sort_keys=True) for t in front}
+    if best.accuracy_n <= 0:
+        return []  # no rows behind the accuracy: no uncertainty to weigh
+    seen = {_model_key(t) for t in front}
     results = [(t, r) for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-               if (r := result_of(t)) is not None and r.duplicate_of is None and _feasible(t)]
+               if (r := result_of(t)) is not None and r.duplicate_of is None and r.accuracy_n > 0
+               and "candidate" in t.user_attrs and _feasible(t)]
     ties = []
     for trial, result in sorted(results, key=lambda pair: -pair[1].accuracy):
-        arch = json.dumps(trial.user_attrs.get("candidate", {}).get("arch"), sort_keys=True)
-        if arch not in archs and not clearly_better(best.accuracy, best.accuracy_n, result.accuracy, result.accuracy_n):
-            archs.add(arch)
+        key = _model_key(trial)
+        if key not in seen and not clearly_better(best.accuracy, best.accuracy_n, result.accuracy, result.accuracy_n):
+            seen.add(key)
             ties.append(trial)
-    return ties
+    return ties[:limit]
+
+
+def _model_key(trial: FrozenTrial) -> str:
+    """What a trial's inherited score depends on: its sub-config and sequence length."""
+    candidate = trial.user_attrs.get("candidate", {})
+    return json.dumps([candidate.get("arch"), candidate.get("seq_len")], sort_keys=True)
 
 
 def _feasible(trial: FrozenTrial) -> bool:
