@@ -96,13 +96,18 @@ def hypervolume_curves(values: dict[str, list], directions: list[str]) -> tuple[
     return curves, [float(abs(x)) if x == 0 else float(x) for x in reference * sign]
 
 
+def after(curve: list[float], trials: int) -> float:
+    """A study's hypervolume fraction after its first `trials` trials (its last value if it ran fewer)."""
+    return curve[min(trials, len(curve)) - 1]
+
+
 def summary(curves: dict[str, list[float]], seeds: list[int], n_trials: int) -> list[dict[str, Any]]:
     """Mean and std over seeds of each sampler's hypervolume fraction after k trials."""
     rows = []
     for k in range(n_trials):
         row: dict[str, Any] = {"trials": k + 1}
         for sampler in SAMPLERS:
-            at_k = [curves[f"{sampler}-seed{s}"][min(k, len(curves[f"{sampler}-seed{s}"]) - 1)] for s in seeds]
+            at_k = [after(curves[f"{sampler}-seed{s}"], k + 1) for s in seeds]
             row[f"{sampler}_mean"], row[f"{sampler}_std"] = float(np.mean(at_k)), float(np.std(at_k))
         rows.append(row)
     return rows
@@ -112,15 +117,11 @@ def p3(rows: list[dict[str, Any]], curves: dict[str, list[float]], seeds: list[i
     """P3: does TPE after N trials reach random search's hypervolume after 2N (N = half the trials)? With each
     seed's pair, and the seeds' spread beside the difference of the means."""
     n = n_trials // 2
-
-    def at(sampler: str, seed: int, k: int) -> float:
-        curve = curves[f"{sampler}-seed{seed}"]
-        return curve[min(k, len(curve)) - 1]
-
     tpe, random = rows[n - 1]["tpe_mean"], rows[2 * n - 1]["random_mean"]
     return {"n": n, "tpe_at_n": tpe, "random_at_2n": random, "target_met": bool(tpe >= random),
             "tpe_std": rows[n - 1]["tpe_std"], "random_std": rows[2 * n - 1]["random_std"],
-            "per_seed": {str(seed): [at("tpe", seed, n), at("random", seed, 2 * n)] for seed in seeds}}
+            "per_seed": {str(seed): [after(curves[f"tpe-seed{seed}"], n), after(curves[f"random-seed{seed}"], 2 * n)]
+                         for seed in seeds}}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

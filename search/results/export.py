@@ -27,7 +27,7 @@ from edgenas.config import SearchConfig
 from edgenas.paths import cache_root
 from edgenas.errors import EdgenasError
 from edgenas.runtime.predict import ARTIFACT_FILES
-from edgenas.search.study.objectives import RESULT_ATTR, accuracy_ties, export_floor_miss, pareto_trials, result_of
+from edgenas.search.study.objectives import RESULT_ATTR, accuracy_ties, export_floor_miss, most_accurate, pareto_trials
 from edgenas.search.study.trial import calibration_rows, compile_cache_dir, load_npz, torch_scores
 from edgenas.search.study.verdict import BASELINE_NAMES
 from edgenas.search.uncertainty import wilson_interval
@@ -328,7 +328,7 @@ def more_accurate_tie(study: optuna.Study, front: list[FrozenTrial], trained: Tr
     ties = accuracy_ties(study, front)
     if not ties:
         return {}
-    best = max(front, key=lambda t: result_of(t).accuracy)
+    best = most_accurate(front)
     rows = trained.splits.export_rows(options.questions, config.task.split_seed)
     dev_sets: dict[int, dict[str, np.ndarray]] = {}
 

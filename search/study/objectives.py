@@ -151,6 +151,11 @@ def pareto_trials(study: optuna.Study) -> list[FrozenTrial]:
     return sorted(trials, key=lambda t: result_of(t).latency_ms)
 
 
+def most_accurate(trials: list[FrozenTrial]) -> FrozenTrial:
+    """The trial of the highest recorded accuracy (each must carry a result)."""
+    return max(trials, key=lambda t: result_of(t).accuracy)
+
+
 #: at most this many ties of the front's best are scored on all of dev at export
 MAX_TIES = 5
 
@@ -162,7 +167,7 @@ def accuracy_ties(study: optuna.Study, front: list[FrozenTrial], limit: int = MA
 
     A trial is scored on a few hundred dev rows, so the most accurate sub-config can fall just off the
     front behind a faster one that scored a little higher by chance."""
-    best = max((result_of(t) for t in front), key=lambda r: r.accuracy)
+    best = result_of(most_accurate(front))
     if best.accuracy_n <= 0:
         return []  # no rows behind the accuracy: no uncertainty to weigh
     seen = {_model_key(t) for t in front}
