@@ -37,7 +37,7 @@ class Setup:
 
     config: dict[str, Any]
     n_trials: int
-    export_steps: int
+    export_steps: int | None  # None: the recipe's finetune_steps
     reference_space: str  # "mobilebert" (full runs) or a space file (quick runs)
     teacher: str  # "minilm" or a local checkpoint directory
 
@@ -48,7 +48,7 @@ class Setup:
         return SearchConfig.model_validate(self.config)
 
 
-def full_setup(steps: int | None = None, n_trials: int = 20, export_steps: int = 300) -> Setup:
+def full_setup(steps: int | None = None, n_trials: int = 40, export_steps: int | None = None) -> Setup:
     """The tweets task, the minilm space, the `cpu` recipe (or `steps` supernet steps), sequence length 64;
     the front holds only models that beat the best baseline (tuned TF-IDF) on the study's dev rows, and its
     export only those that beat it on all of dev by more than the difference's 95 % margin."""
@@ -94,7 +94,8 @@ def default_work(quick: bool, suffix: str = "") -> Path:
 def add_flags(parser) -> None:
     """The full pipeline's budgets as flags (a non-default setup gets its own default work directory)."""
     parser.add_argument("--steps", type=int, default=None, help="supernet steps (full runs; default: the cpu recipe's)")
-    parser.add_argument("--export-steps", type=int, default=300, help="fine-tune steps of each exported model")
+    parser.add_argument("--export-steps", type=int, default=None,
+                        help="fine-tune steps of each exported model (default: the recipe's finetune_steps)")
 
 
 def start(name: str, doc: str, argv: list[str] | None, extra=None):
@@ -359,6 +360,11 @@ def majority_note(record: dict[str, Any], accuracies: dict[str, float]) -> str:
             f"({floor:.4f} on test): under this training cap the accuracy comparison is not meaningful.")
 
 
+def export_steps(record: dict[str, Any]) -> int:
+    """The fine-tune steps each exported model had: the setup's, else the recipe's finetune_steps."""
+    return record["setup"]["export_steps"] or record["recipe"]["finetune_steps"]
+
+
 def caps_line(record: dict[str, Any]) -> str:
     """Where and how long the models trained, and the budgets, for every section that uses the pipeline."""
     r, s, seconds = record["recipe"], record["setup"], record["build_seconds"]
@@ -367,7 +373,7 @@ def caps_line(record: dict[str, Any]) -> str:
                + (f"teacher {teacher['steps']} steps in {teacher['train_seconds']:.0f} s, " if teacher else "")
                + f"supernet {supernet['steps']} sandwich steps in {supernet['supernet_seconds']:.0f} s")
     phases = (f"search {s['n_trials']} trials (TPE, seed 0) in {seconds['search']:.0f} s (first trial start to last "
-              f"finish); export of the front in {seconds['export']:.0f} s (each model fine-tuned {s['export_steps']} "
+              f"finish); export of the front in {seconds['export']:.0f} s (each model fine-tuned {export_steps(record)} "
               f"steps on the labels and the teacher's cached logits, then compiled and measured with every "
               f"backend); reference compile {seconds['reference']:.0f} s")
     budget = (f"Training budget (recipe `{s['config'].get('recipe', 'demo')}`): supernet {r['steps']} steps over "

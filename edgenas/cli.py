@@ -159,8 +159,9 @@ def export(
     search_dir: SearchDir = Path("edgenas-out"),
     trials: str = typer.Option("pareto", "--trials", help="'pareto' or trial numbers, e.g. 3,7,12"),
     out: Path = typer.Option(Path("edgenas-export"), "--out", help="directory for the model directories"),
-    steps: int = typer.Option(300, "--steps", min=0, help="final fine-tune steps (distilled from the teacher's "
-                              "logits; without a teacher, from the max subnet)"),
+    steps: Optional[int] = typer.Option(None, "--steps", min=0, help="final fine-tune steps (distilled from the "
+                                        "teacher's logits; without a teacher, from the max subnet); default: the "
+                                        "study recipe's finetune_steps"),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="fine-tune batch size"),
     other_runtime: bool = typer.Option(False, "--other-runtimes", "--other-runtime",
                                        help="also compile for every other installed runtime, in its nearest mode"),

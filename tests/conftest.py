@@ -62,7 +62,8 @@ def tiny_study(tmp_path_factory: pytest.TempPathFactory) -> TinyStudy:
     tiny = TinyStudy(tmp_path_factory.mktemp("tiny-study"))
     config = load_config(make_tiny_project(
         tiny.root, runtimes={"onnxruntime": ["fp32"]}, classes=TWO_CLASSES,
-        supernet={"steps": 5, "batch_size": 8, "seq_len": 16, "teacher": None}, eval_examples=10, calibration_examples=8,
+        supernet={"steps": 5, "batch_size": 8, "seq_len": 16, "teacher": None, "finetune_steps": 2},
+        eval_examples=10, calibration_examples=8,
     ))
     tiny.out.mkdir()
     quiet = Console(file=open(os.devnull, "w"))
@@ -71,7 +72,7 @@ def tiny_study(tmp_path_factory: pytest.TempPathFactory) -> TinyStudy:
         study = run_search(config, SearchOptions(out_dir=tiny.out, storage=tiny.storage, study_name=tiny.name,
                                                  n_trials=2, sampler="random", progress=False), quiet)
         first = pareto_trials(study)[0].number
-        options = ExportOptions(tiny.export_dir, trials=str(first), steps=2, batch_size=8, other_runtime=True,
+        options = ExportOptions(tiny.export_dir, trials=str(first), batch_size=8, other_runtime=True,
                                 progress=False)
         tiny.model_dir = export_study(tiny.name, tiny.storage, options, quiet)[0]
     return tiny

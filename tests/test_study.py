@@ -120,6 +120,14 @@ def test_resume_refuses_another_config(tmp_path: Path) -> None:
     other = SearchConfig.model_validate({"measure": {"runs": 7}})
     with pytest.raises(StudyError, match="different config"):
         open_study(rdb, "s", other, optuna.samplers.RandomSampler())
+    # the supernet's weights and the search stay the same: it resumes, and the export reads the new steps
+    def recipe(**fields) -> SearchConfig:
+        return SearchConfig().model_copy(update={"supernet": {**SearchConfig().supernet, **fields}})
+
+    resumed = open_study(rdb, "s", recipe(finetune_steps=800, threads=1), optuna.samplers.RandomSampler())
+    assert SearchConfig.model_validate_json(resumed.user_attrs["config"]).train_recipe().finetune_steps == 800
+    with pytest.raises(StudyError, match="different config"):
+        open_study(rdb, "s", recipe(steps=7), optuna.samplers.RandomSampler())
 
 
 def test_a_study_stored_before_a_config_key_was_added_still_resumes(tmp_path: Path) -> None:

@@ -109,7 +109,8 @@ def test_batches_are_bucketed_by_length_and_cover_the_epoch() -> None:
 
 def test_cache_key_covers_space_data_vocab_recipe(splits, tokenizer) -> None:
     base = supernet_key(SPACE, splits, tokenizer, RECIPE)
-    assert base == supernet_key(SPACE, splits, tokenizer, replace(RECIPE, checkpoint_every=9, device="cpu"))
+    assert base == supernet_key(SPACE, splits, tokenizer, replace(RECIPE, checkpoint_every=9, device="cpu",
+                                                                      finetune_steps=7))
     assert base != supernet_key(SPACE, splits, tokenizer, replace(RECIPE, seed=1))
     other_data = Splits(make_split(192, 5), splits.dev, splits.test, splits.label_names)
     assert base != supernet_key(SPACE, other_data, tokenizer, RECIPE)

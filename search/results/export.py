@@ -51,7 +51,7 @@ class ExportOptions:
 
     out_dir: Path
     trials: str = "pareto"
-    steps: int = 300
+    steps: int | None = None  # default: the study recipe's finetune_steps
     batch_size: int = 32
     other_runtime: bool = False
     target: str | None = None  # default: the study's measurement target
@@ -59,6 +59,10 @@ class ExportOptions:
     trim_vocab: bool = False  # also when the study's config asks for it
     device: str | None = None  # where the fine-tune runs (default: the study config's)
     questions: int = 2000  # QA: dev questions scored (a seeded subset; 2000 give F1 within about 1.5 points)
+
+    def finetune_steps(self, config: SearchConfig) -> int:
+        """The fine-tune steps of each exported model: --steps, else the study recipe's."""
+        return config.train_recipe().finetune_steps if self.steps is None else self.steps
 
 
 @contextmanager
@@ -238,7 +242,7 @@ def export_trial(trial: FrozenTrial, trained: TrainedTask, config: SearchConfig,
         "task": trained.splits.task, "seq_len": seq_len, "label_names": names,
         **trained.splits.metadata(),
         "torch": torch_acc, "artifacts": artifacts, "not_exported": dropped, "vocabulary": vocabulary,
-        "finetune": {"steps": options.steps, "batch_size": options.batch_size,
+        "finetune": {"steps": options.finetune_steps(config), "batch_size": options.batch_size,
                      "distilled_from": "the teacher" if trained.data.soft is not None else "the supernet's max subnet",
                      "train_examples": int(len(trained.data.labels)), "dev_accuracy_inherited": dev_before,
                      "dev_accuracy_finetuned": dev_after, "kept": kept},
@@ -260,7 +264,7 @@ def finetune(trained: TrainedTask, candidate: Candidate, config: SearchConfig, o
 
     inherited = trained.supernet.extract(candidate.arch)
     recipe = config.train_recipe()
-    tuned = finetune_subnet(trained.supernet, candidate.arch, trained.data, steps=options.steps,
+    tuned = finetune_subnet(trained.supernet, candidate.arch, trained.data, steps=options.finetune_steps(config),
                             batch_size=options.batch_size, seed=config.task.split_seed, threads=recipe.threads,
                             device=recipe.device)
     dev_before, dev_after = (torch_scores(net, dev)["accuracy"] for net in (inherited, tuned))

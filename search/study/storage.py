@@ -17,6 +17,7 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
 from edgenas.config import SearchConfig
 from edgenas.errors import EdgenasError
+from edgenas.recipe import NOT_HASHED
 from edgenas.search.study.objectives import METRIC_NAMES
 
 SAMPLERS = ("tpe", "nsga2", "gp", "random")
@@ -144,6 +145,8 @@ def open_study(storage: RDBStorage, name: str, config: SearchConfig, sampler: op
         study.set_metric_names([METRIC_NAMES[name] for name in config.objectives])
     elif _identity(_current(json.loads(stored))) != _identity(json.loads(config_json)):
         raise StudyError(f"study '{name}' was created with a different config; use another --study name")
+    elif stored != config_json:  # only where or how fast training runs, or the export's steps: the latest holds
+        study.set_user_attr("config", config_json)
     return study
 
 
@@ -156,8 +159,10 @@ def _current(stored: dict[str, Any]) -> dict[str, Any]:
 
 
 def _identity(config: dict[str, Any]) -> dict[str, Any]:
-    """What makes two configs one study: everything but where training runs."""
-    return {key: value for key, value in config.items() if key != "device"}
+    """What makes two configs one study: everything but where and how fast training runs and what the export
+    does after the search (the recipe fields outside the supernet's cache key)."""
+    supernet = {key: value for key, value in (config.get("supernet") or {}).items() if key not in NOT_HASHED}
+    return {**{key: value for key, value in config.items() if key != "device"}, "supernet": supernet}
 
 
 def _first_line(exc: BaseException) -> str:
