@@ -362,7 +362,8 @@ def majority_note(record: dict[str, Any], accuracies: dict[str, float]) -> str:
 
 def export_steps(record: dict[str, Any]) -> int:
     """The fine-tune steps each exported model had: the setup's, else the recipe's finetune_steps."""
-    return record["setup"]["export_steps"] or record["recipe"]["finetune_steps"]
+    steps = record["setup"]["export_steps"]
+    return record["recipe"]["finetune_steps"] if steps is None else steps
 
 
 def caps_line(record: dict[str, Any]) -> str:
