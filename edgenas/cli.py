@@ -404,13 +404,13 @@ def main(argv: Optional[list[str]] = None) -> None:
         sys.exit(130)
     except typer.Exit as exc:  # --help and friends
         sys.exit(exc.exit_code)
-    except Exception as exc:  # click usage errors carry their own exit code
+    except Exception as exc:  # usage errors (typer's own since 0.29, click's before) carry their exit code
         import click
 
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
+        if isinstance(exc, (typer.TyperException, click.exceptions.ClickException)):
+            err_console.print(f"[bold red]error:[/] {exc.format_message()}", highlight=False, soft_wrap=True)
             sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
+        if isinstance(exc, (typer.Abort, click.exceptions.Abort)):
             sys.exit(1)
         raise
 

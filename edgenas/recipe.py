@@ -106,15 +106,13 @@ class TrainRecipe:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        problems = [name for name in ("steps", "batch_size", "checkpoint_every", "threads")
-                    if getattr(self, name) < 1]
-        problems += [name for name in ("teacher_steps", "importance_examples", "eval_every", "shallow_passes",
-                                       "finetune_steps")
-                     if getattr(self, name) < 0]
-        if problems:
-            raise ValueError(f"{problems[0]} must be positive, got {getattr(self, problems[0])}")
-        if self.hidden_distill_weight < 0:
-            raise ValueError(f"hidden_distill_weight must be at least 0, got {self.hidden_distill_weight}")
+        for name in ("steps", "batch_size", "checkpoint_every", "threads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("teacher_steps", "importance_examples", "eval_every", "shallow_passes", "finetune_steps",
+                     "hidden_distill_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be at least 0, got {getattr(self, name)}")
         if not 0.0 <= self.distill_weight <= 1.0:
             raise ValueError(f"distill_weight must lie in [0, 1], got {self.distill_weight}")
         if self.device not in DEVICES:

@@ -76,6 +76,15 @@ def test_cli_rejects_bad_config_before_any_work(tmp_path: Path, capsys: pytest.C
     assert not (tmp_path / "out").exists()
 
 
+def test_cli_rejects_an_out_of_range_option_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["export", "--steps", "-3", "--out", str(tmp_path / "models")])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--steps" in err
+    assert not (tmp_path / "models").exists()
+
+
 def test_cli_missing_config_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as info:
         main(["search", "--config", str(tmp_path / "nope.yaml")])
