@@ -42,7 +42,9 @@ class Setup:
     teacher: str  # "minilm" or a local checkpoint directory
 
     def key(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+        """The setup and the recipe it resolves to, so that a changed recipe default rebuilds the pipeline."""
+        what = asdict(self) | {"recipe": self.search_config().train_recipe().to_dict()}
+        return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
 
     def search_config(self) -> SearchConfig:
         return SearchConfig.model_validate(self.config)
@@ -373,10 +375,11 @@ def caps_line(record: dict[str, Any]) -> str:
     trained = (f"Trained on {supernet['device']}: "
                + (f"teacher {teacher['steps']} steps in {teacher['train_seconds']:.0f} s, " if teacher else "")
                + f"supernet {supernet['steps']} sandwich steps in {supernet['supernet_seconds']:.0f} s")
+    finetune_lr = r.get("finetune_lr", 1e-4)  # a record from before the field: the export's fixed 1e-4 of then
     phases = (f"search {s['n_trials']} trials (TPE, seed 0) in {seconds['search']:.0f} s (first trial start to last "
               f"finish); export of the front in {seconds['export']:.0f} s (each model fine-tuned {export_steps(record)} "
-              f"steps on the labels and the teacher's cached logits, then compiled and measured with every "
-              f"backend); reference compile {seconds['reference']:.0f} s")
+              f"steps at peak lr {finetune_lr:g} on the labels and the teacher's cached logits, then "
+              f"compiled and measured with every backend); reference compile {seconds['reference']:.0f} s")
     budget = (f"Training budget (recipe `{s['config'].get('recipe', 'demo')}`): supernet {r['steps']} steps over "
               f"{record['train_examples']} of {record['n_train_total']} training examples (batch {r['batch_size']}, "
               f"seq {r['seq_len']}, lr {r['lr']:g}), teacher {r['teacher_steps']} steps at lr {r['teacher_lr']:g}.")

@@ -62,7 +62,8 @@ def tiny_study(tmp_path_factory: pytest.TempPathFactory) -> TinyStudy:
     tiny = TinyStudy(tmp_path_factory.mktemp("tiny-study"))
     config = load_config(make_tiny_project(
         tiny.root, runtimes={"onnxruntime": ["fp32"]}, classes=TWO_CLASSES,
-        supernet={"steps": 5, "batch_size": 8, "seq_len": 16, "teacher": None, "finetune_steps": 2},
+        supernet={"steps": 5, "batch_size": 8, "seq_len": 16, "teacher": None, "finetune_steps": 2,
+                  "finetune_lr": 3e-4},
         eval_examples=10, calibration_examples=8,
     ))
     tiny.out.mkdir()

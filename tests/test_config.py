@@ -50,6 +50,7 @@ def test_partial_file_overrides_defaults(tmp_path: Path) -> None:
         ("budgets:\n  min_accuracy: tfidf\n", "budgets.min_accuracy"),
         ("supernet:\n  epochz: 1\n", "unknown training recipe key 'epochz'"),
         ("supernet:\n  steps: 0\n", "steps must be positive"),
+        ("supernet:\n  finetune_lr: 0\n", "finetune_lr must be positive"),
         ("recipe: huge\n", "recipe: Input should be 'demo', 'cpu' or 'gpu'"),
         ("device: tpu\n", "device: Input should be 'auto', 'cpu', 'cuda' or 'mps'"),
         ("supernet:\n  steps: many\n", "steps: Input should be a valid integer"),

@@ -24,6 +24,7 @@ def test_export_dir_loads_with_plain_transformers(tiny_env) -> None:
     batch = tokenizer(["the phone is good"], return_tensors="pt")
     assert model(**batch).logits.shape == (1, 2)
     assert metrics["finetune"]["steps"] == 2 and 0 <= metrics["torch"]["test_accuracy"] <= 1  # the recipe's finetune_steps
+    assert metrics["finetune"]["lr"] == 3e-4  # and its finetune_lr
     tune = metrics["finetune"]
     better = "finetuned" if tune["dev_accuracy_finetuned"] >= tune["dev_accuracy_inherited"] else "inherited"
     assert tune["kept"] == better

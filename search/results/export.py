@@ -242,7 +242,8 @@ def export_trial(trial: FrozenTrial, trained: TrainedTask, config: SearchConfig,
         "task": trained.splits.task, "seq_len": seq_len, "label_names": names,
         **trained.splits.metadata(),
         "torch": torch_acc, "artifacts": artifacts, "not_exported": dropped, "vocabulary": vocabulary,
-        "finetune": {"steps": options.finetune_steps(config), "batch_size": options.batch_size,
+        "finetune": {"steps": options.finetune_steps(config), "lr": config.train_recipe().finetune_lr,
+                     "batch_size": options.batch_size,
                      "distilled_from": "the teacher" if trained.data.soft is not None else "the supernet's max subnet",
                      "train_examples": int(len(trained.data.labels)), "dev_accuracy_inherited": dev_before,
                      "dev_accuracy_finetuned": dev_after, "kept": kept},
@@ -265,8 +266,8 @@ def finetune(trained: TrainedTask, candidate: Candidate, config: SearchConfig, o
     inherited = trained.supernet.extract(candidate.arch)
     recipe = config.train_recipe()
     tuned = finetune_subnet(trained.supernet, candidate.arch, trained.data, steps=options.finetune_steps(config),
-                            batch_size=options.batch_size, seed=config.task.split_seed, threads=recipe.threads,
-                            device=recipe.device)
+                            batch_size=options.batch_size, lr=recipe.finetune_lr, seed=config.task.split_seed,
+                            threads=recipe.threads, device=recipe.device)
     dev_before, dev_after = (torch_scores(net, dev)["accuracy"] for net in (inherited, tuned))
     # a short distillation from a weak max subnet can hurt: keep whichever is better on dev (test stays unseen)
     if dev_after >= dev_before:
@@ -402,7 +403,8 @@ def _training(metrics: dict[str, Any], task: Task) -> list[str]:
     metric = task.score_name
     return ["## Training", "",
             f"Weights inherited from the weight-sharing supernet, then fine-tuned for {tune['steps']} steps "
-            f"(batch {tune['batch_size']}) on labels plus distillation from {tune['distilled_from']}. "
+            f"(batch {tune['batch_size']}, peak learning rate {tune['lr']:g}) on labels plus distillation from "
+            f"{tune['distilled_from']}. "
             f"Dev {metric} (torch) {tune['dev_accuracy_inherited']:.4f} inherited, "
             f"{tune['dev_accuracy_finetuned']:.4f} fine-tuned; the {tune['kept']} weights were kept.", ""]
 
