@@ -6,6 +6,7 @@ writes into the directory it is given and nothing else.
 
 from __future__ import annotations
 
+import logging
 import platform
 import warnings
 from pathlib import Path
@@ -179,6 +180,9 @@ def quantize(fp32: Path, out: Path, mode: QuantMode, work: Path, calibration: di
         # keep_io_types: int64 ids in and float32 logits out, as the runtime expects
         onnx.save(convert_float_to_float16(onnx.load(str(fp32)), keep_io_types=True), str(out))
         return
+    if mode.weights == "int4":
+        quantize_int4_weights(fp32, out)
+        return
 
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -207,6 +211,62 @@ def quantize(fp32: Path, out: Path, mode: QuantMode, work: Path, calibration: di
     quantize_static(str(isolated), str(out), None, quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
                     weight_type=QuantType.QInt8, calibrate_method=method, op_types_to_quantize=_STATIC_OPS,
                     calibration_cache_path=str(ranges), nodes_to_exclude=_float_gathers(isolated))
+
+
+#: int4 weights are scaled in blocks of this many values of one output column (one embedding row): small
+#: blocks keep a trained BERT's few large weights from costing their neighbours their precision
+INT4_BLOCK = 32
+INT4_OPSET = 21  # the first opset with an int4 tensor type (GatherBlockQuantized's weights)
+
+
+def quantize_int4_weights(fp32: Path, out: Path, block_size: int = INT4_BLOCK) -> None:
+    """Weight-only int4: every weight MatMul becomes ORT's MatMulNBits and the word-embedding Gather its
+    GatherBlockQuantized, symmetric, with an fp32 scale per block; activations and the rest stay fp32."""
+    import onnx
+    from onnx import version_converter
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    # int4 tensors need opset 21 and IR 10: convert properly rather than let the quantizer relabel the graph
+    model = version_converter.convert_version(onnx.load(str(fp32)), INT4_OPSET)
+    model.ir_version = max(model.ir_version, 10)
+    gemms_as_matmuls(model)
+    logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.WARNING)  # a line a weight
+    quantizer = MatMulNBitsQuantizer(model, bits=4, block_size=block_size, is_symmetric=True,
+                                     op_types_to_quantize=("MatMul", "Gather"),
+                                     quant_axes=(("MatMul", 0), ("Gather", 1)))
+    quantizer.process()
+    quantizer.model.save_model_to_file(str(out), use_external_data_format=False)
+
+
+def gemms_as_matmuls(model: Any) -> int:
+    """Rewrite each Gemm with a constant weight (the pooler, the classifier) as MatMul + Add, in place, so a
+    MatMul-only weight quantizer reaches it too. Returns how many were rewritten."""
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    weights = {i.name: i for i in graph.initializer}
+    nodes, rewritten = [], 0
+    for node in graph.node:
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        plain = attrs.get("alpha", 1.0) == 1.0 and attrs.get("beta", 1.0) == 1.0 and not attrs.get("transA", 0)
+        if node.op_type != "Gemm" or not plain or node.input[1] not in weights:
+            nodes.append(node)
+            continue
+        weight = numpy_helper.to_array(weights[node.input[1]])
+        name = f"{node.name or node.output[0]}/weight"
+        graph.initializer.append(numpy_helper.from_array(weight.T.copy() if attrs.get("transB", 0) else weight, name))
+        bias = node.input[2] if len(node.input) > 2 else ""
+        product = f"{node.output[0]}/product" if bias else node.output[0]
+        nodes.append(helper.make_node("MatMul", [node.input[0], name], [product], name=f"{node.name}/matmul"))
+        if bias:
+            nodes.append(helper.make_node("Add", [product, bias], [node.output[0]], name=f"{node.name}/bias"))
+        rewritten += 1
+    del graph.node[:]
+    graph.node.extend(nodes)
+    used = {name for node in nodes for name in node.input}
+    for stale in [i for i in graph.initializer if i.name not in used]:  # the replaced weights: not saved twice
+        graph.initializer.remove(stale)
+    return rewritten
 
 
 #: a weight's output column whose largest |weight| is this many times the median column's gets a MatMul of

@@ -64,7 +64,7 @@ class QuantMode:
     """
 
     name: str
-    weights: str  # "fp32", "fp16" or "int8"
+    weights: str  # "fp32", "fp16", "int8" or "int4"
     activations: str  # "float", PER_BATCH, PER_EXAMPLE or CALIBRATED
     calibration: str | None = None  # "minmax", "entropy", "percentile" or "converter" (the converter's own)
     per_channel: bool = False
@@ -158,6 +158,9 @@ ONNXRUNTIME = Backend(
         QuantMode("static_int8_percentile", "int8", CALIBRATED, calibration="percentile", searched=False,
                   nearest={"tflite": "full_int8", "executorch": "static_int8"}),
         QuantMode("fp16", "fp16", "float", searched=False, nearest={"tflite": "fp16", "executorch": "fp32"}),
+        # int4 weights in blocks, each with its own scale, the word embeddings too; activations stay float
+        QuantMode("int4_weights", "int4", "float", searched=False,
+                  nearest={"tflite": "dynamic_int8", "executorch": "dynamic_int8"}),
     ),
 )
 

@@ -188,7 +188,7 @@ def test_every_mode_converts_and_agrees(runtime: str, mode: str, converter: str,
     assert names == ["attention_mask", "input_ids", "token_type_ids"]
     assert [o["name"] for o in described["outputs"]] == ["logits"]
     if runtime == "onnxruntime":
-        assert described["opset"] == 17 and described["dynamic_batch"]
+        assert described["opset"] == (21 if mode == "int4_weights" else 17) and described["dynamic_batch"]
         assert all(i["dtype"] == "int64" and i["shape"] == ["batch", "sequence"] for i in described["inputs"])
     elif runtime == "tflite":  # a float interface takes any length; full int8 keeps the calibrated one
         length = SEQ if mode == "full_int8" else -1
@@ -541,3 +541,26 @@ def test_int8_reduce_range_follows_the_cpu(machine: str, flags: str, expected: b
 
     cpuinfo = f"processor\t: 0\nflags\t\t: {flags}\n" if flags else "processor\t: 0\n"
     assert int8_reduce_range(machine, cpuinfo) is expected
+
+
+def test_int4_weights_quantize_every_weight_and_the_embeddings(bert_model: Path, npz: tuple[Path, Path],
+                                                               tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """int4_weights leaves no fp32 weight matrix behind: every weight MatMul (the pooler's and the head's Gemm
+    too) runs as MatMulNBits, the word embeddings as GatherBlockQuantized, and the artifact is smaller than the
+    dynamic int8 one."""
+    import onnx
+
+    monkeypatch.chdir(tmp_path)
+    built = {}
+    for mode in ("int4_weights", "dynamic_int8_per_channel"):
+        work = tmp_path / mode
+        work.mkdir()
+        built[mode] = _child.build({"model_dir": str(bert_model), "runtime": "onnxruntime", "mode": mode,
+                                    "converter": "default", "seq_len": SEQ, "calibration": str(npz[0])}, work, work)
+    graph = onnx.load(str(built["int4_weights"])).graph
+    ops = [node.op_type for node in graph.node]
+    weights = {i.name for i in graph.initializer if len(i.dims) == 2 and min(i.dims) > 8 and i.data_type == 1}
+    float_matmuls = [n.name for n in graph.node if n.op_type == "MatMul" and set(n.input) & weights]
+    assert ops.count("MatMulNBits") >= 2 * 6 and "GatherBlockQuantized" in ops and not float_matmuls
+    assert "Gemm" not in ops  # the pooler and the classifier head are quantized too
+    assert built["int4_weights"].stat().st_size < built["dynamic_int8_per_channel"].stat().st_size
