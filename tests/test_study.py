@@ -14,7 +14,7 @@ from edgenas.config import SearchConfig, load_config
 from edgenas.errors import EdgenasError
 from edgenas.search.space import space_from_mapping
 from edgenas.search.study import runner
-from edgenas.search.study.candidates import FIRST_MODE, find_duplicate, start_with_the_max, suggest_candidate
+from edgenas.search.study.candidates import FIRST_MODES, find_duplicate, start_with_the_max, suggest_candidate
 from edgenas.search.study.objectives import (
     RESULT_ATTR, export_floor_miss, floor_of, objective_values, set_constraints,
 )
@@ -59,14 +59,24 @@ def test_candidates_pick_modes_of_their_runtime(tmp_path: Path) -> None:
     assert seen == {"tflite", "onnxruntime", "executorch"}  # every installed backend is sampled
 
 
-def test_a_new_study_measures_the_max_subnet_first(tmp_path: Path) -> None:
+def test_a_new_study_measures_the_max_subnet_first_on_every_backend(tmp_path: Path) -> None:
     config = SearchConfig()
     study = optuna.create_study(storage=storage(tmp_path), directions=config.directions())
     start_with_the_max(study, SPACE, config)
     start_with_the_max(study, SPACE, config)  # queued once
+    assert len(study.trials) == len(FIRST_MODES)
+    firsts = [suggest_candidate(study.ask(), SPACE, config) for _ in FIRST_MODES]
+    assert all(first.arch == SPACE.max_arch() for first in firsts)
+    assert {first.runtime: first.quantization for first in firsts} == FIRST_MODES
+
+
+def test_a_config_without_the_first_modes_still_starts_with_the_max(tmp_path: Path) -> None:
+    config = SearchConfig.model_validate({"candidates": {"runtimes": {"onnxruntime": ["fp32"]}}})
+    study = optuna.create_study(storage=storage(tmp_path), directions=config.directions())
+    start_with_the_max(study, SPACE, config)
     assert len(study.trials) == 1
     first = suggest_candidate(study.ask(), SPACE, config)
-    assert first.arch == SPACE.max_arch() and (first.runtime, first.quantization) == FIRST_MODE
+    assert first.arch == SPACE.max_arch() and (first.runtime, first.quantization) == ("onnxruntime", "fp32")
 
 
 def test_duplicates_are_found_and_constraints_set(tmp_path: Path) -> None:
