@@ -238,14 +238,14 @@ def quantize_int4_weights(fp32: Path, out: Path, block_size: int = INT4_BLOCK) -
     quantizer.model.save_model_to_file(str(out), use_external_data_format=False)
 
 
-def gemms_as_matmuls(model: Any) -> int:
+def gemms_as_matmuls(model: Any) -> None:
     """Rewrite each Gemm with a constant weight (the pooler, the classifier) as MatMul + Add, in place, so a
-    MatMul-only weight quantizer reaches it too. Returns how many were rewritten."""
+    MatMul-only weight quantizer reaches it too."""
     from onnx import helper, numpy_helper
 
     graph = model.graph
     weights = {i.name: i for i in graph.initializer}
-    nodes, rewritten = [], 0
+    nodes, replaced = [], set()
     for node in graph.node:
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         plain = attrs.get("alpha", 1.0) == 1.0 and attrs.get("beta", 1.0) == 1.0 and not attrs.get("transA", 0)
@@ -260,13 +260,12 @@ def gemms_as_matmuls(model: Any) -> int:
         nodes.append(helper.make_node("MatMul", [node.input[0], name], [product], name=f"{node.name}/matmul"))
         if bias:
             nodes.append(helper.make_node("Add", [product, bias], [node.output[0]], name=f"{node.name}/bias"))
-        rewritten += 1
+        replaced.add(node.input[1])
     del graph.node[:]
     graph.node.extend(nodes)
     used = {name for node in nodes for name in node.input}
-    for stale in [i for i in graph.initializer if i.name not in used]:  # the replaced weights: not saved twice
+    for stale in [weights[name] for name in replaced - used]:  # not saved beside their transposed copies
         graph.initializer.remove(stale)
-    return rewritten
 
 
 #: a weight's output column whose largest |weight| is this many times the median column's gets a MatMul of
