@@ -19,6 +19,13 @@ from typing import Any, Callable
 import common
 
 
+def probe_line(probe: dict[str, Any] | None) -> str:
+    if probe is None:
+        return ""
+    return (f"; the bf16 probe (bf16_probe.py, {probe['at']}): {probe['fp32_s'] * 1e3:.1f} ms fp32 against "
+            f"{probe['bf16_s'] * 1e3:.1f} ms bf16, {probe['speedup']:.2f}x")
+
+
 def _batches(encoded, recipe, count: int) -> list:
     from edgenas.search.training import loop
 
@@ -172,7 +179,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from edgenas.search.training import loop
 
-    result["native_bf16"] = loop.native_bf16(torch.device("cpu"))
+    from edgenas.search.training import bf16_probe
+
+    result["bf16_instructions"] = bf16_probe.has_bf16_instructions()
+    result["probe"] = bf16_probe.cpu_probe() if result["bf16_instructions"] else None
+    result["auto_uses_bf16"] = loop.native_bf16(torch.device("cpu"))
     stepper = {"sandwich": sandwich_stepper(net, space, encoded, labels, recipe)}
     if teacher is not None:
         stepper["teacher"] = teacher_stepper(teacher, encoded, labels, recipe)
@@ -184,7 +195,9 @@ def main(argv: list[str] | None = None) -> int:
         result["teacher_compiled"] = compiled_cost(teacher, encoded, labels, recipe, batches[:6])
     lines = [f"Batch {recipe.batch_size}, longest sequence {args.seq_len} (batches cut to their longest text), "
              f"{recipe.threads} torch threads, word table frozen; {steps} timed steps of each, fp32 and bf16 in "
-             f"alternating blocks in one process. AVX512-BF16/AMX detected: {result['native_bf16']}.", "",
+             f"alternating blocks in one process. AVX512-BF16/AMX detected: {result['bf16_instructions']}"
+             f"{probe_line(result['probe'])}; `precision: auto` trains in "
+             f"{'bf16' if result['auto_uses_bf16'] else 'fp32'} here.", "",
              "| step | fp32 s | bf16 s | bf16 speed-up |", "|---|---|---|---|"]
     for name in stepper:
         r = result[name]

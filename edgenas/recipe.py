@@ -12,7 +12,7 @@ from typing import Any
 from edgenas.errors import EdgenasError
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
-#: auto: bf16 autocast where the device computes bf16 natively (CUDA; CPUs with AVX512-BF16 or AMX), else fp32
+#: auto: bf16 autocast where it pays (CUDA; CPUs with AVX512-BF16 or AMX where a timed probe finds it faster), else fp32
 PRECISIONS = ("auto", "bf16", "fp32")
 #: fields that change where or how fast training runs, or what the export does after it, not the weights trained
 NOT_HASHED = ("checkpoint_every", "threads", "device", "precision", "eval_every", "finetune_steps",

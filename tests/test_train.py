@@ -267,6 +267,28 @@ def test_precision_auto_follows_the_cpu_instructions(monkeypatch) -> None:
         TrainRecipe.from_dict({"precision": "fp8"})
 
 
+def test_precision_auto_follows_a_timed_probe_where_the_cpu_has_bf16(monkeypatch, tmp_path) -> None:
+    from edgenas.search.training import bf16_probe
+
+    monkeypatch.setenv("EDGENAS_CACHE_DIR", str(tmp_path))
+    stored = tmp_path / bf16_probe.PROBE_FILE
+
+    def verdict(instructions: bool) -> bool:
+        monkeypatch.setattr(bf16_probe, "has_bf16_instructions", lambda: instructions)
+        bf16_probe.bf16_pays_on_cpu.cache_clear()
+        return bf16_probe.bf16_pays_on_cpu()
+
+    assert not verdict(False) and not stored.exists()  # no instructions: fp32, nothing timed
+    stored.write_text("{not json")
+    verdict(True)  # an unreadable record: timed again, and stored
+    probe = json.loads(stored.read_text())[bf16_probe.machine_key()]
+    assert probe["fp32_s"] > 0 and probe["bf16_s"] > 0
+    for speedup, pays in ((0.63, False), (1.05, False), (1.74, True)):
+        stored.write_text(json.dumps({bf16_probe.machine_key(): {**probe, "speedup": speedup}}))
+        assert verdict(True) is pays
+    bf16_probe.bf16_pays_on_cpu.cache_clear()
+
+
 def test_supernet_records_each_depths_learning_curve(tmp_path, splits, tokenizer) -> None:
     recipe = replace(RECIPE, steps=10, eval_every=4)
     train_supernet(SPACE, splits, tokenizer, recipe, tmp_path, progress=False)

@@ -61,12 +61,14 @@ def device_name(device: torch.device, precision: str | None = None) -> str:
 
 
 def native_bf16(device: torch.device) -> bool:
-    """Whether `device` computes bf16 natively: a CUDA GPU that supports it, or a CPU with
-    AVX512-BF16 or AMX (elsewhere a CPU emulates bf16, slower than fp32: pytorch#86550)."""
+    """Whether bf16 autocast pays on `device`: a CUDA GPU that supports it, or a CPU with AVX512-BF16
+    or AMX where a short timed probe finds bf16 faster than fp32 (bf16_probe.py)."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     if device.type == "cpu":
-        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+        from edgenas.search.training.bf16_probe import bf16_pays_on_cpu
+
+        return bf16_pays_on_cpu()
     return False
 
 
