@@ -177,9 +177,7 @@ def main(argv: list[str] | None = None) -> int:
                               "random_subnets_per_step": recipe.random_subnets_per_step}
     import torch
 
-    from edgenas.search.training import loop
-
-    from edgenas.search.training import bf16_probe
+    from edgenas.search.training import bf16_probe, loop
 
     result["bf16_instructions"] = bf16_probe.has_bf16_instructions()
     result["probe"] = bf16_probe.cpu_probe() if result["bf16_instructions"] else None

@@ -61,6 +61,12 @@ def cpu_probe() -> dict[str, Any]:
 
 def time_fp32_against_bf16(blocks: int = 5, steps: int = 3) -> dict[str, Any]:
     """Median seconds of one forward and backward of a feed-forward block (384 -> 1536 -> 384, 1,536 tokens)."""
+    # the first caller may be an evaluation, or a training whose random stream must not move
+    with torch.random.fork_rng(devices=[]), torch.inference_mode(False), torch.enable_grad():
+        return _time_fp32_against_bf16(blocks, steps)
+
+
+def _time_fp32_against_bf16(blocks: int, steps: int) -> dict[str, Any]:
     generator = torch.Generator().manual_seed(0)
     tokens = torch.randn(32 * 48, 384, generator=generator)
     block = torch.nn.Sequential(torch.nn.Linear(384, 1536), torch.nn.GELU(), torch.nn.Linear(1536, 384))
