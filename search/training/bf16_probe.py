@@ -48,9 +48,9 @@ def cpu_probe() -> dict[str, Any]:
         stored = json.loads(path.read_text())
     except (OSError, ValueError):
         stored = {}
+    stored = stored if isinstance(stored, dict) else {}
     key = machine_key()
-    if not isinstance(stored, dict) or not isinstance(stored.get(key), dict):
-        stored = stored if isinstance(stored, dict) else {}
+    if not isinstance(stored.get(key), dict):
         stored[key] = time_fp32_against_bf16()
         try:
             path.write_text(json.dumps(stored, indent=1))
