@@ -40,6 +40,8 @@ class Setup:
     export_steps: int | None  # None: the recipe's finetune_steps
     reference_space: str  # "mobilebert" (full runs) or a space file (quick runs)
     teacher: str  # "minilm" or a local checkpoint directory
+    refine: int = 0  # of the n_trials, the last ones that step from the front (`edgenas search --refine`)
+    max_models: int | None = None  # of the front, exported (`edgenas export --max-models`)
 
     def key(self) -> str:
         """The setup and the recipe it resolves to, so that a changed recipe default rebuilds the pipeline."""
@@ -50,15 +52,17 @@ class Setup:
         return SearchConfig.model_validate(self.config)
 
 
-def full_setup(steps: int | None = None, n_trials: int = 40, export_steps: int | None = None) -> Setup:
+def full_setup(steps: int | None = None, n_trials: int = 40, export_steps: int | None = None,
+               refine: int = 12, max_models: int = 11) -> Setup:
     """The tweets task, the minilm space, the `cpu` recipe (or `steps` supernet steps), sequence length 64;
-    the front holds only models that beat the best baseline (tuned TF-IDF) on the study's dev rows, and its
-    export only those that beat it on all of dev by more than the difference's 95 % margin."""
+    the last `refine` of the n_trials step from the front; the front holds only models that beat the best
+    baseline (tuned TF-IDF) on the study's dev rows; of it, the `max_models` that keep the most hypervolume
+    are exported, those that beat the baseline on all of dev by more than the difference's 95 % margin."""
     supernet = {} if steps is None else {"steps": steps}
     config = {"task": {"dataset": "tweets"}, "space": "minilm", "recipe": "cpu", "supernet": supernet,
               "candidates": {"seq_lens": [64]}, "measure": {"runs": 30, "warmup": 5},
               "budgets": {"min_accuracy": "clearly_above_baseline"}}
-    return Setup(config, n_trials, export_steps, "mobilebert", "minilm")
+    return Setup(config, n_trials, export_steps, "mobilebert", "minilm", refine, max_models)
 
 
 def quick_setup(work: Path) -> Setup:
@@ -154,11 +158,13 @@ def _build(work: Path, setup: Setup) -> dict[str, Any]:
     trained = load_trained_task(config, console, progress=True)  # teacher and supernet, resumable, cached
     seconds["training"] = time.perf_counter() - started
     study = run_search(config, SearchOptions(out_dir=work / "search", storage=storage, study_name="deployed",
-                                             n_trials=setup.n_trials, sampler="tpe", seed=0, progress=False), console)
+                                             n_trials=setup.n_trials, refine=setup.refine, sampler="tpe", seed=0,
+                                             progress=False), console)
     seconds["search"] = study_seconds(storage, "deployed")
     started = time.perf_counter()
-    dirs = export_study("deployed", storage, ExportOptions(work / "models", steps=setup.export_steps,
-                                                          other_runtime=True, progress=True), console)
+    dirs = export_study("deployed", storage, ExportOptions(work / "models", max_models=setup.max_models,
+                                                          steps=setup.export_steps, other_runtime=True, progress=True),
+                        console)
     seconds["export"] = time.perf_counter() - started
     started = time.perf_counter()
     reference = build_reference(work / "reference", trained, config, setup.reference_space)
@@ -376,8 +382,10 @@ def caps_line(record: dict[str, Any]) -> str:
                + (f"teacher {teacher['steps']} steps in {teacher['train_seconds']:.0f} s, " if teacher else "")
                + f"supernet {supernet['steps']} sandwich steps in {supernet['supernet_seconds']:.0f} s")
     finetune_lr = r.get("finetune_lr", 1e-4)  # a record from before the field: the export's fixed 1e-4 of then
-    phases = (f"search {s['n_trials']} trials (TPE, seed 0) in {seconds['search']:.0f} s (first trial start to last "
-              f"finish); export of the front in {seconds['export']:.0f} s (each model fine-tuned {export_steps(record)} "
+    refined = f", the last {s['refine']} stepping from the front" if s.get("refine") else ""
+    capped = f" ({s['max_models']} at most, those that keep the most hypervolume)" if s.get("max_models") else ""
+    phases = (f"search {s['n_trials']} trials (TPE, seed 0{refined}) in {seconds['search']:.0f} s (first trial start to last "
+              f"finish); export of the front{capped} in {seconds['export']:.0f} s (each model fine-tuned {export_steps(record)} "
               f"steps at peak lr {finetune_lr:g} on the labels and the teacher's cached logits, then "
               f"compiled and measured with every backend); reference compile {seconds['reference']:.0f} s")
     budget = (f"Training budget (recipe `{s['config'].get('recipe', 'demo')}`): supernet {r['steps']} steps over "

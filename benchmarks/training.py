@@ -95,7 +95,10 @@ def markdown(f: dict[str, Any]) -> str:
         f"Trained on {f['device']}. Recipe `{s['config'].get('recipe', 'demo')}`: teacher {r['teacher_steps']} steps "
         f"(lr {r['teacher_lr']:g}), supernet {r['steps']} sandwich steps (lr {r['lr']:g}, "
         f"{r['random_subnets_per_step']} random subnet per step), batch {r['batch_size']}, seq {r['seq_len']}; "
-        f"search {s['n_trials']} trials; each Pareto model exported with {dp.export_steps(f)} fine-tune steps.", "",
+        f"search {s['n_trials']} trials" + (f", the last {s['refine']} stepping from the front" if s.get("refine") else "")
+        + "; each Pareto model" + (f" (at most {s['max_models']}, those that keep the most hypervolume)"
+                                   if s.get("max_models") else "")
+        + f" exported with {dp.export_steps(f)} fine-tune steps.", "",
         "Wall time of each phase (the training phases from their own records, which count only the seconds "
         "spent training, across resumes):", "",
         common.table(phases, ["phase", "seconds", "minutes", "s per step"]), "",

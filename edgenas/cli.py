@@ -120,6 +120,9 @@ def search(
     ),
     study: str = typer.Option("edgenas-demo", "--study", help="study name; rerunning resumes it"),
     n_trials: int = typer.Option(15, "--n-trials", min=1, help="completed trials to reach, across all workers"),
+    refine: int = typer.Option(0, "--refine", min=0,
+                               help="of the --n-trials, the last N each measure the cheaper neighbour of a front "
+                                    "trial that adds the most estimated hypervolume"),
     timeout: Optional[float] = typer.Option(None, "--timeout", min=1, help="stop starting trials after S seconds"),
     sampler: str = typer.Option("tpe", "--sampler", help="tpe, nsga2, gp or random"),
     seed: Optional[int] = typer.Option(0, "--seed", help="sampler seed"),
@@ -140,7 +143,7 @@ def search(
     if sampler not in SAMPLERS:
         raise EdgenasError(f"unknown sampler '{sampler}' (choose from {', '.join(SAMPLERS)})")
     options = SearchOptions(
-        out_dir=out, storage=storage, study_name=study, n_trials=n_trials, timeout=timeout,
+        out_dir=out, storage=storage, study_name=study, n_trials=n_trials, refine=refine, timeout=timeout,
         sampler=sampler, seed=seed, artifacts=artifacts, progress=not no_progress, summary=not worker,
         supernet=supernet,
     )
@@ -158,6 +161,9 @@ def export(
     storage: StoredStudyURL = None,
     search_dir: SearchDir = Path("edgenas-out"),
     trials: str = typer.Option("pareto", "--trials", help="'pareto' or trial numbers, e.g. 3,7,12"),
+    max_models: Optional[int] = typer.Option(None, "--max-models", min=1,
+                                             help="with --trials pareto: at most N of the front, those that keep "
+                                                  "the most of its hypervolume"),
     out: Path = typer.Option(Path("edgenas-export"), "--out", help="directory for the model directories"),
     steps: Optional[int] = typer.Option(None, "--steps", min=0, help="final fine-tune steps (distilled from the "
                                         "teacher's logits; without a teacher, from the max subnet); default: the "
@@ -177,7 +183,7 @@ def export(
     from edgenas.search.results.export import ExportOptions, export_study
     from edgenas.search.results.report import storage_url
 
-    options = ExportOptions(out_dir=out, trials=trials, steps=steps, batch_size=batch_size,
+    options = ExportOptions(out_dir=out, trials=trials, max_models=max_models, steps=steps, batch_size=batch_size,
                             other_runtime=other_runtime, target=target, progress=not no_progress,
                             trim_vocab=trim_vocab, device=device, questions=questions)
     for directory in export_study(study, storage_url(storage, search_dir), options, console):

@@ -27,7 +27,9 @@ from edgenas.config import SearchConfig
 from edgenas.paths import cache_root
 from edgenas.errors import EdgenasError
 from edgenas.runtime.predict import ARTIFACT_FILES
-from edgenas.search.study.objectives import RESULT_ATTR, accuracy_ties, export_floor_miss, most_accurate, pareto_trials
+from edgenas.search.study.objectives import (
+    RESULT_ATTR, accuracy_ties, export_floor_miss, most_accurate, pareto_trials, reference_point, spread_over_front,
+)
 from edgenas.search.study.trial import calibration_rows, compile_cache_dir, load_npz, torch_scores
 from edgenas.search.study.verdict import BASELINE_NAMES
 from edgenas.search.uncertainty import wilson_interval
@@ -51,6 +53,7 @@ class ExportOptions:
 
     out_dir: Path
     trials: str = "pareto"
+    max_models: int | None = None  # of the front: those that keep the most of its hypervolume
     steps: int | None = None  # default: the study recipe's finetune_steps
     batch_size: int = 32
     other_runtime: bool = False
@@ -309,6 +312,11 @@ def export_study(study_name: str, storage: str | None, options: ExportOptions, c
     if options.device:
         config = config.model_copy(update={"device": options.device})
     trials = select_trials(study, options.trials)
+    if options.trials.strip() == "pareto" and options.max_models and len(trials) > options.max_models:
+        trials = spread_over_front(trials, options.max_models, reference_point(study, config.objectives),
+                                   config.objectives)
+        console.print(f"[bold]export[/] {len(trials)} trials of the front (--max-models): those that keep the "
+                      f"most of its hypervolume", highlight=False)
     quiet_libraries()
     target = target_from_url(options.target or config.measure.target)
     trained = load_trained_task(config, console, options.progress)

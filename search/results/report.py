@@ -19,14 +19,12 @@ from rich.text import Text
 
 from edgenas.config import OBJECTIVES, SearchConfig
 from edgenas.errors import EdgenasError
-from edgenas.search.study.objectives import RESULT_ATTR, pareto_trials, result_of
+from edgenas.search.study.objectives import REFERENCE_MARGIN, RESULT_ATTR, pareto_trials, reference_point, result_of
 from edgenas.search.study.storage import ARTIFACTS_ATTR, default_storage, open_storage, redact, sqlite_file
 from edgenas.search.study import verdict
 from edgenas.types import Candidate
 
 DEFAULT_OUT = Path("edgenas-out")
-#: hypervolume reference point: accuracy 0, and latency/size at this factor of the worst observed value
-REFERENCE_MARGIN = 1.1
 
 
 # ---------------------------------------------------------------- opening a finished study
@@ -117,18 +115,6 @@ def markdown_table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
 
 
 # ---------------------------------------------------------------- plots
-
-
-def reference_point(study: optuna.Study, objectives: list[str]) -> list[float]:
-    """Accuracy 0; latency and size at REFERENCE_MARGIN x the worst value observed (directions as the study's)."""
-    values = [t.values for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.values]
-    point = []
-    for i, name in enumerate(objectives):
-        if OBJECTIVES[name] == "maximize":
-            point.append(0.0)
-        else:
-            point.append(max(v[i] for v in values) * REFERENCE_MARGIN)
-    return point
 
 
 @dataclass

@@ -10,10 +10,11 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from edgenas.config import ACCURACY_FLOORS, SearchConfig
+from edgenas.config import ACCURACY_FLOORS, OBJECTIVES, SearchConfig
 from edgenas.runtime.measurement import Measurement
 from edgenas.search.study.verdict import BASELINES_ATTR, best_baseline
 from edgenas.search.uncertainty import clearly_better, difference_margin
@@ -192,3 +193,52 @@ def _model_key(trial: FrozenTrial) -> str:
 def _feasible(trial: FrozenTrial) -> bool:
     """Whether the trial met every budget (set_constraints)."""
     return all(value <= 0 for value in trial.constraints.values())
+
+
+#: hypervolume reference point: accuracy 0, and latency/size at this factor of the worst observed value
+REFERENCE_MARGIN = 1.1
+
+
+def reference_point(study: optuna.Study, objectives: list[str]) -> list[float]:
+    """Accuracy 0; latency and size at REFERENCE_MARGIN x the worst value observed (directions as the study's)."""
+    values = [t.values for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.values]
+    point = []
+    for i, name in enumerate(objectives):
+        if OBJECTIVES[name] == "maximize":
+            point.append(0.0)
+        else:
+            point.append(max(v[i] for v in values) * REFERENCE_MARGIN)
+    return point
+
+
+def losses(values: dict[str, float], objectives: list[str]) -> list[float]:
+    """{"accuracy", "latency", "size"} as losses (every objective minimised), in the objectives' order."""
+    return [-values[n] if OBJECTIVES[n] == "maximize" else values[n] for n in objectives]
+
+
+def trial_losses(trial: FrozenTrial, objectives: list[str]) -> list[float]:
+    result = result_of(trial)
+    return losses({"accuracy": result.accuracy, "latency": result.latency_ms, "size": result.size_mb}, objectives)
+
+
+def hypervolume(points: list[list[float]], reference: list[float]) -> float:
+    """The hypervolume of loss points against a reference point in loss form (reference_point's: accuracy's 0
+    is its own loss)."""
+    from optuna._hypervolume import compute_hypervolume  # Optuna's own; not re-exported publicly
+
+    ref = np.asarray(reference, float)
+    inside = [p for p in points if np.all(np.asarray(p) < ref)]
+    return float(compute_hypervolume(np.asarray(inside, float), ref)) if inside else 0.0
+
+
+def spread_over_front(front: list[FrozenTrial], k: int, reference: list[float], objectives: list[str]) -> list[FrozenTrial]:
+    """At most k trials of the front that keep the most of its hypervolume, chosen greedily (each adds the most
+    to those chosen before it); in the front's order."""
+    chosen: list[FrozenTrial] = []
+    rest = list(front)
+    while rest and len(chosen) < k:
+        base = [trial_losses(t, objectives) for t in chosen]
+        best = max(rest, key=lambda t: hypervolume(base + [trial_losses(t, objectives)], reference))
+        chosen.append(best)
+        rest.remove(best)
+    return [t for t in front if t in chosen]

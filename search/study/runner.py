@@ -8,7 +8,8 @@ from importlib import import_module
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from functools import partial
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import optuna
 from optuna.artifacts import FileSystemArtifactStore
@@ -28,7 +29,10 @@ from edgenas.search.study.storage import (
 )
 from edgenas.search.study.predictor import PREDICTION_ATTR
 from edgenas.search.study.prescreen import Prescreen
-from edgenas.search.study.trial import TrialContext, compile_cache_dir, run_trial, write_encoded_sets
+from edgenas.search.study.refine import REFINED_ATTR, FrontRefiner
+from edgenas.search.study.trial import (
+    TrialContext, compile_cache_dir, inherited_score, run_trial, write_encoded_sets,
+)
 from edgenas.search.study import verdict
 from edgenas.tables import narrow_table, number_column, runtime_mode, text_column
 from edgenas.types import Candidate, arch_legend
@@ -54,6 +58,7 @@ class SearchOptions:
     storage: str | None = None  # travels to workers in EDGENAS_STORAGE, never on a command line
     study_name: str = _flag("--study", "edgenas-demo")
     n_trials: int = _flag("--n-trials", 15)
+    refine: int = _flag("--refine", 0)  # the last n_trials that step from the front (search/study/refine.py)
     timeout: float | None = _flag("--timeout", None)
     sampler: str = _flag("--sampler", "tpe")
     seed: int | None = _flag("--seed", 0)
@@ -121,8 +126,10 @@ class TrialCap:
 
 
 def optimize_capped(study: optuna.Study, objective: Any, cap: TrialCap, timeout: float | None = None,
-                    max_starts: int | None = None, **optimize_kwargs: Any) -> int:
-    """Run one trial at a time while the cap has room; stop starting trials after `timeout` s.
+                    max_starts: int | None = None, before_each: Callable[[optuna.Study], None] | None = None,
+                    **optimize_kwargs: Any) -> int:
+    """Run one trial at a time while the cap has room; stop starting trials after `timeout` s. `before_each`
+    may queue the next trial's parameters.
 
     Returns the number of trials started here.
     """
@@ -131,6 +138,8 @@ def optimize_capped(study: optuna.Study, objective: Any, cap: TrialCap, timeout:
     while (max_starts is None or started < max_starts) and cap.room(study, deadline):
         if deadline is not None and time.monotonic() >= deadline:
             break
+        if before_each is not None:
+            before_each(study)
         study.optimize(objective, n_trials=1, **optimize_kwargs)
         started += 1
     return started
@@ -296,6 +305,7 @@ def run_search(config: SearchConfig, options: SearchOptions, console: Console | 
         optimize_capped(
             study, lambda trial: run_trial(trial, ctx), cap, timeout=options.timeout,
             max_starts=None if options.timeout else options.n_trials * 3,
+            before_each=front_refiner(ctx, options, inputs.target.name),
             catch=(EdgenasError,), callbacks=[reporter, cap], gc_after_trial=True,
         )
     console.print(f"[bold]done[/] in {time.perf_counter() - started:.0f} s")
@@ -303,6 +313,14 @@ def run_search(config: SearchConfig, options: SearchOptions, console: Console | 
     if options.summary:
         print_summary(study, config, console)
     return study
+
+
+def front_refiner(ctx: TrialContext, options: SearchOptions, target: str) -> FrontRefiner | None:
+    """What queues the study's last `--refine` trials (None: the sampler chooses every trial)."""
+    if not options.refine:
+        return None
+    return FrontRefiner(ctx.config, ctx.space, ctx.vocab_size, target, options.n_trials, options.refine,
+                        partial(inherited_score, ctx))
 
 
 def runnable_here(config: SearchConfig, console: Console) -> SearchConfig:
@@ -447,6 +465,8 @@ def trial_line(study: optuna.Study, trial: FrozenTrial, width: int = 80, score: 
         return _two_lines(what, "no result recorded", width)
     on_front = any(best.number == trial.number for best in study.best_trials)
     dup = f" (= #{result.duplicate_of})" if result.duplicate_of is not None else ""
+    if REFINED_ATTR in trial.user_attrs:
+        dup += f" (from #{trial.user_attrs[REFINED_ATTR]['trial']})"
     per_question = result.measurement.ms_per_question
     per_question = f" ({per_question:.2f} ms/q)" if per_question is not None else ""  # QA
     figures = (f"{score} {verdict.accuracy_text(result.accuracy, result.accuracy_n)} | "

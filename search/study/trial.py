@@ -70,12 +70,12 @@ def calibration_rows(splits: TaskSplits, config: SearchConfig, seed_offset: int 
     return seeded_rows(len(splits.train), config.measure.calibration_examples, config.task.split_seed + seed_offset)
 
 
-def torch_scores(model, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+def torch_scores(model, arrays: dict[str, np.ndarray], precision: str = "fp32") -> dict[str, Any]:
     """A torch model's scores on a scored set, computed as runtime/ computes an artifact's (score_logits)."""
     from edgenas.runtime.measure import score_logits
     from edgenas.search.training.loop import predict_logits
 
-    return score_logits(predict_logits(model, arrays), arrays)
+    return score_logits(predict_logits(model, arrays, precision=precision), arrays)
 
 
 def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> Path:
@@ -154,6 +154,15 @@ def run_trial(trial: optuna.Trial, ctx: TrialContext) -> list[float]:
         raise
     set_constraints(trial, ctx.config, result)
     return objective_values(ctx.config, result)
+
+
+def inherited_score(ctx: TrialContext, candidate: Candidate) -> float:
+    """The sub-config's inherited score on the search's dev rows in torch, as a trial scores it before compiling
+    (in bf16 where it pays: an estimate, many of them)."""
+    model = ctx.supernet.extract(candidate.arch)
+    if ctx.vocab is not None:
+        ctx.vocab.trim_model(model)
+    return float(torch_scores(model, load_npz(ctx.encoded.eval[candidate.seq_len]), precision="auto")["accuracy"])
 
 
 def _measure_candidate(trial: optuna.Trial, candidate: Candidate, ctx: TrialContext, clock: PhaseClock) -> TrialResult:
