@@ -234,11 +234,12 @@ def hypervolume(points: list[list[float]], reference: list[float]) -> float:
 def spread_over_front(front: list[FrozenTrial], k: int, reference: list[float], objectives: list[str]) -> list[FrozenTrial]:
     """At most k trials of the front that keep the most of its hypervolume, chosen greedily (each adds the most
     to those chosen before it); in the front's order."""
+    points = {t.number: trial_losses(t, objectives) for t in front}
     chosen: list[FrozenTrial] = []
     rest = list(front)
     while rest and len(chosen) < k:
-        base = [trial_losses(t, objectives) for t in chosen]
-        best = max(rest, key=lambda t: hypervolume(base + [trial_losses(t, objectives)], reference))
+        base = [points[t.number] for t in chosen]
+        best = max(rest, key=lambda t: hypervolume(base + [points[t.number]], reference))
         chosen.append(best)
         rest.remove(best)
     return [t for t in front if t in chosen]

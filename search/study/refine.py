@@ -25,9 +25,11 @@ from edgenas.search.space import SearchSpace
 from edgenas.search.study.objectives import (
     accuracy_floor, hypervolume, losses, pareto_trials, reference_point, result_of, trial_losses,
 )
-from edgenas.search.study.predictor import Predictor, observations, operation_counts
+from edgenas.search.study.predictor import SIZE_COUNTS, Predictor, observations, operation_counts
 from edgenas.types import Candidate
 
+#: the operation counts a latency scales with, before the predictor has enough trials
+FLOP_COUNTS = ("flops_dense", "flops_attention_scores")
 #: the trial attribute naming the front trial a refinement trial stepped from, and what was estimated
 REFINED_ATTR = "refined_from"
 
@@ -77,7 +79,7 @@ class FrontRefiner:
 
     def __init__(self, config: SearchConfig, space: SearchSpace, vocab_size: int, target: str,
                  n_trials: int, trials: int, score: Callable[[Candidate], float]) -> None:
-        self.config, self.space, self.family = config, space, space.family
+        self.config, self.space = config, space
         self.vocab_size, self.target = vocab_size, target
         self.first = n_trials - trials  # completed trials before refinement starts
         self.score = score  # a sub-config's inherited accuracy on the search's dev rows
@@ -100,7 +102,7 @@ class FrontRefiner:
         seen = measured_params(study)
         floor = accuracy_floor(study, self.config)
         completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        predictor = Predictor(observations(completed, self.vocab_size), self.family)
+        predictor = Predictor(observations(completed, self.vocab_size), self.space.family)
         steps = [step for parent in front for params in cheaper_neighbours(parent.params, self.space)
                  if params not in seen and (step := self.estimate(parent, params, predictor)) is not None
                  and (floor is None or step.accuracy >= floor)]
@@ -138,7 +140,6 @@ class FrontRefiner:
         """Neighbour over parent: the predictor's where it has enough trials, else the operation counts'."""
         if after is not None and before is not None and before.value > 0:
             return after.value / before.value
-        counts = [operation_counts(c, self.vocab_size, self.family) for c in (a, b)]
-        names = (("flops_dense", "flops_attention_scores") if what == "latency"
-                 else ("params_embedding_table", "params_embedding_projection", "params_attention", "params_ffn"))
+        counts = [operation_counts(c, self.vocab_size, self.space.family) for c in (a, b)]
+        names = FLOP_COUNTS if what == "latency" else SIZE_COUNTS
         return sum(counts[0][n] for n in names) / max(sum(counts[1][n] for n in names), 1.0)
