@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -86,3 +87,36 @@ def test_trimmed_export_is_smaller_and_predicts(tiny_env, tmp_path: Path, capsys
     main(["predict", str(model_dir), "good phone !", "--json"])
     line = json.loads(capsys.readouterr().out)
     assert line["label"] in ("neg", "pos") and line["text"] == "good phone !"
+
+
+def test_a_search_with_trim_vocab_builds_tflite_and_int4_with_the_trimmed_table(
+        tmp_path: Path, isolated_cache: Path) -> None:
+    """`trim_vocab: true` in a search: TFLite's artifact (built through its TensorFlow twin) and ONNX Runtime's int4
+    weights (whose embedding is quantized in blocks) are built with the training text's tokens only, and each
+    trial records that vocabulary for the predictor."""
+    import io
+
+    import optuna
+    from optuna.trial import TrialState
+    from rich.console import Console
+
+    from edgenas.config import load_config
+    from edgenas.search.study.predictor import VOCAB_ATTR
+    from edgenas.search.study.runner import SearchOptions, run_search
+    from edgenas.types import Candidate
+    from tiny_project import make_tiny_project
+
+    path = make_tiny_project(tmp_path / "project", runtimes={"onnxruntime": ["int4_weights"], "tflite": ["dynamic_int8"]})
+    config = load_config(path).model_copy(update={"trim_vocab": True})
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    options = SearchOptions(out_dir=tmp_path / "out", storage=storage, study_name="trimmed", n_trials=1,
+                            sampler="random", progress=False, summary=False)
+    run_search(config, options, Console(file=io.StringIO()))  # the max sub-config, in TFLite
+    optuna.load_study(study_name="trimmed", storage=storage).enqueue_trial(
+        {"runtime": "onnxruntime", "quantization_onnxruntime": "int4_weights"})
+    study = run_search(config, replace(options, n_trials=2), Console(file=io.StringIO()))
+    trials = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    built = sorted((c.runtime, c.quantization) for c in (Candidate.from_dict(t.user_attrs["candidate"]) for t in trials))
+    assert built == [("onnxruntime", "int4_weights"), ("tflite", "dynamic_int8")]
+    kept = {t.user_attrs[VOCAB_ATTR] for t in trials}
+    assert len(kept) == 1 and 4 < kept.pop() < len(load_tokenizer(config.task.tokenizer))
