@@ -21,8 +21,6 @@ import common
 import deployed as dp
 
 TARGET_SPEEDUP, MAX_DROP_POINTS = 15.0, 1.0
-
-
 #: the searched model and the references are timed in turn, this many times: a VM whose speed swings
 #: (the search's reference model moved 1.9x within minutes on 2026-12-08) slows all of them in one round
 ROUNDS = 5
