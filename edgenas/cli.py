@@ -142,6 +142,9 @@ def search(
     search_config = _config(config, device, recipe)
     if sampler not in SAMPLERS:
         raise EdgenasError(f"unknown sampler '{sampler}' (choose from {', '.join(SAMPLERS)})")
+    if refine >= n_trials:
+        raise EdgenasError(f"--refine {refine}: refinement steps from the front of the first trials, so it must be "
+                           f"fewer than --n-trials ({n_trials})")
     options = SearchOptions(
         out_dir=out, storage=storage, study_name=study, n_trials=n_trials, refine=refine, timeout=timeout,
         sampler=sampler, seed=seed, artifacts=artifacts, progress=not no_progress, summary=not worker,

@@ -147,3 +147,16 @@ def test_an_export_of_at_most_n_models_leaves_out_the_near_twin() -> None:
     assert spread_over_front(front, 3, reference, config.objectives) == [front[0], front[2], front[3]]
     assert spread_over_front(front, 1, reference, config.objectives) == [front[0]]  # the most area alone
     assert spread_over_front(front, 9, reference, config.objectives) == front
+
+
+def test_refining_every_trial_is_one_line_and_exit_2(tmp_path: Path, capsys) -> None:
+    """--refine must leave the sampler some trials to build a front from; nothing is created otherwise."""
+    import pytest
+
+    from edgenas.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["search", "--n-trials", "3", "--refine", "3", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert exit_.value.code == 2 and len(err.splitlines()) == 1 and "--refine 3" in err
+    assert not (tmp_path / "out").exists()
